@@ -1,0 +1,51 @@
+/** The generation engine's public contract (used by the CLI, the HTTP API and benchmarks). */
+
+export interface SamplingParams {
+  /** Stop after this many generated tokens (finish_reason 'length'). */
+  maxTokens: number;
+  /** 0 means greedy (argmax). */
+  temperature: number;
+  /** Nucleus sampling mass in (0, 1]; 1 disables. */
+  topP: number;
+  /** Keep only the k most likely tokens; 0 disables. */
+  topK: number;
+  /** Seed for this sequence's own random stream; same seed + same prompt = same tokens. */
+  seed?: number;
+  /** Token ids that end generation (finish_reason 'stop'); the model's EOS is always included. */
+  stopTokenIds?: number[];
+}
+
+export interface GenerationRequest {
+  promptIds: number[];
+  params: SamplingParams;
+  /** Aborting removes the sequence before the next step and frees its KV cache at once. */
+  signal?: AbortSignal;
+  /** Called for each generated token as soon as it is sampled (streaming). */
+  onToken?: (id: number) => void;
+}
+
+export type FinishReason = 'stop' | 'length' | 'abort';
+
+export interface GenerationResult {
+  ids: number[];
+  finishReason: FinishReason;
+  promptTokens: number;
+  completionTokens: number;
+}
+
+export interface EngineStats {
+  /** Sequences being generated right now. */
+  running: number;
+  /** Sequences admitted but waiting for a slot. */
+  waiting: number;
+  steps: number;
+  generatedTokens: number;
+}
+
+export interface GenerationEngine {
+  generate(req: GenerationRequest): Promise<GenerationResult>;
+  /** Logits of the last prompt position (float32, length vocab). */
+  logits(promptIds: number[]): Promise<Float32Array>;
+  stats(): EngineStats;
+  close(): Promise<void>;
+}
