@@ -1,0 +1,44 @@
+/** Small helpers shared by the CLI commands: parsing flags and lists, reporting usage errors. */
+import { parseArgs, type ParseArgsConfig } from 'node:util';
+
+/** A problem with how the command was called or with its inputs: printed without a stack trace. */
+export class CliError extends Error {
+  override name = 'CliError';
+}
+
+export function parseCommand<T extends NonNullable<ParseArgsConfig['options']>>(argv: string[], options: T, usage: string) {
+  try {
+    return parseArgs({ args: argv, options, allowPositionals: true, strict: true });
+  } catch (err) {
+    throw new CliError(`${(err as Error).message}\nusage: ${usage}`);
+  }
+}
+
+/** "0-3" -> [0,1,2,3]; "0,2,5" -> [0,2,5]; "0-1,4" -> [0,1,4]. */
+export function parseList(text: string, flag: string): number[] {
+  const out: number[] = [];
+  for (const part of text.split(',')) {
+    const m = /^\s*(\d+)\s*(?:-\s*(\d+)\s*)?$/.exec(part);
+    if (!m) throw new CliError(`${flag}: "${text}" is not a list like 0-3 or 0,2,5`);
+    const lo = Number(m[1]);
+    const hi = m[2] === undefined ? lo : Number(m[2]);
+    if (hi < lo) throw new CliError(`${flag}: range "${part.trim()}" runs backwards`);
+    for (let i = lo; i <= hi; i++) out.push(i);
+  }
+  return [...new Set(out)].sort((a, b) => a - b);
+}
+
+export function parseIds(text: string): number[] {
+  const ids = text.split(',').map((s) => s.trim());
+  if (ids.some((s) => !/^\d+$/.test(s))) throw new CliError(`--ids: "${text}" is not a comma-separated list of token ids`);
+  return ids.map(Number);
+}
+
+export function parseNumber(value: string | undefined, flag: string, fallback: number, opts: { min?: number; max?: number; integer?: boolean } = {}): number {
+  if (value === undefined) return fallback;
+  const n = Number(value);
+  if (!Number.isFinite(n) || (opts.integer && !Number.isInteger(n))) throw new CliError(`${flag}: "${value}" is not a${opts.integer ? 'n integer' : ' number'}`);
+  if (opts.min !== undefined && n < opts.min) throw new CliError(`${flag}: ${n} is below ${opts.min}`);
+  if (opts.max !== undefined && n > opts.max) throw new CliError(`${flag}: ${n} is above ${opts.max}`);
+  return n;
+}

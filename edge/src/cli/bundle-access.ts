@@ -1,0 +1,32 @@
+/** Opening a bundle for the CLI: its manifest, tokenizer and a generation engine (embedded or split). */
+import { readFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { readManifest } from '@unimoe/shared/bundle/load';
+import type { Manifest } from '@unimoe/shared/bundle/manifest';
+import { loadSentencePiece, type SentencePieceTokenizer } from '@unimoe/shared/tokenizer/index';
+import { createEngine } from '../engine/engine';
+import type { GenerationEngine } from '../engine/types';
+import { resolveBundle } from './resolve-bundle';
+
+export async function openTokenizer(bundleDir: string, manifest: Manifest): Promise<SentencePieceTokenizer> {
+  return loadSentencePiece(new Uint8Array(await readFile(join(bundleDir, manifest.tokenizer.file))));
+}
+
+export interface OpenedBundle {
+  bundleDir: string;
+  manifest: Manifest;
+  engine: GenerationEngine;
+}
+
+/** With `natsUrl` the experts run on pools over NATS; without, every unit runs in this process. */
+export async function openEngine(bundle: string, opts: { natsUrl?: string } = {}): Promise<OpenedBundle> {
+  const bundleDir = await resolveBundle(bundle);
+  const manifest = await readManifest(bundleDir);
+  let experts;
+  if (opts.natsUrl) {
+    const { createNatsExpertBackend } = await import('../dispatch/nats-expert-backend');
+    experts = await createNatsExpertBackend({ natsUrl: opts.natsUrl, model: manifest.name, hidden: manifest.config.hidden });
+  }
+  const engine = await createEngine({ bundleDir, experts });
+  return { bundleDir, manifest, engine };
+}

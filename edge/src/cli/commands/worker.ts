@@ -1,0 +1,5 @@
+import { workerCommand } from '@unimoe/gpu-worker/cli';
+
+export function run(argv: string[]): Promise<number> {
+  return workerCommand(argv);
+}

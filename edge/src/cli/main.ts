@@ -1,0 +1,53 @@
+/**
+ * `unimoe <command>`: the one CLI (run it as `pnpm unimoe <command>` from the repo root).
+ * Each command lives in its own module, loaded only when used.
+ */
+import { CliError } from './args';
+
+type Command = { summary: string; load: () => Promise<{ run(argv: string[]): Promise<number> }> };
+
+const commands: Record<string, Command> = {
+  'make-tiny': { summary: 'write a small random checkpoint in a real on-disk layout', load: () => import('./commands/make-tiny') },
+  convert: { summary: 'convert a checkpoint directory into a model bundle', load: () => import('./commands/convert') },
+  tokenize: { summary: "print a text's token ids (BOS included)", load: () => import('./commands/tokenize') },
+  logits: { summary: "print the last position's logits for --ids", load: () => import('./commands/logits') },
+  generate: { summary: 'generate tokens from --ids or --prompt', load: () => import('./commands/generate') },
+  worker: { summary: 'run one replica of an expert pool', load: () => import('./commands/worker') },
+  serve: { summary: 'serve the OpenAI-style edge API', load: () => import('./commands/serve') },
+  keys: { summary: 'create, list and revoke API keys', load: () => import('./commands/keys') },
+  preprocess: { summary: 'write model-ready features of an image, audio or video file', load: () => import('./commands/preprocess') },
+  cluster: { summary: 'run nats-server, two expert pools and the edge locally', load: () => import('./commands/cluster') },
+};
+
+function usage(): string {
+  const width = Math.max(...Object.keys(commands).map((c) => c.length));
+  return ['usage: unimoe <command> [options]', '', ...Object.entries(commands).map(([n, c]) => `  ${n.padEnd(width)}  ${c.summary}`)].join('\n');
+}
+
+async function main(argv: string[]): Promise<number> {
+  const [name, ...rest] = argv;
+  if (!name || name === '--help' || name === '-h') {
+    console.log(usage());
+    return name ? 0 : 2;
+  }
+  const command = commands[name];
+  if (!command) {
+    console.error(`unimoe: unknown command "${name}"\n\n${usage()}`);
+    return 2;
+  }
+  return (await command.load()).run(rest);
+}
+
+main(process.argv.slice(2)).then(
+  (code) => {
+    process.exitCode = code;
+  },
+  (err: unknown) => {
+    if (err instanceof CliError || (err instanceof Error && err.name !== 'Error' && !process.env.UNIMOE_DEBUG)) {
+      console.error(`unimoe: ${(err as Error).message}`);
+    } else {
+      console.error(err);
+    }
+    process.exitCode = 1;
+  },
+);

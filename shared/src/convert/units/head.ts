@@ -1,0 +1,26 @@
+/** `head`: hidden f32 [T,H] -> logits f32 [T,V], the final RMSNorm and lm_head. */
+import type { WeightDType } from '../../bundle/manifest';
+import type { ModelConfig } from '../../model/config';
+import { finishUnit, linear, linearWeight, rmsNorm, startUnit, type UnitIO } from './common';
+
+export interface HeadWeights {
+  /** `model.norm.weight` [H]. */
+  norm: Float32Array;
+  /** `lm_head.weight` [V, H]. */
+  lmHead: Float32Array;
+}
+
+export function headIO(cfg: ModelConfig): UnitIO {
+  return {
+    inputs: [{ name: 'hidden', dtype: 'float32', shape: ['T', cfg.hidden] }],
+    outputs: [{ name: 'logits', dtype: 'float32', shape: ['T', cfg.vocab] }],
+  };
+}
+
+export function buildHeadUnit(cfg: ModelConfig, w: HeadWeights, dtype: WeightDType): Uint8Array {
+  const io = headIO(cfg);
+  const g = startUnit('head', io);
+  const normed = rmsNorm(g, 'hidden', 'norm', w.norm, cfg.rmsEps);
+  linear(g, normed, linearWeight(g, 'lm_head', w.lmHead, cfg.vocab, cfg.hidden, dtype), 'logits');
+  return finishUnit(g, io);
+}
