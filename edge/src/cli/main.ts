@@ -7,6 +7,7 @@ import { CliError } from './args';
 type Command = { summary: string; load: () => Promise<{ run(argv: string[]): Promise<number> }> };
 
 const commands: Record<string, Command> = {
+  demo: { summary: 'make a tiny model and serve it in-process (the embedded default)', load: () => import('./commands/demo') },
   'make-tiny': { summary: 'write a small random checkpoint in a real on-disk layout', load: () => import('./commands/make-tiny') },
   convert: { summary: 'convert a checkpoint directory into a model bundle', load: () => import('./commands/convert') },
   tokenize: { summary: "print a text's token ids (BOS included)", load: () => import('./commands/tokenize') },

@@ -1,0 +1,29 @@
+/**
+ * `unimoe demo`: the embedded default in one command - makes a tiny Uni-MoE 4e checkpoint and its bundle
+ * under ./models (once), then serves the OpenAI-style API on 127.0.0.1 with every unit in this process.
+ */
+import { access } from 'node:fs/promises';
+import { makeTiny } from '@unimoe/shared/tiny/make-tiny';
+import { convertCheckpoint } from '@unimoe/shared/convert/convert';
+import { parseCommand } from '../args';
+
+const USAGE = 'unimoe demo [--port 8000] [--dir ./models]';
+
+const exists = (p: string) => access(p).then(() => true, () => false);
+
+export async function run(argv: string[]): Promise<number> {
+  const { values } = parseCommand(argv, { port: { type: 'string' }, dir: { type: 'string' } }, USAGE);
+  const dir = values.dir ?? './models';
+  const checkpoint = `${dir}/tiny-unimoe-4e`;
+  const bundle = `${dir}/tiny-unimoe-4e.bundle`;
+  if (!(await exists(`${bundle}/manifest.json`))) {
+    if (!(await exists(`${checkpoint}/config.json`))) {
+      console.error(`[demo] writing a tiny random Uni-MoE 4e checkpoint to ${checkpoint}`);
+      await makeTiny(checkpoint, { layout: 'unimoe-4e', seed: 1 });
+    }
+    console.error(`[demo] converting it to the bundle ${bundle}`);
+    await convertCheckpoint({ checkpointDir: checkpoint, bundleDir: bundle, dtype: 'float32', name: 'tiny-unimoe-4e' });
+  }
+  const serve = await import('./serve');
+  return serve.run([bundle, '--port', values.port ?? '8000', '--host', '127.0.0.1', '--no-auth']);
+}
