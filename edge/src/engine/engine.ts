@@ -1,0 +1,112 @@
+/**
+ * The single-process generation engine: dense units in this process, experts wherever the given
+ * `ExpertBackend` puts them (in-process by default), continuous batching over all live requests.
+ */
+import type { Manifest } from '@unimoe/shared/bundle/manifest';
+import { validateSamplingOptions } from '@unimoe/shared/model/sampling';
+import type { UnitSessionOptions } from '@unimoe/shared/runtime/ort-unit';
+import { readManifest } from '@unimoe/shared/bundle/load';
+import { DenseModel } from './dense-model';
+import type { ExpertBackend } from './expert-backend';
+import { LocalExpertBackend } from './local-experts';
+import { Scheduler } from './scheduler';
+import { Sequence } from './sequence';
+import type { GenerationEngine, GenerationRequest, GenerationResult } from './types';
+
+export interface EngineOptions {
+  bundleDir: string;
+  /** Where experts run; default: in-process from the bundle. A backend passed in stays the caller's to close. */
+  experts?: ExpertBackend;
+  /** Most sequences advanced together in one step (default 16). */
+  maxBatch?: number;
+  /** Most prompt tokens one sequence feeds per step (default 128). */
+  prefillChunk?: number;
+  /** Load (and verify) every in-process expert at start instead of on first use. */
+  eagerExperts?: boolean;
+  session?: UnitSessionOptions;
+}
+
+export interface Engine extends GenerationEngine {
+  readonly manifest: Manifest;
+  /** Bytes held by the KV caches of running sequences. */
+  kvCacheBytes(): number;
+}
+
+export async function createEngine(opts: EngineOptions): Promise<Engine> {
+  const maxBatch = opts.maxBatch ?? 16;
+  const prefillChunk = opts.prefillChunk ?? 128;
+  if (!Number.isInteger(maxBatch) || maxBatch < 1) throw new Error(`maxBatch must be an integer >= 1, got ${maxBatch}`);
+  if (!Number.isInteger(prefillChunk) || prefillChunk < 1) throw new Error(`prefillChunk must be an integer >= 1, got ${prefillChunk}`);
+  const manifest = await readManifest(opts.bundleDir);
+  const model = await DenseModel.load(opts.bundleDir, manifest, opts.session);
+  let experts = opts.experts;
+  if (!experts) {
+    try {
+      experts = await LocalExpertBackend.open(opts.bundleDir, { session: opts.session, eager: opts.eagerExperts }, manifest);
+    } catch (err) {
+      await model.release();
+      throw err;
+    }
+  }
+  const ownsExperts = !opts.experts;
+  const scheduler = new Scheduler(manifest, model, experts, { maxBatch, prefillChunk });
+  const cfg = manifest.config;
+  let closed: Promise<void> | null = null;
+
+  const checkIds = (ids: number[], what: string, allowEmpty = false) => {
+    if (!Array.isArray(ids) || (ids.length === 0 && !allowEmpty)) throw new Error(`${what} must be a ${allowEmpty ? '' : 'non-empty '}array of token ids`);
+    ids.forEach((id, i) => {
+      if (!Number.isInteger(id) || id < 0 || id >= cfg.vocab) throw new Error(`${what}[${i}] = ${id} is not a token id in [0, ${cfg.vocab})`);
+    });
+  };
+
+  return {
+    manifest,
+    generate(req: GenerationRequest): Promise<GenerationResult> {
+      return new Promise((resolve, reject) => {
+        try {
+          checkIds(req.promptIds, 'promptIds');
+          const p = req.params;
+          if (!Number.isInteger(p?.maxTokens) || p.maxTokens < 1) throw new Error(`maxTokens must be an integer >= 1, got ${p?.maxTokens}`);
+          validateSamplingOptions(p);
+          if (p.seed !== undefined && !Number.isSafeInteger(p.seed)) throw new Error(`seed must be a safe integer, got ${p.seed}`);
+          if (p.stopTokenIds !== undefined) checkIds(p.stopTokenIds, 'stopTokenIds', true);
+          if (req.promptIds.length + p.maxTokens > cfg.maxPositions) {
+            throw new Error(
+              `prompt (${req.promptIds.length} tokens) + maxTokens (${p.maxTokens}) exceeds the model's ${cfg.maxPositions} positions`,
+            );
+          }
+        } catch (err) {
+          return reject(err);
+        }
+        if (req.signal?.aborted) {
+          return resolve({ ids: [], finishReason: 'abort', promptTokens: req.promptIds.length, completionTokens: 0 });
+        }
+        const seq: Sequence = new Sequence([...req.promptIds], req, cfg.eos, { kind: 'generate', resolve }, reject, () => scheduler.onAbort(seq));
+        scheduler.submit(seq);
+      });
+    },
+    logits(promptIds: number[]): Promise<Float32Array> {
+      return new Promise((resolve, reject) => {
+        try {
+          checkIds(promptIds, 'promptIds');
+          if (promptIds.length > cfg.maxPositions) throw new Error(`prompt (${promptIds.length} tokens) exceeds the model's ${cfg.maxPositions} positions`);
+        } catch (err) {
+          return reject(err);
+        }
+        const seq: Sequence = new Sequence([...promptIds], null, cfg.eos, { kind: 'logits', resolve }, reject, () => scheduler.onAbort(seq));
+        scheduler.submit(seq);
+      });
+    },
+    stats: () => scheduler.stats(),
+    kvCacheBytes: () => scheduler.kvCacheBytes(),
+    close(): Promise<void> {
+      closed ??= (async () => {
+        await scheduler.close(new Error('engine closed'));
+        await model.release();
+        if (ownsExperts) await experts.close();
+      })();
+      return closed;
+    },
+  };
+}
