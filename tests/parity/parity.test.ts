@@ -32,7 +32,7 @@ function untilEos(ids: number[]): number[] {
 }
 
 async function checkParity(name: string, checkpointDir: string, opts: { adapterDir?: string; dtype?: 'float32' | 'float16'; tolerance: number; greedy: boolean }) {
-  const bundleDir = join(tmp.dir, name);
+  const bundleDir = join(tmp.dir, `${name}.bundle`);
   await convertCheckpoint({ checkpointDir, bundleDir, dtype: opts.dtype ?? 'float32', adapterDir: opts.adapterDir });
   const reference: ReferenceModel = await loadReferenceModel(checkpointDir, { adapterDir: opts.adapterDir });
   const engine: GenerationEngine = await createEngine({ bundleDir });
