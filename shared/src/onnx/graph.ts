@@ -12,6 +12,9 @@ const { onnx } = onnxProto;
 export const IR_VERSION = 8;
 export const OPSET = 17;
 
+/** protobuf messages cannot exceed 2 GiB; leave room for the graph itself. */
+const MAX_PROTO_BYTES = 2 ** 31 - 2 ** 24;
+
 export type ElemType = 'float32' | 'float16' | 'float64' | 'int64';
 
 const ELEM_TYPE: Record<ElemType, number> = {
@@ -106,10 +109,10 @@ export class GraphBuilder {
 
   nodeMulti(opType: string, inputs: string[], opts: NodeOptions & { count?: number } = {}): string[] {
     const outputs = opts.outputs ?? Array.from({ length: opts.count ?? 1 }, () => this.fresh(opType.toLowerCase()));
-    for (const o of opts.outputs ?? []) this.claim(o);
+    for (const o of outputs) this.claim(o);
     this.nodes.push({
       opType,
-      name: this.fresh(`${opType}_node`),
+      name: `${opType}_${this.nodes.length}`,
       input: inputs,
       output: outputs,
       attribute: Object.entries(opts.attrs ?? {}).map(([name, value]) => attribute(name, value)),
@@ -117,17 +120,23 @@ export class GraphBuilder {
     return outputs;
   }
 
-  /** A name not used yet in this graph. */
+  /** A value name not used yet in this graph (claimed when something produces it). */
   fresh(hint: string): string {
     let name: string;
     do name = `${hint}_${this.counter++}`;
     while (this.used.has(name));
-    this.used.add(name);
     return name;
   }
 
   /** The serialised `ModelProto`. */
   toBytes(): Uint8Array {
+    const weightBytes = this.initializers.reduce((sum, t) => sum + (t.rawData?.length ?? 0), 0);
+    if (weightBytes > MAX_PROTO_BYTES) {
+      throw new Error(
+        `ONNX graph ${this.name}: ${(weightBytes / 2 ** 30).toFixed(2)} GiB of weights exceed protobuf's 2 GiB file limit ` +
+          '(ONNX external data is not supported yet; a float16 bundle halves the size)',
+      );
+    }
     const model = onnx.ModelProto.create({
       irVersion: IR_VERSION,
       producerName: 'unimoe',

@@ -1,7 +1,7 @@
 /** `embed`: input_ids int64 [T] -> hidden f32 [T,H], a row lookup in the token embedding table. */
 import type { WeightDType } from '../../bundle/manifest';
 import type { ModelConfig } from '../../model/config';
-import { finishUnit, startUnit, toFloat32, type UnitIO } from './common';
+import { finishUnit, startUnit, type UnitIO } from './common';
 
 export function embedIO(cfg: ModelConfig): UnitIO {
   return {

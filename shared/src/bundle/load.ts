@@ -1,0 +1,110 @@
+/** Reading a bundle directory: the validated manifest, and integrity checks of its unit files. */
+import { createHash } from 'node:crypto';
+import { createReadStream } from 'node:fs';
+import { readFile, stat } from 'node:fs/promises';
+import { isAbsolute, join, resolve } from 'node:path';
+import { z } from 'zod';
+import { BUNDLE_FORMAT, BUNDLE_VERSION, type Manifest, type UnitSpec } from './manifest';
+
+const positiveInt = z.number().int().positive();
+const tokenId = z.number().int().nonnegative();
+/** Files stay inside the bundle: a manifest must not make a reader open arbitrary paths. */
+const bundleFile = z
+  .string()
+  .min(1)
+  .refine((f) => !isAbsolute(f) && !f.split(/[\\/]/).includes('..'), 'must be a path inside the bundle');
+const sha256 = z.string().regex(/^[0-9a-f]{64}$/, 'must be a lowercase hex sha256');
+
+const tensorSpec = z.object({
+  name: z.string().min(1),
+  dtype: z.enum(['float32', 'int64']),
+  shape: z.array(z.union([z.number().int().nonnegative(), z.string().min(1)])),
+});
+
+const unitSpec = z.object({
+  name: z.string().min(1),
+  kind: z.enum(['embed', 'attn', 'expert', 'head']),
+  layer: z.number().int().nonnegative().optional(),
+  expert: z.number().int().nonnegative().optional(),
+  file: bundleFile,
+  bytes: positiveInt,
+  sha256,
+  inputs: z.array(tensorSpec),
+  outputs: z.array(tensorSpec),
+});
+
+const modelConfig = z.object({
+  layout: z.enum(['unimoe-4e', 'unimoe-8e', 'mixtral']),
+  hidden: positiveInt,
+  layers: positiveInt,
+  heads: positiveInt,
+  kvHeads: positiveInt,
+  headDim: positiveInt,
+  intermediate: positiveInt,
+  vocab: positiveInt,
+  rmsEps: z.number().positive(),
+  ropeTheta: z.number().positive(),
+  maxPositions: positiveInt,
+  experts: positiveInt,
+  routing: z.object({ topK: positiveInt, order: z.enum(['topk-softmax', 'softmax-topk']), renormalize: z.boolean() }),
+  bos: tokenId,
+  eos: tokenId,
+  pad: tokenId,
+});
+
+const manifestSchema = z.object({
+  format: z.literal(BUNDLE_FORMAT),
+  version: z.literal(BUNDLE_VERSION),
+  name: z.string().min(1),
+  dtype: z.enum(['float32', 'float16']),
+  config: modelConfig,
+  tokenizer: z.object({ file: bundleFile, sha256, bos: tokenId, eos: tokenId, pad: tokenId, unk: tokenId }),
+  template: z.literal('vicuna_v1'),
+  modalities: z.array(z.string()),
+  units: z.array(unitSpec).min(1),
+  source: z.object({ layout: z.string(), checkpoint: z.string(), adapter: z.string().optional(), warnings: z.array(z.string()) }),
+}) satisfies z.ZodType<Manifest>;
+
+export const MANIFEST_FILE = 'manifest.json';
+
+/** The bundle's manifest, checked field by field; errors name the file and the offending field. */
+export async function readManifest(bundleDir: string): Promise<Manifest> {
+  const path = join(resolve(bundleDir), MANIFEST_FILE);
+  let text: string;
+  try {
+    text = await readFile(path, 'utf8');
+  } catch (err) {
+    throw new Error(`${path}: cannot read the bundle manifest (${(err as NodeJS.ErrnoException).code ?? (err as Error).message})`);
+  }
+  let json: unknown;
+  try {
+    json = JSON.parse(text);
+  } catch (err) {
+    throw new Error(`${path}: not valid JSON (${(err as Error).message})`);
+  }
+  const parsed = manifestSchema.safeParse(json);
+  if (!parsed.success) {
+    const issues = parsed.error.issues.map((i) => `${i.path.join('.') || '(root)'}: ${i.message}`);
+    throw new Error(`${path}: invalid bundle manifest: ${issues.slice(0, 10).join('; ')}${issues.length > 10 ? ` (+${issues.length - 10} more)` : ''}`);
+  }
+  const manifest = parsed.data as Manifest;
+  const seen = new Set<string>();
+  for (const u of manifest.units) {
+    if (seen.has(u.name)) throw new Error(`${path}: unit ${u.name} is listed twice`);
+    seen.add(u.name);
+  }
+  return manifest;
+}
+
+/** Checks a unit file's size and sha256 against the manifest; throws naming the unit and file when they differ. */
+export async function verifyUnit(bundleDir: string, unit: UnitSpec): Promise<void> {
+  const path = join(resolve(bundleDir), unit.file);
+  const info = await stat(path).catch((err: NodeJS.ErrnoException) => {
+    throw new Error(`unit ${unit.name}: cannot read ${path} (${err.code ?? err.message})`);
+  });
+  if (info.size !== unit.bytes) throw new Error(`unit ${unit.name}: ${path} has ${info.size} bytes, the manifest says ${unit.bytes}`);
+  const hash = createHash('sha256');
+  for await (const chunk of createReadStream(path)) hash.update(chunk as Buffer);
+  const digest = hash.digest('hex');
+  if (digest !== unit.sha256) throw new Error(`unit ${unit.name}: ${path} has sha256 ${digest}, the manifest says ${unit.sha256} (corrupt or replaced file)`);
+}

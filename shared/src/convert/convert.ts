@@ -1,0 +1,227 @@
+/**
+ * Checkpoint directory -> model bundle (docs/bundle.md). Units are built one at a time from weights
+ * read when that unit needs them, written into a temporary directory beside the bundle, and the
+ * directory is renamed into place only when everything (manifest included) is written: a failure
+ * leaves neither a partial bundle nor the temporary directory behind.
+ */
+import { createHash } from 'node:crypto';
+import { copyFile, mkdir, readdir, readFile, rename, rm, stat, writeFile } from 'node:fs/promises';
+import { basename, dirname, join, resolve } from 'node:path';
+import { BUNDLE_FORMAT, BUNDLE_VERSION, unitName, type Manifest, type UnitKind, type UnitSpec, type WeightDType } from '../bundle/manifest';
+import { openCheckpoint } from '../checkpoint/open';
+import type { Checkpoint } from '../checkpoint/types';
+import type { ModelConfig } from '../model/config';
+import { parseModelProto } from '../tokenizer/model-proto';
+import { openPeftAdapter, readJson, type PeftAdapter } from './adapter';
+import { detectModel } from './detect';
+import { attnIO, buildAttnUnit } from './units/attn';
+import type { UnitIO } from './units/common';
+import { buildEmbedUnit, embedIO } from './units/embed';
+import { buildExpertUnit, expertIO } from './units/expert';
+import { buildHeadUnit, headIO } from './units/head';
+import { WeightReader, type ExpertRole, type LayerRole, type WeightRef } from './weights';
+
+export interface ConvertOptions {
+  checkpointDir: string;
+  bundleDir: string;
+  dtype?: WeightDType;
+  adapterDir?: string;
+  name?: string;
+  onProgress?: (msg: string) => void;
+}
+
+const TOKENIZER_FILE = 'tokenizer.model';
+
+/** One unit to write: its manifest identity and how to build its ONNX bytes. */
+interface UnitPlan {
+  name: string;
+  kind: UnitKind;
+  layer?: number;
+  expert?: number;
+  io: UnitIO;
+  weights: WeightRef[];
+  build(w: WeightReader): Promise<Uint8Array>;
+}
+
+export async function convertCheckpoint(opts: ConvertOptions): Promise<Manifest> {
+  const checkpointDir = resolve(opts.checkpointDir);
+  const bundleDir = resolve(opts.bundleDir);
+  const dtype = opts.dtype ?? 'float32';
+  const progress = opts.onProgress ?? (() => {});
+  if (!(await stat(checkpointDir).catch(() => undefined))?.isDirectory()) throw new Error(`${checkpointDir}: not a checkpoint directory`);
+  // An empty directory is fine (rename replaces it); anything else might be a checkpoint or an older bundle.
+  if ((await readdir(bundleDir).catch(() => [])).length > 0 || (await stat(bundleDir).catch(() => undefined))?.isFile()) {
+    throw new Error(`${bundleDir} already exists and is not an empty directory; remove it or choose another bundle directory`);
+  }
+  const tokenizerPath = join(checkpointDir, TOKENIZER_FILE);
+  const tokenizerBytes = await readFile(tokenizerPath).catch((err: NodeJS.ErrnoException) => {
+    throw new Error(`${tokenizerPath}: cannot read the tokenizer (${err.code ?? err.message}); a bundle needs the checkpoint's SentencePiece ${TOKENIZER_FILE}`);
+  });
+  const tokenizerIds = readTokenizerIds(tokenizerBytes, tokenizerPath);
+
+  const configPath = join(checkpointDir, 'config.json');
+  const configJson = await readJson(configPath);
+  let base: Checkpoint | undefined;
+  let adapter: PeftAdapter | undefined;
+  try {
+    base = await openCheckpoint(checkpointDir);
+    const detected = detectModel(configJson, base.names(), configPath);
+    const { config } = detected;
+    progress(
+      `${config.layout}: ${config.layers} layers, ${config.experts} experts (top-${config.routing.topK}), hidden ${config.hidden}, ` +
+        `heads ${config.heads}/${config.kvHeads} kv, vocab ${config.vocab}`,
+    );
+    if (opts.adapterDir) {
+      adapter = await openPeftAdapter(opts.adapterDir);
+      progress(`adapter ${adapter.dir}: ${adapter.factors.size} LoRA pairs (r=${adapter.r}, scale ${adapter.scale}), ${adapter.replacements.size} replacement tensors`);
+    }
+    const weights = new WeightReader(base, detected, adapter);
+    const plans = planUnits(config, dtype);
+    weights.validate(plans.flatMap((p) => p.weights));
+    const warnings = [...detected.warnings, ...tokenizerWarnings(config, tokenizerIds, tokenizerPath), ...weights.unusedWarnings()];
+
+    const tempDir = join(dirname(bundleDir), `.${basename(bundleDir)}.partial-${process.pid}-${Date.now()}`);
+    await mkdir(tempDir, { recursive: true });
+    try {
+      const units = await writeUnits(plans, weights, tempDir, progress);
+      await copyFile(tokenizerPath, join(tempDir, TOKENIZER_FILE));
+      const manifest: Manifest = {
+        format: BUNDLE_FORMAT,
+        version: BUNDLE_VERSION,
+        name: opts.name ?? basename(checkpointDir),
+        dtype,
+        config,
+        tokenizer: { file: TOKENIZER_FILE, sha256: sha256(tokenizerBytes), bos: config.bos, eos: config.eos, pad: config.pad, unk: tokenizerIds.unk },
+        template: 'vicuna_v1',
+        modalities: ['text'],
+        units,
+        source: { layout: config.layout, checkpoint: checkpointDir, ...(adapter ? { adapter: adapter.dir } : {}), warnings },
+      };
+      await writeFile(join(tempDir, 'manifest.json'), `${JSON.stringify(manifest, null, 2)}\n`);
+      await rename(tempDir, bundleDir);
+      progress(`wrote ${bundleDir}`);
+      return manifest;
+    } catch (err) {
+      await rm(tempDir, { recursive: true, force: true });
+      throw err;
+    }
+  } finally {
+    await Promise.all([base?.close(), adapter?.close()]);
+  }
+}
+
+/** Every unit in forward order: embed, then per layer attention and experts, then head. */
+function planUnits(cfg: ModelConfig, dtype: WeightDType): UnitPlan[] {
+  const plans: UnitPlan[] = [
+    {
+      name: unitName.embed,
+      kind: 'embed',
+      io: embedIO(cfg),
+      weights: [{ kind: 'embed' }],
+      build: async (w) => buildEmbedUnit(cfg, await w.read({ kind: 'embed' }), dtype),
+    },
+  ];
+  const layerRoles: LayerRole[] = ['input_norm', 'q', 'k', 'v', 'o', 'post_norm', 'router'];
+  const expertRoles: ExpertRole[] = ['gate', 'up', 'down'];
+  for (let layer = 0; layer < cfg.layers; layer++) {
+    const attnRefs = layerRoles.map((role): WeightRef => ({ kind: 'layer', layer, role }));
+    plans.push({
+      name: unitName.attn(layer),
+      kind: 'attn',
+      layer,
+      io: attnIO(cfg),
+      weights: attnRefs,
+      build: async (w) => {
+        const [inputNorm, q, k, v, o, postNorm, router] = await readAll(w, attnRefs);
+        return buildAttnUnit(cfg, layer, { inputNorm, q, k, v, o, postNorm, router }, dtype);
+      },
+    });
+    for (let expert = 0; expert < cfg.experts; expert++) {
+      const refs = expertRoles.map((role): WeightRef => ({ kind: 'expert', layer, expert, role }));
+      const name = unitName.expert(layer, expert);
+      plans.push({
+        name,
+        kind: 'expert',
+        layer,
+        expert,
+        io: expertIO(cfg),
+        weights: refs,
+        build: async (w) => {
+          const [gate, up, down] = await readAll(w, refs);
+          return buildExpertUnit(cfg, name, { gate, up, down }, dtype);
+        },
+      });
+    }
+  }
+  const headRefs: WeightRef[] = [{ kind: 'norm' }, { kind: 'lm_head' }];
+  plans.push({
+    name: unitName.head,
+    kind: 'head',
+    io: headIO(cfg),
+    weights: headRefs,
+    build: async (w) => {
+      const [norm, lmHead] = await readAll(w, headRefs);
+      return buildHeadUnit(cfg, { norm, lmHead }, dtype);
+    },
+  });
+  return plans;
+}
+
+async function readAll(w: WeightReader, refs: WeightRef[]): Promise<Float32Array[]> {
+  const out: Float32Array[] = [];
+  for (const ref of refs) out.push(await w.read(ref)); // sequential: one tensor's bytes in flight at a time
+  return out;
+}
+
+async function writeUnits(plans: UnitPlan[], weights: WeightReader, dir: string, progress: (msg: string) => void): Promise<UnitSpec[]> {
+  const units: UnitSpec[] = [];
+  for (const [i, plan] of plans.entries()) {
+    const bytes = await plan.build(weights);
+    const file = `${plan.name}.onnx`;
+    await writeFile(join(dir, file), bytes);
+    units.push({
+      name: plan.name,
+      kind: plan.kind,
+      ...(plan.layer !== undefined ? { layer: plan.layer } : {}),
+      ...(plan.expert !== undefined ? { expert: plan.expert } : {}),
+      file,
+      bytes: bytes.byteLength,
+      sha256: sha256(bytes),
+      inputs: plan.io.inputs,
+      outputs: plan.io.outputs,
+    });
+    progress(`[${i + 1}/${plans.length}] ${plan.name} (${(bytes.byteLength / 2 ** 20).toFixed(1)} MiB)`);
+  }
+  return units;
+}
+
+interface TokenizerIds {
+  unk: number;
+  bos: number;
+  eos: number;
+  vocabSize: number;
+}
+
+function readTokenizerIds(bytes: Uint8Array, path: string): TokenizerIds {
+  try {
+    const model = parseModelProto(bytes);
+    const { unkId, bosId, eosId } = model.trainerSpec;
+    return { unk: unkId, bos: bosId, eos: eosId, vocabSize: model.pieces.length };
+  } catch (err) {
+    throw new Error(`${path}: ${(err as Error).message}`);
+  }
+}
+
+/** The bundle trusts config.json's ids; a tokenizer that disagrees is worth a warning. */
+function tokenizerWarnings(cfg: ModelConfig, ids: TokenizerIds, path: string): string[] {
+  const warnings: string[] = [];
+  if (ids.bos !== cfg.bos || ids.eos !== cfg.eos) {
+    warnings.push(`${path}: tokenizer bos/eos ${ids.bos}/${ids.eos} differ from config.json's ${cfg.bos}/${cfg.eos}; the bundle uses config.json's`);
+  }
+  if (ids.vocabSize > cfg.vocab) warnings.push(`${path}: tokenizer has ${ids.vocabSize} pieces but the model's vocabulary is ${cfg.vocab}`);
+  return warnings;
+}
+
+function sha256(bytes: Uint8Array): string {
+  return createHash('sha256').update(bytes).digest('hex');
+}

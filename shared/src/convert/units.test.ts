@@ -1,0 +1,142 @@
+/**
+ * Every unit graph, run in onnxruntime-node, against float64 loops written here from the math
+ * (HF Llama conventions: RMSNorm, rotate_half rotary, grouped-query attention, SwiGLU).
+ */
+import { describe, expect, it } from 'vitest';
+import type { WeightDType } from '../bundle/manifest';
+import type { ModelConfig } from '../model/config';
+import { buildAttnUnit, type AttnWeights } from './units/attn';
+import { buildEmbedUnit } from './units/embed';
+import { buildExpertUnit, type ExpertWeights } from './units/expert';
+import { buildHeadUnit } from './units/head';
+import { attnReference, expert64, linear64, random, relErr, rmsNorm64, type AttnCase } from './testing/reference64';
+import { f32, i64, runUnit } from './testing/run-unit';
+
+const cfg: ModelConfig = {
+  layout: 'mixtral',
+  hidden: 32,
+  layers: 1,
+  heads: 4,
+  kvHeads: 2,
+  headDim: 8,
+  intermediate: 48,
+  vocab: 50,
+  rmsEps: 1e-5,
+  ropeTheta: 500000,
+  maxPositions: 128,
+  experts: 4,
+  routing: { topK: 2, order: 'topk-softmax', renormalize: false },
+  bos: 1,
+  eos: 2,
+  pad: 0,
+};
+
+function attnWeights(c: ModelConfig, seed: number): AttnWeights {
+  const { hidden: H, heads: NH, kvHeads: KV, headDim: D, experts: E } = c;
+  const s = 1 / Math.sqrt(H);
+  return {
+    inputNorm: random(H, seed + 1, 0.5).map((z) => 1 + z),
+    q: random(NH * D * H, seed + 2, s),
+    k: random(KV * D * H, seed + 3, s),
+    v: random(KV * D * H, seed + 4, s),
+    o: random(H * NH * D, seed + 5, s),
+    postNorm: random(H, seed + 6, 0.5).map((z) => 1 + z),
+    router: random(E * H, seed + 7, s),
+  };
+}
+
+/** Batch of 2 with a cache of 4: row 0 plain causal; row 1 left-padded (first 2 cache slots dropped) with its first new token a padding row that sees nothing. */
+function attnCase(c: ModelConfig): AttnCase {
+  const B = 2, S = 3, P = 4, L = P + S; // prettier-ignore
+  const mask = new Float32Array(B * S * L);
+  for (let b = 0; b < B; b++)
+    for (let s = 0; s < S; s++)
+      for (let j = 0; j < L; j++) {
+        const future = j > P + s;
+        const padding = b === 1 && (j < 2 || s === 0);
+        mask[(b * S + s) * L + j] = future || padding ? -1e30 : 0;
+      }
+  return {
+    B, S, P, mask, // prettier-ignore
+    hidden: random(B * S * c.hidden, 11, 2),
+    positions: [
+      [4, 5, 6],
+      [37, 38, 39],
+    ],
+    pastKey: random(B * P * c.kvHeads * c.headDim, 12),
+    pastValue: random(B * P * c.kvHeads * c.headDim, 13),
+  };
+}
+
+describe.each<[WeightDType, number]>([
+  ['float32', 1e-5],
+  ['float16', 2e-2],
+])('%s units match the float64 math', (dtype, tol) => {
+  it('attn: past cache, padded mask rows, GQA, rope_theta 500000', async () => {
+    for (const c of [cfg, { ...cfg, kvHeads: cfg.heads }]) {
+      const w = attnWeights(c, 100);
+      const a = attnCase(c);
+      const out = await runUnit(buildAttnUnit(c, 0, w, dtype), {
+        hidden: f32(a.hidden, [a.B, a.S, c.hidden]),
+        position_ids: i64(a.positions.flat(), [a.B, a.S]),
+        past_key: f32(a.pastKey, [a.B, a.P, c.kvHeads, c.headDim]),
+        past_value: f32(a.pastValue, [a.B, a.P, c.kvHeads, c.headDim]),
+        attention_mask: f32(a.mask, [a.B, 1, a.S, a.P + a.S]),
+      });
+      const ref = attnReference(c, w, a);
+      expect(out.hidden_out.dims).toEqual([a.B, a.S, c.hidden]);
+      expect(out.router_logits.dims).toEqual([a.B, a.S, c.experts]);
+      expect(out.key.dims).toEqual([a.B, a.S, c.kvHeads, c.headDim]);
+      for (const name of ['hidden_out', 'moe_input', 'router_logits', 'key', 'value'] as const)
+        expect(relErr(out[name].data, ref[name]), `${name} kvHeads=${c.kvHeads}`).toBeLessThan(tol);
+    }
+  });
+
+  it('attn: prefill with an empty cache', async () => {
+    const w = attnWeights(cfg, 200);
+    const S = 5;
+    const hidden = random(S * cfg.hidden, 21, 2);
+    const mask = new Float32Array(S * S).map((_, i) => (i % S > Math.floor(i / S) ? -1e30 : 0));
+    const empty = new Float32Array(0);
+    const out = await runUnit(buildAttnUnit(cfg, 3, w, dtype), {
+      hidden: f32(hidden, [1, S, cfg.hidden]),
+      position_ids: i64([0, 1, 2, 3, 4], [1, S]),
+      past_key: f32(empty, [1, 0, cfg.kvHeads, cfg.headDim]),
+      past_value: f32(empty, [1, 0, cfg.kvHeads, cfg.headDim]),
+      attention_mask: f32(mask, [1, 1, S, S]),
+    });
+    const ref = attnReference(cfg, w, { B: 1, S, P: 0, hidden, positions: [[0, 1, 2, 3, 4]], pastKey: empty, pastValue: empty, mask });
+    for (const name of ['hidden_out', 'moe_input', 'router_logits', 'key', 'value'] as const)
+      expect(relErr(out[name].data, ref[name]), name).toBeLessThan(tol);
+  });
+
+  it('expert: down(silu(gate x) * up x)', async () => {
+    const { hidden: H, intermediate: I } = cfg;
+    const w: ExpertWeights = { gate: random(I * H, 31, 0.3), up: random(I * H, 32, 0.3), down: random(H * I, 33, 0.2) };
+    const T = 5;
+    const x = random(T * H, 34, 2);
+    const out = await runUnit(buildExpertUnit(cfg, 'layer0.expert1', w, dtype), { x: f32(x, [T, H]) });
+    expect(out.y.dims).toEqual([T, H]);
+    expect(relErr(out.y.data, expert64(x, T, w, H, I))).toBeLessThan(tol);
+  });
+
+  it('head: final RMSNorm + lm_head', async () => {
+    const { hidden: H, vocab: V } = cfg;
+    const w = { norm: random(H, 41, 0.5).map((z) => 1 + z), lmHead: random(V * H, 42, 0.2) };
+    const T = 3;
+    const hidden = random(T * H, 43, 3);
+    const out = await runUnit(buildHeadUnit(cfg, w, dtype), { hidden: f32(hidden, [T, H]) });
+    expect(out.logits.dims).toEqual([T, V]);
+    expect(relErr(out.logits.data, linear64(rmsNorm64(hidden, T, w.norm, cfg.rmsEps), T, w.lmHead, V, H))).toBeLessThan(tol);
+  });
+
+  it('embed: rows of the table', async () => {
+    const { hidden: H, vocab: V } = cfg;
+    const table = random(V * H, 51);
+    const ids = [1, 49, 0, 7, 7];
+    const out = await runUnit(buildEmbedUnit(cfg, table, dtype), { input_ids: i64(ids, [ids.length]) });
+    const expected = ids.flatMap((id) => [...table.subarray(id * H, (id + 1) * H)]);
+    expect(out.hidden.dims).toEqual([ids.length, H]);
+    expect(relErr(out.hidden.data, expected)).toBeLessThan(dtype === 'float32' ? 1e-7 : 1e-3);
+  });
+});
