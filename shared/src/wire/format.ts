@@ -29,7 +29,7 @@ export function isWireDType(s: unknown): s is WireDType {
  * Why a message was refused. `bad-*` codes are the sender's fault and deterministic (retrying is
  * pointless); `internal` is the worker's.
  */
-export type WireErrorCode = 'bad-version' | 'bad-dtype' | 'bad-shape' | 'bad-hidden' | 'too-large' | 'internal';
+export type WireErrorCode = 'bad-version' | 'bad-dtype' | 'bad-shape' | 'bad-hidden' | 'internal';
 
 export class WireError extends Error {
   constructor(
@@ -64,6 +64,9 @@ export interface WireMessage {
 const HOST_IS_LITTLE_ENDIAN = new Uint8Array(new Uint32Array([1]).buffer)[0] === 1;
 
 export function encodeTensorMessage(t: WireTensor): WireMessage {
+  if (!Number.isSafeInteger(t.rows) || t.rows < 0 || !Number.isSafeInteger(t.hidden) || t.hidden < 1) {
+    throw new RangeError(`tensor shape ${t.rows}x${t.hidden} is not a [rows >= 0, hidden >= 1] integer shape`);
+  }
   if (t.data.length !== t.rows * t.hidden) {
     throw new RangeError(`tensor data has ${t.data.length} values, shape ${t.rows}x${t.hidden} needs ${t.rows * t.hidden}`);
   }
@@ -92,8 +95,6 @@ function decodeValues(body: Uint8Array, dtype: WireDType, count: number): Float3
 export interface DecodeLimits {
   /** The unit's hidden size: H must equal it. */
   hidden: number;
-  /** Refuse more rows than this (a worker's bound on one request); default unbounded. */
-  maxRows?: number;
   /** When set, T must equal it (a reply must have as many rows as its request). */
   rows?: number;
 }
@@ -124,9 +125,6 @@ export function decodeTensorMessage(headers: HeaderReader | undefined, body: Uin
   }
   if (limits.rows !== undefined && rows !== limits.rows) {
     throw new WireError('bad-shape', `${rows} rows where ${limits.rows} were expected`);
-  }
-  if (limits.maxRows !== undefined && rows > limits.maxRows) {
-    throw new WireError('too-large', `${rows} rows exceeds this worker's limit of ${limits.maxRows} per request`);
   }
   const expectBytes = rows * hidden * WIRE_DTYPE_BYTES[dtype];
   if (expectBytes !== body.byteLength) {

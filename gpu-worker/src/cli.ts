@@ -1,0 +1,86 @@
+/**
+ * `unimoe worker <bundle-dir|s3://bucket/prefix> --pool NAME --experts LIST [--layers LIST] --nats URL`
+ * One replica of an expert pool; runs until SIGTERM/SIGINT, then drains and exits 0.
+ */
+import { parseArgs } from 'node:util';
+import { parseIndexList } from './index-list';
+import { runWorker } from './worker';
+
+const USAGE =
+  'usage: unimoe worker <bundle-dir|s3://bucket/prefix> --pool NAME --experts LIST [--layers LIST] [--nats URL]\n' +
+  '       [--stats-interval MS] [--threads N]   (LIST like 0-3 or 0,2,5; --nats defaults to NATS_URL)';
+
+/** Resolves to the process exit code: 0 after a clean drain, 1 when the worker cannot start or loses NATS, 2 on usage errors. */
+export async function workerCommand(argv: string[]): Promise<number> {
+  let parsed;
+  try {
+    parsed = parseArgs({
+      args: argv,
+      allowPositionals: true,
+      options: {
+        pool: { type: 'string' },
+        experts: { type: 'string' },
+        layers: { type: 'string' },
+        nats: { type: 'string' },
+        'stats-interval': { type: 'string' },
+        threads: { type: 'string' },
+        help: { type: 'boolean', short: 'h' },
+      },
+    });
+  } catch (err) {
+    console.error(`unimoe worker: ${(err as Error).message}\n${USAGE}`);
+    return 2;
+  }
+  const { values, positionals } = parsed;
+  if (values.help) {
+    console.log(USAGE);
+    return 0;
+  }
+  const natsUrl = values.nats ?? process.env.NATS_URL;
+  let options;
+  try {
+    if (positionals.length !== 1) throw new Error(`expected one bundle directory or s3:// URI, got ${positionals.length}`);
+    if (!values.pool) throw new Error('--pool NAME is required');
+    if (!values.experts) throw new Error('--experts LIST is required');
+    if (!natsUrl) throw new Error('--nats URL (or NATS_URL) is required');
+    options = {
+      store: positionals[0],
+      pool: values.pool,
+      experts: parseIndexList(values.experts, '--experts'),
+      layers: values.layers === undefined ? undefined : parseIndexList(values.layers, '--layers'),
+      natsUrl,
+      statsIntervalMs: positiveInt(values['stats-interval'], '--stats-interval'),
+      threads: positiveInt(values.threads, '--threads'),
+    };
+  } catch (err) {
+    console.error(`unimoe worker: ${(err as Error).message}\n${USAGE}`);
+    return 2;
+  }
+
+  let worker;
+  try {
+    worker = await runWorker(options);
+  } catch (err) {
+    console.error(`unimoe worker: refusing to join pool ${options.pool}: ${(err as Error).message}`);
+    return 1;
+  }
+  const onSignal = (sig: string) => {
+    console.log(`[unimoe worker] ${sig}: draining`);
+    void worker.stop();
+  };
+  process.once('SIGTERM', () => onSignal('SIGTERM'));
+  process.once('SIGINT', () => onSignal('SIGINT'));
+  const lost = await worker.closed;
+  if (lost) {
+    console.error(`unimoe worker: pool ${options.pool} replica ${worker.replica} lost NATS: ${lost.message}`);
+    return 1;
+  }
+  return 0;
+}
+
+function positiveInt(text: string | undefined, flag: string): number | undefined {
+  if (text === undefined) return undefined;
+  const n = Number(text);
+  if (!Number.isInteger(n) || n <= 0) throw new Error(`${flag} must be a positive integer, got ${JSON.stringify(text)}`);
+  return n;
+}

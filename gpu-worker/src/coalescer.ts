@@ -1,0 +1,104 @@
+/**
+ * Coalesces concurrent requests for one unit into one onnxruntime run: rows are concatenated, run
+ * once, and the output split back per request. Requests that arrive while a run is in progress wait
+ * and go together in the next run, so coalescing adds no delay to an idle unit.
+ */
+import type { UnitSession } from '@unimoe/shared/runtime/ort-unit';
+import type { LoadCounters } from './stats';
+
+interface Pending {
+  x: Float32Array;
+  rows: number;
+  arrivedAt: number;
+  resolve: (y: Float32Array) => void;
+  reject: (err: Error) => void;
+}
+
+export interface CoalescerOptions {
+  unit: string;
+  session: UnitSession;
+  inputName: string;
+  outputName: string;
+  hidden: number;
+  /** Upper bound on rows per run, to bound memory; a single larger request still runs alone. */
+  maxRowsPerRun: number;
+  counters: LoadCounters;
+}
+
+export class UnitCoalescer {
+  private queue: Pending[] = [];
+  private pumping = false;
+  private idleWaiters: Array<() => void> = [];
+
+  constructor(private readonly o: CoalescerOptions) {}
+
+  /** x is row-major [rows, hidden]; resolves to the unit's [rows, hidden] output. */
+  submit(x: Float32Array, rows: number): Promise<Float32Array> {
+    return new Promise((resolve, reject) => {
+      this.queue.push({ x, rows, arrivedAt: performance.now(), resolve, reject });
+      if (!this.pumping) {
+        this.pumping = true;
+        // Deferred one turn so that messages delivered in the same socket read join this first run.
+        setImmediate(() => void this.pump());
+      }
+    });
+  }
+
+  /** Resolves once nothing is queued or running. */
+  idle(): Promise<void> {
+    if (!this.pumping) return Promise.resolve();
+    return new Promise((resolve) => this.idleWaiters.push(resolve));
+  }
+
+  private async pump(): Promise<void> {
+    while (this.queue.length > 0) {
+      const batch = this.takeBatch();
+      await this.run(batch);
+    }
+    this.pumping = false;
+    for (const wake of this.idleWaiters.splice(0)) wake();
+  }
+
+  private takeBatch(): Pending[] {
+    let rows = 0;
+    let n = 0;
+    while (n < this.queue.length && (n === 0 || rows + this.queue[n].rows <= this.o.maxRowsPerRun)) rows += this.queue[n++].rows;
+    return this.queue.splice(0, n);
+  }
+
+  private async run(batch: Pending[]): Promise<void> {
+    const { hidden } = this.o;
+    const rows = batch.reduce((s, p) => s + p.rows, 0);
+    const started = performance.now();
+    let x: Float32Array;
+    if (batch.length === 1) x = batch[0].x;
+    else {
+      x = new Float32Array(rows * hidden);
+      let off = 0;
+      for (const p of batch) {
+        x.set(p.x, off);
+        off += p.x.length;
+      }
+    }
+    try {
+      const out = await this.o.session.run({ [this.o.inputName]: { data: x, dims: [rows, hidden] } });
+      const y = out[this.o.outputName];
+      if (!y || y.data.length !== rows * hidden) {
+        throw new Error(`unit ${this.o.unit} returned ${y ? `[${y.dims.join(',')}]` : 'no output'} for ${rows} rows, expected [${rows},${hidden}]`);
+      }
+      let off = 0;
+      for (const p of batch) {
+        p.resolve(y.data.subarray(off, off + p.rows * hidden));
+        off += p.rows * hidden;
+      }
+    } catch (err) {
+      for (const p of batch) p.reject(err as Error);
+    }
+    this.o.counters.record(this.o.unit, {
+      requests: batch.length,
+      tokens: rows,
+      busyMs: performance.now() - started,
+      queueWaitMs: batch.reduce((s, p) => s + (started - p.arrivedAt), 0),
+    });
+  }
+}

@@ -1,0 +1,14 @@
+/** Parses index lists like `0-3`, `0,2,5` or `0-1,4` into sorted unique numbers. */
+export function parseIndexList(text: string, what: string): number[] {
+  const out = new Set<number>();
+  for (const part of text.split(',')) {
+    const m = /^\s*(\d+)\s*(?:-\s*(\d+)\s*)?$/.exec(part);
+    if (!m) throw new Error(`${what}: ${JSON.stringify(text)} is not a list like 0-3 or 0,2,5`);
+    const lo = Number(m[1]);
+    const hi = m[2] === undefined ? lo : Number(m[2]);
+    if (hi < lo) throw new Error(`${what}: range ${part.trim()} runs backwards`);
+    if (hi - lo > 100_000) throw new Error(`${what}: range ${part.trim()} is implausibly large`);
+    for (let i = lo; i <= hi; i++) out.add(i);
+  }
+  return [...out].sort((a, b) => a - b);
+}

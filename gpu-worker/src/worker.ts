@@ -1,0 +1,188 @@
+/**
+ * One replica of one expert pool: loads its units from the model store (sha256-verified), answers
+ * each unit's NATS subject in the unit's queue group, coalesces concurrent batches per unit, publishes
+ * load statistics, and drains cleanly on stop().
+ */
+import { connect, headers as natsHeaders, type Msg, type NatsConnection, type Subscription } from 'nats';
+import { randomBytes } from 'node:crypto';
+import type { UnitSpec } from '@unimoe/shared/bundle/manifest';
+import { loadUnitSession, type UnitSession } from '@unimoe/shared/runtime/ort-unit';
+import { openModelStore } from '@unimoe/shared/store/store';
+import {
+  decodeTensorMessage,
+  encodeErrorReply,
+  encodeTensorMessage,
+  WIRE_HEADERS,
+  WireError,
+  type WireMessage,
+} from '@unimoe/shared/wire/format';
+import { statsSubject, unitQueueGroup, unitSubject } from '@unimoe/shared/wire/subjects';
+import { UnitCoalescer } from './coalescer';
+import { LoadCounters, type StatsMessage } from './stats';
+import { selectExpertUnits } from './units';
+
+export interface WorkerOptions {
+  /** Bundle directory or s3://bucket/prefix. */
+  store: string;
+  pool: string;
+  experts: number[];
+  /** Default: every layer. */
+  layers?: number[];
+  natsUrl: string;
+  /** How often load statistics are published; default 5000. */
+  statsIntervalMs?: number;
+  /** Bound on rows coalesced into one onnxruntime run; default 4096. */
+  maxRowsPerRun?: number;
+  /** onnxruntime intra-op threads per unit session. */
+  threads?: number;
+  executionProvider?: 'cpu' | 'cuda';
+  /** Cache for units fetched from S3. */
+  cacheDir?: string;
+  log?: (line: string) => void;
+}
+
+export interface RunningWorker {
+  model: string;
+  pool: string;
+  /** Replica id, also in every stats message. */
+  replica: string;
+  units: string[];
+  executionProvider: 'cpu' | 'cuda';
+  /** Stops taking requests, finishes and answers the ones in flight, then disconnects. */
+  stop(): Promise<void>;
+  /** Resolves when the NATS connection is closed: undefined after stop(), the reason when it was lost for good. */
+  closed: Promise<Error | undefined>;
+}
+
+interface HostedUnit {
+  spec: UnitSpec;
+  session: UnitSession;
+  coalescer: UnitCoalescer;
+}
+
+/** Loads everything first and joins NATS only when every unit verified and loaded (or throws why not). */
+export async function runWorker(opts: WorkerOptions): Promise<RunningWorker> {
+  const log = opts.log ?? ((line: string) => console.log(line));
+  const store = await openModelStore(opts.store, { cacheDir: opts.cacheDir });
+  const hosted: HostedUnit[] = [];
+  let manifest;
+  try {
+    manifest = await store.readManifest();
+    const specs = selectExpertUnits(manifest, opts.experts, opts.layers);
+    const paths = [];
+    for (const spec of specs) paths.push(await store.unitPath(spec)); // sha256-verified, before any session loads
+    const counters = new LoadCounters(specs.map((s) => s.name));
+    const hidden = manifest.config.hidden;
+    for (const [i, spec] of specs.entries()) {
+      const session = await loadUnitSession(paths[i], { threads: opts.threads, executionProvider: opts.executionProvider });
+      const inputName = spec.inputs[0]?.name ?? session.inputNames[0];
+      const outputName = spec.outputs[0]?.name ?? session.outputNames[0];
+      if (!session.inputNames.includes(inputName) || !session.outputNames.includes(outputName)) {
+        throw new Error(`unit ${spec.name}: the ONNX file has inputs [${session.inputNames}] and outputs [${session.outputNames}], the manifest says ${inputName} -> ${outputName}`);
+      }
+      const coalescer = new UnitCoalescer({ unit: spec.name, session, inputName, outputName, hidden, maxRowsPerRun: opts.maxRowsPerRun ?? 4096, counters });
+      hosted.push({ spec, session, coalescer });
+    }
+    return await join(opts, manifest.name, hidden, hosted, counters, log);
+  } catch (err) {
+    await Promise.all(hosted.map((h) => h.session.release()));
+    throw err;
+  } finally {
+    store.close();
+  }
+}
+
+async function join(
+  opts: WorkerOptions,
+  model: string,
+  hidden: number,
+  hosted: HostedUnit[],
+  counters: LoadCounters,
+  log: (line: string) => void,
+): Promise<RunningWorker> {
+  // Reconnect forever: a NATS restart must not take a pool down.
+  const nc: NatsConnection = await connect({ servers: opts.natsUrl, name: `unimoe-worker-${opts.pool}`, maxReconnectAttempts: -1 });
+  const replica = `${opts.pool}-${randomBytes(4).toString('hex')}`;
+  const executionProvider = hosted[0].session.executionProvider;
+  const subs: Subscription[] = [];
+
+  for (const unit of hosted) {
+    const subject = unitSubject(model, unit.spec.name);
+    subs.push(
+      nc.subscribe(subject, {
+        queue: unitQueueGroup(model, unit.spec.name),
+        callback: (err, msg) => {
+          if (err) log(`[unimoe worker] subscription ${subject}: ${err.message}`);
+          else handle(msg, unit, hidden);
+        },
+      }),
+    );
+  }
+  await nc.flush(); // subscriptions are live on the server before we report ready
+
+  const publishStats = () => {
+    const { intervalMs, units } = counters.take();
+    const msg: StatsMessage = { model, pool: opts.pool, replica, executionProvider, intervalMs, at: new Date().toISOString(), units };
+    if (!nc.isClosed()) nc.publish(statsSubject(model, opts.pool), JSON.stringify(msg));
+  };
+  const statsTimer = setInterval(publishStats, opts.statsIntervalMs ?? 5000);
+  statsTimer.unref();
+
+  log(
+    `[unimoe worker] pool ${opts.pool} replica ${replica}: ${hosted.length} units of model ${model} ` +
+      `(${hosted.map((h) => h.spec.name).join(', ')}) on execution provider ${executionProvider}, NATS ${opts.natsUrl}`,
+  );
+
+  let stopping: Promise<void> | undefined;
+  const stop = () =>
+    (stopping ??= (async () => {
+      clearInterval(statsTimer);
+      await Promise.all(subs.map((s) => s.drain())); // no new requests reach this replica
+      await Promise.all(hosted.map((h) => h.coalescer.idle())); // in-flight work finishes and is answered
+      publishStats();
+      await nc.drain(); // flushes the replies, then closes
+      await Promise.all(hosted.map((h) => h.session.release()));
+      log(`[unimoe worker] pool ${opts.pool} replica ${replica}: drained and stopped`);
+    })());
+
+  return {
+    model,
+    pool: opts.pool,
+    replica,
+    units: hosted.map((h) => h.spec.name),
+    executionProvider,
+    stop,
+    closed: nc.closed().then((err) => (stopping ? undefined : (err ?? new Error('NATS connection closed')))),
+  };
+}
+
+/** Answers one request; malformed input or a failed run becomes an error reply, never a throw. */
+function handle(msg: Msg, unit: HostedUnit, hidden: number): void {
+  let requestId: string | undefined;
+  try {
+    requestId = msg.headers?.get(WIRE_HEADERS.requestId) || undefined;
+    const t = decodeTensorMessage(msg.headers, msg.data, { hidden });
+    if (t.rows === 0) {
+      reply(msg, encodeTensorMessage({ ...t, data: new Float32Array(0) })); // readiness ping
+      return;
+    }
+    unit.coalescer.submit(t.data, t.rows).then(
+      (y) => reply(msg, encodeTensorMessage({ dtype: t.dtype, rows: t.rows, hidden, data: y, requestId })),
+      (err: Error) => reply(msg, encodeErrorReply('internal', `unit ${unit.spec.name}: ${err.message}`, requestId)),
+    );
+  } catch (err) {
+    if (err instanceof WireError) reply(msg, encodeErrorReply(err.code, err.message, requestId));
+    else reply(msg, encodeErrorReply('internal', `unit ${unit.spec.name}: ${(err as Error).message}`, requestId));
+  }
+}
+
+function reply(msg: Msg, m: WireMessage): void {
+  if (!msg.reply) return; // a publish without a reply subject gets no answer
+  try {
+    const h = natsHeaders();
+    for (const [k, v] of Object.entries(m.headers)) h.set(k, v);
+    msg.respond(m.body, { headers: h });
+  } catch (err) {
+    console.error(`[unimoe worker] could not reply on ${msg.subject}: ${(err as Error).message}`);
+  }
+}
