@@ -1,0 +1,47 @@
+/**
+ * Speech -> Whisper log-mel features [chunks, 80, 3000]. WAV is parsed in pure TS (runs on
+ * Workers); other formats go through ffmpeg when it is on PATH (Node only).
+ */
+import { MediaError } from './errors';
+import { resolveLimits, type MediaLimits } from './limits';
+import { WHISPER_SAMPLE_RATE, whisperLogMel } from './logmel';
+import { resample } from './resample';
+import { isWav, parseWav } from './wav';
+
+export interface AudioFeatures {
+  /** Float32Array [chunks, 80, 3000]. */
+  data: Float32Array;
+  shape: [number, number, number];
+}
+
+/** Decoded 16 kHz mono samples. */
+export async function decodeSpeech(bytes: Uint8Array, name: string, limits: MediaLimits): Promise<Float64Array> {
+  if (bytes.length === 0) throw new MediaError('empty', `${name}: audio file is empty`);
+  if (bytes.length > limits.maxAudioBytes) {
+    throw new MediaError('too_large', `${name}: ${bytes.length} bytes exceeds the audio limit of ${limits.maxAudioBytes} bytes`);
+  }
+  let samples: Float64Array;
+  if (isWav(bytes)) {
+    const pcm = parseWav(bytes, name);
+    checkDuration(pcm.samples.length / pcm.sampleRate, name, limits);
+    samples = resample(pcm.samples, pcm.sampleRate, WHISPER_SAMPLE_RATE);
+  } else {
+    const { decodeAudioWithFfmpeg } = await import('./ffmpeg');
+    samples = await decodeAudioWithFfmpeg(bytes, name, limits.ffmpegTimeoutMs);
+    checkDuration(samples.length / WHISPER_SAMPLE_RATE, name, limits);
+  }
+  if (samples.length === 0) throw new MediaError('empty', `${name}: audio contains no samples`);
+  return samples;
+}
+
+function checkDuration(seconds: number, name: string, limits: MediaLimits): void {
+  if (seconds > limits.maxAudioSeconds) {
+    throw new MediaError('too_large', `${name}: audio lasts ${seconds.toFixed(1)} s, over the limit of ${limits.maxAudioSeconds} s`);
+  }
+}
+
+export async function preprocessAudio(bytes: Uint8Array, name = 'audio', limits?: Partial<MediaLimits>): Promise<AudioFeatures> {
+  const samples = await decodeSpeech(bytes, name, resolveLimits(limits));
+  const { data, chunks } = whisperLogMel(samples);
+  return { data, shape: [chunks, 80, 3000] };
+}
