@@ -22,11 +22,15 @@ export interface OpenedBundle {
 export async function openEngine(bundle: string, opts: { natsUrl?: string } = {}): Promise<OpenedBundle> {
   const bundleDir = await resolveBundle(bundle);
   const manifest = await readManifest(bundleDir);
-  let experts;
-  if (opts.natsUrl) {
-    const { createNatsExpertBackend } = await import('../dispatch/nats-expert-backend');
-    experts = await createNatsExpertBackend({ natsUrl: opts.natsUrl, model: manifest.name, hidden: manifest.config.hidden });
-  }
+  if (!opts.natsUrl) return { bundleDir, manifest, engine: await createEngine({ bundleDir }) };
+  const { createNatsExpertBackend } = await import('../dispatch/nats-expert-backend');
+  const experts = await createNatsExpertBackend({ natsUrl: opts.natsUrl, model: manifest.name, hidden: manifest.config.hidden });
   const engine = await createEngine({ bundleDir, experts });
+  // The engine leaves a backend it was given to its owner: close both together.
+  const close = engine.close.bind(engine);
+  engine.close = async () => {
+    await close();
+    await experts.close();
+  };
   return { bundleDir, manifest, engine };
 }

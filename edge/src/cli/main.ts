@@ -2,8 +2,6 @@
  * `unimoe <command>`: the one CLI (run it as `pnpm unimoe <command>` from the repo root).
  * Each command lives in its own module, loaded only when used.
  */
-import { CliError } from './args';
-
 type Command = { summary: string; load: () => Promise<{ run(argv: string[]): Promise<number> }> };
 
 const commands: Record<string, Command> = {
@@ -44,11 +42,9 @@ main(process.argv.slice(2)).then(
     process.exitCode = code;
   },
   (err: unknown) => {
-    if (err instanceof CliError || (err instanceof Error && err.name !== 'Error' && !process.env.UNIMOE_DEBUG)) {
-      console.error(`unimoe: ${(err as Error).message}`);
-    } else {
-      console.error(err);
-    }
+    // Users get the message (it names the file/flag and the problem); UNIMOE_DEBUG=1 adds the stack.
+    if (process.env.UNIMOE_DEBUG) console.error(err);
+    else console.error(`unimoe: ${err instanceof Error ? err.message : String(err)}`);
     process.exitCode = 1;
   },
 );
