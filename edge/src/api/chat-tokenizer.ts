@@ -1,0 +1,15 @@
+/** What the API needs from the tokenizer and chat template (built from the bundle in prompt.ts). */
+import type { PromptMessage } from './content';
+
+export interface TextStreamDecoder {
+  /** Text completed by this token (may be '' while a multi-byte character is still incomplete). */
+  push(id: number): string;
+  /** Whatever is left at the end of generation. */
+  flush(): string;
+}
+
+export interface ChatTokenizer {
+  /** The conversation rendered with the model's template and tokenised, ending where the assistant speaks. */
+  encodeChat(messages: PromptMessage[]): number[];
+  streamDecoder(): TextStreamDecoder;
+}

@@ -1,0 +1,28 @@
+/** Limits and switches of the HTTP API, with their defaults. */
+
+export interface ApiConfig {
+  /** Largest request body, in bytes (413 above). */
+  bodyLimitBytes: number;
+  /** Largest decoded size of one image/audio/video part, in bytes. */
+  maxMediaBytes: number;
+  /** Most completion tokens one request may ask for (400 above); the default for requests that do not say. */
+  maxTokensCap: number;
+  /** A request still generating after this long is stopped (504, or an error event when streaming). */
+  requestTimeoutMs: number;
+  /** Requests one key may start per minute; 0 disables. */
+  requestsPerMinute: number;
+  /** Requests one key may have in flight; 0 disables. */
+  maxConcurrentPerKey: number;
+  /** Serve without API keys (local development only). */
+  noAuth: boolean;
+}
+
+export const DEFAULT_API_CONFIG: ApiConfig = {
+  bodyLimitBytes: 20 * 1024 * 1024,
+  maxMediaBytes: 10 * 1024 * 1024,
+  maxTokensCap: 4096,
+  requestTimeoutMs: 600_000,
+  requestsPerMinute: 600,
+  maxConcurrentPerKey: 16,
+  noAuth: false,
+};

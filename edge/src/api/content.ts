@@ -1,0 +1,143 @@
+/**
+ * Message content: a string or an array of parts (`text`, `image_url`, `input_audio`, `video_url`).
+ * Media parts are checked for shape (data URL / base64) and size before the modality check, so a client
+ * learns about a malformed part even when the modality would be refused anyway.
+ */
+import { ApiError, invalidRequest } from './errors';
+import { describe, preview, type ChatMessage } from './request';
+
+export type Modality = 'text' | 'image' | 'audio' | 'video';
+
+export interface MediaInput {
+  modality: Exclude<Modality, 'text'>;
+  /** MIME type (image/png, video/mp4) or audio format (wav, mp3). */
+  format: string;
+  base64: string;
+  bytes: number;
+  param: string;
+}
+
+export interface PromptMessage {
+  role: 'system' | 'user' | 'assistant';
+  text: string;
+  media: MediaInput[];
+}
+
+export interface ContentLimits {
+  /** Largest decoded size of one media part, in bytes. */
+  maxMediaBytes: number;
+}
+
+const PART_TYPES = ['text', 'image_url', 'input_audio', 'video_url'];
+const AUDIO_FORMATS = ['wav', 'mp3', 'flac', 'ogg'];
+const BASE64 = /^[A-Za-z0-9+/]*={0,2}$/;
+const DATA_URL = /^data:([a-z]+)\/([a-z0-9.+-]+);base64,/i;
+
+export function normalizeMessages(messages: ChatMessage[], limits: ContentLimits): PromptMessage[] {
+  return messages.map((m, i) => {
+    const role = m.role === 'developer' ? 'system' : m.role;
+    const param = `messages[${i}].content`;
+    if (m.content === null || m.content === undefined) {
+      if (role === 'assistant') return { role, text: '', media: [] };
+      throw invalidRequest(`Invalid type for '${param}': expected a string or an array of content parts, but got ${describe(m.content ?? null)} instead.`, param, 'invalid_type');
+    }
+    if (typeof m.content === 'string') return { role, text: m.content, media: [] };
+    if (!Array.isArray(m.content)) {
+      throw invalidRequest(`Invalid type for '${param}': expected a string or an array of content parts, but got ${describe(m.content)} instead.`, param, 'invalid_type');
+    }
+    const texts: string[] = [];
+    const media: MediaInput[] = [];
+    m.content.forEach((part: unknown, j) => {
+      const p = parsePart(part, `${param}[${j}]`, limits);
+      if (typeof p === 'string') texts.push(p);
+      else media.push(p);
+    });
+    if (role !== 'user' && media.length > 0) {
+      throw invalidRequest(`Invalid value for '${media[0]!.param}': only user messages may contain ${media[0]!.modality} parts.`, media[0]!.param, 'invalid_value');
+    }
+    return { role, text: texts.join('\n'), media };
+  });
+}
+
+/** Refuses media of a modality the served model (or this server) cannot take, naming the modality. */
+export function checkModalities(messages: PromptMessage[], model: string, accepted: readonly string[]): void {
+  for (const m of messages) {
+    for (const item of m.media) {
+      if (!accepted.includes(item.modality)) {
+        throw invalidRequest(
+          `The model '${model}' does not accept ${item.modality} input on this server; it accepts: ${accepted.join(', ')}.`,
+          item.param,
+          'unsupported_modality',
+        );
+      }
+    }
+  }
+}
+
+function parsePart(part: unknown, param: string, limits: ContentLimits): string | MediaInput {
+  if (typeof part !== 'object' || part === null || Array.isArray(part)) {
+    throw invalidRequest(`Invalid type for '${param}': expected a content part object, but got ${describe(part)} instead.`, param, 'invalid_type');
+  }
+  const p = part as Record<string, unknown>;
+  switch (p.type) {
+    case 'text':
+      return requireString(p.text, `${param}.text`);
+    case 'image_url': {
+      const url = requireString(field(p.image_url, 'url', `${param}.image_url`), `${param}.image_url.url`);
+      return parseDataUrl(url, 'image', `${param}.image_url.url`, limits);
+    }
+    case 'video_url': {
+      const url = requireString(field(p.video_url, 'url', `${param}.video_url`), `${param}.video_url.url`);
+      return parseDataUrl(url, 'video', `${param}.video_url.url`, limits);
+    }
+    case 'input_audio': {
+      const data = requireString(field(p.input_audio, 'data', `${param}.input_audio`), `${param}.input_audio.data`);
+      const format = requireString(field(p.input_audio, 'format', `${param}.input_audio`), `${param}.input_audio.format`);
+      if (!AUDIO_FORMATS.includes(format)) {
+        throw invalidRequest(`Invalid value for '${param}.input_audio.format': ${preview(format)} is not one of ${AUDIO_FORMATS.map((f) => `'${f}'`).join(', ')}.`, `${param}.input_audio.format`, 'invalid_value');
+      }
+      return { modality: 'audio', format, base64: data, bytes: checkBase64(data, `${param}.input_audio.data`, limits), param };
+    }
+    default:
+      throw invalidRequest(`Invalid value for '${param}.type': ${preview(p.type)} is not one of ${PART_TYPES.map((t) => `'${t}'`).join(', ')}.`, `${param}.type`, 'invalid_value');
+  }
+}
+
+function parseDataUrl(url: string, modality: 'image' | 'video', param: string, limits: ContentLimits): MediaInput {
+  const m = DATA_URL.exec(url);
+  if (!m) {
+    const what = /^https?:/i.test(url) ? 'remote URLs are not fetched by this server' : 'it is not a data URL';
+    throw invalidRequest(`Invalid value for '${param}': expected a base64 data URL like data:${modality}/${modality === 'image' ? 'png' : 'mp4'};base64,..., but ${what}.`, param, 'invalid_value');
+  }
+  if (m[1]!.toLowerCase() !== modality) {
+    throw invalidRequest(`Invalid value for '${param}': the data URL has MIME type ${m[1]}/${m[2]}, expected ${modality}/*.`, param, 'invalid_value');
+  }
+  const data = url.slice(m[0].length);
+  return { modality, format: `${m[1]}/${m[2]}`.toLowerCase(), base64: data, bytes: checkBase64(data, param, limits), param: param.replace(/\.(image|video)_url\.url$/, '') };
+}
+
+/** Checks base64 shape and the decoded size without decoding; returns the decoded byte count. */
+function checkBase64(data: string, param: string, limits: ContentLimits): number {
+  if (data.length === 0 || data.length % 4 !== 0 || !BASE64.test(data)) {
+    throw invalidRequest(`Invalid value for '${param}': the data is not valid base64 (standard alphabet, padded to a multiple of 4 characters).`, param, 'invalid_base64');
+  }
+  const bytes = (data.length / 4) * 3 - (data.endsWith('==') ? 2 : data.endsWith('=') ? 1 : 0);
+  if (bytes > limits.maxMediaBytes) {
+    throw new ApiError(413, `'${param}' holds ${bytes} bytes, more than the limit of ${limits.maxMediaBytes} bytes per media item.`, 'invalid_request_error', param, 'media_too_large');
+  }
+  return bytes;
+}
+
+function field(obj: unknown, key: string, param: string): unknown {
+  if (typeof obj !== 'object' || obj === null || Array.isArray(obj)) {
+    if (obj === undefined) throw invalidRequest(`Missing required parameter: '${param}'.`, param, 'missing_required_parameter');
+    throw invalidRequest(`Invalid type for '${param}': expected an object, but got ${describe(obj)} instead.`, param, 'invalid_type');
+  }
+  return (obj as Record<string, unknown>)[key];
+}
+
+function requireString(value: unknown, param: string): string {
+  if (value === undefined) throw invalidRequest(`Missing required parameter: '${param}'.`, param, 'missing_required_parameter');
+  if (typeof value !== 'string') throw invalidRequest(`Invalid type for '${param}': expected a string, but got ${describe(value)} instead.`, param, 'invalid_type');
+  return value;
+}

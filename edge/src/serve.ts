@@ -1,0 +1,114 @@
+/**
+ * The edge API on Node: opens the bundle (experts in-process, or on NATS pools with `natsUrl`), the
+ * database and the tokenizer, builds the Hono app and serves it with @hono/node-server.
+ */
+import { readFile } from 'node:fs/promises';
+import type { AddressInfo } from 'node:net';
+import { join } from 'node:path';
+import { serve, type ServerType } from '@hono/node-server';
+import { collectDefaultMetrics } from 'prom-client';
+import { readManifest } from '@unimoe/shared/bundle/load';
+import { unitName, type Manifest } from '@unimoe/shared/bundle/manifest';
+import { loadSentencePiece } from '@unimoe/shared/tokenizer/index';
+import { createApp, type Readiness } from './api/app';
+import type { ApiConfig } from './api/config';
+import { instrumentExperts } from './api/expert-metrics';
+import { registry } from './api/metrics';
+import { createChatTokenizer } from './api/prompt';
+import { resolveBundle } from './cli/resolve-bundle';
+import { openStore } from './db/open';
+import type { Store } from './db/store';
+import { createEngine, type Engine } from './engine/engine';
+import type { ExpertBackend } from './engine/expert-backend';
+import { LocalExpertBackend } from './engine/local-experts';
+
+export interface ServeOptions {
+  /** Bundle directory or s3:// URI. */
+  bundle: string;
+  /** Run experts on the pools behind this NATS server; without it every unit runs in this process. */
+  natsUrl?: string;
+  /** 0 picks a free port. */
+  port: number;
+  host?: string;
+  /** Default: DATABASE_URL, else a SQLite file under ./data/. */
+  databaseUrl?: string;
+  /** An already open store to use instead (stays the caller's to close), e.g. PGlite in tests. */
+  store?: Store;
+  api?: Partial<ApiConfig>;
+}
+
+export interface RunningServer {
+  url: string;
+  port: number;
+  manifest: Manifest;
+  engine: Engine;
+  store: Store;
+  close(): Promise<void>;
+}
+
+let defaultMetricsOn = false;
+
+export async function startServer(opts: ServeOptions): Promise<RunningServer> {
+  const bundleDir = await resolveBundle(opts.bundle);
+  const manifest = await readManifest(bundleDir);
+  const tokenizer = createChatTokenizer(loadSentencePiece(new Uint8Array(await readFile(join(bundleDir, manifest.tokenizer.file)))), manifest);
+  const cleanup: (() => Promise<void>)[] = [];
+  const closeAll = async () => {
+    for (const fn of cleanup.reverse()) await fn().catch((err: unknown) => console.error(`[serve] while closing: ${(err as Error).message}`));
+  };
+  try {
+    const store = opts.store ?? (await openStore(opts.databaseUrl));
+    if (!opts.store) cleanup.push(() => store.close());
+    const { experts, ready } = await openExperts(bundleDir, manifest, opts.natsUrl);
+    cleanup.push(() => experts.close());
+    const engine = await createEngine({ bundleDir, experts: instrumentExperts(experts) });
+    cleanup.push(() => engine.close());
+    const app = createApp({ engine, tokenizer, manifest, store, ready, config: opts.api });
+    if (!defaultMetricsOn) {
+      collectDefaultMetrics({ register: registry, prefix: 'unimoe_process_' });
+      defaultMetricsOn = true;
+    }
+    const server = await listen(app.fetch, opts.port, opts.host ?? '0.0.0.0');
+    cleanup.push(() => closeServer(server));
+    const port = (server.address() as AddressInfo).port;
+    const host = opts.host && opts.host !== '0.0.0.0' ? opts.host : '127.0.0.1';
+    return { url: `http://${host.includes(':') ? `[${host}]` : host}:${port}`, port, manifest, engine, store, close: closeAll };
+  } catch (err) {
+    await closeAll();
+    throw err;
+  }
+}
+
+async function openExperts(bundleDir: string, manifest: Manifest, natsUrl?: string): Promise<{ experts: ExpertBackend; ready: () => Promise<Readiness> }> {
+  if (!natsUrl) {
+    // Embedded: loading every expert up front means ready() is true once the server listens.
+    const experts = await LocalExpertBackend.open(bundleDir, { eager: true }, manifest);
+    return { experts, ready: async () => ({ ok: true, missing: [] }) };
+  }
+  const { createNatsExpertBackend } = await import('./dispatch/nats-expert-backend');
+  const experts = await createNatsExpertBackend({ natsUrl, model: manifest.name, hidden: manifest.config.hidden });
+  const units: string[] = [];
+  for (let l = 0; l < manifest.config.layers; l++) for (let e = 0; e < manifest.config.experts; e++) units.push(unitName.expert(l, e));
+  return {
+    experts,
+    ready: async () => {
+      const { missing } = await experts.unitsAvailable(units);
+      return { ok: missing.length === 0, missing };
+    },
+  };
+}
+
+function listen(fetch: (req: Request) => Response | Promise<Response>, port: number, hostname: string): Promise<ServerType> {
+  return new Promise((resolve, reject) => {
+    const server = serve({ fetch, port, hostname }, () => resolve(server));
+    server.once('error', reject);
+  });
+}
+
+function closeServer(server: ServerType): Promise<void> {
+  return new Promise((resolve) => {
+    server.close(() => resolve());
+    // Open SSE streams and keep-alive sockets would hold close() forever.
+    if ('closeAllConnections' in server) server.closeAllConnections();
+  });
+}
