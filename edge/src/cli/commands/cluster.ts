@@ -10,7 +10,7 @@ import { readManifest } from '@unimoe/shared/bundle/load';
 import { CliError, parseCommand, parseNumber } from '../args';
 import { resolveBundle } from '../resolve-bundle';
 
-const USAGE = 'unimoe cluster <bundle> [--port 8000] [--nats-port N] [--replicas 1] [--no-auth]';
+const USAGE = 'unimoe cluster [<bundle>] [--port 8000] [--nats-port N] [--replicas 1] [--no-auth]';
 const MAIN = fileURLToPath(new URL('../main.ts', import.meta.url));
 
 function freePort(): Promise<number> {
@@ -44,8 +44,9 @@ async function waitForPort(port: number, timeoutMs: number): Promise<void> {
 export async function run(argv: string[]): Promise<number> {
   const s = { type: 'string' } as const;
   const { values, positionals } = parseCommand(argv, { port: s, 'nats-port': s, replicas: s, 'no-auth': { type: 'boolean' } }, USAGE);
-  if (positionals.length !== 1) throw new CliError(`expected one <bundle>\nusage: ${USAGE}`);
-  const bundle = positionals[0]!;
+  if (positionals.length > 1) throw new CliError(`expected at most one <bundle>\nusage: ${USAGE}`);
+  // No bundle: the demo model (made under ./models on first use).
+  const bundle = positionals[0] ?? (await (await import('./demo')).ensureDemoBundle());
   const manifest = await readManifest(await resolveBundle(bundle));
   const replicas = parseNumber(values.replicas, '--replicas', 1, { integer: true, min: 1, max: 8 });
   const natsPort = values['nats-port'] ? parseNumber(values['nats-port'], '--nats-port', 0, { integer: true, min: 1, max: 65535 }) : await freePort();

@@ -11,9 +11,8 @@ const USAGE = 'unimoe demo [--port 8000] [--dir ./models]';
 
 const exists = (p: string) => access(p).then(() => true, () => false);
 
-export async function run(argv: string[]): Promise<number> {
-  const { values } = parseCommand(argv, { port: { type: 'string' }, dir: { type: 'string' } }, USAGE);
-  const dir = values.dir ?? './models';
+/** Makes (once) the demo checkpoint and bundle under `dir`; returns the bundle directory. */
+export async function ensureDemoBundle(dir = './models'): Promise<string> {
   const checkpoint = `${dir}/tiny-unimoe-4e`;
   const bundle = `${dir}/tiny-unimoe-4e.bundle`;
   if (!(await exists(`${bundle}/manifest.json`))) {
@@ -24,6 +23,12 @@ export async function run(argv: string[]): Promise<number> {
     console.error(`[demo] converting it to the bundle ${bundle}`);
     await convertCheckpoint({ checkpointDir: checkpoint, bundleDir: bundle, dtype: 'float32', name: 'tiny-unimoe-4e' });
   }
+  return bundle;
+}
+
+export async function run(argv: string[]): Promise<number> {
+  const { values } = parseCommand(argv, { port: { type: 'string' }, dir: { type: 'string' } }, USAGE);
+  const bundle = await ensureDemoBundle(values.dir);
   const serve = await import('./serve');
   return serve.run([bundle, '--port', values.port ?? '8000', '--host', '127.0.0.1', '--no-auth']);
 }
