@@ -23,7 +23,7 @@ const tensorSpec = z.object({
 
 const unitSpec = z.object({
   name: z.string().min(1),
-  kind: z.enum(['embed', 'attn', 'expert', 'head']),
+  kind: z.enum(['embed', 'attn', 'expert', 'head', 'vision', 'audio']),
   layer: z.number().int().nonnegative().optional(),
   expert: z.number().int().nonnegative().optional(),
   file: bundleFile,
@@ -32,6 +32,32 @@ const unitSpec = z.object({
   inputs: z.array(tensorSpec),
   outputs: z.array(tensorSpec),
 });
+
+const imagePreprocessing = z.object({
+  unit: z.string().min(1),
+  padToSquare: z.boolean(),
+  resize: positiveInt,
+  crop: positiveInt,
+  rescale: z.number().positive(),
+  mean: z.tuple([z.number(), z.number(), z.number()]),
+  std: z.tuple([z.number().positive(), z.number().positive(), z.number().positive()]),
+});
+const preprocessing = z.object({
+  image: imagePreprocessing.optional(),
+  video: z.object({ unit: z.string().min(1), frames: positiveInt }).optional(),
+  audio: z
+    .object({
+      unit: z.string().min(1),
+      sampleRate: positiveInt,
+      melBins: positiveInt,
+      nFft: positiveInt,
+      hopLength: positiveInt,
+      chunkSeconds: z.number().positive(),
+      frames: positiveInt,
+    })
+    .optional(),
+});
+const modalityTokens = z.object({ image: positiveInt.optional(), video: positiveInt.optional(), audio: positiveInt.optional() });
 
 const modelConfig = z.object({
   layout: z.enum(['unimoe-4e', 'unimoe-8e', 'mixtral']),
@@ -61,6 +87,8 @@ const manifestSchema = z.object({
   tokenizer: z.object({ file: bundleFile, sha256, bos: tokenId, eos: tokenId, pad: tokenId, unk: tokenId }),
   template: z.literal('vicuna_v1'),
   modalities: z.array(z.string()),
+  modalityTokens: modalityTokens.optional(),
+  preprocessing: preprocessing.optional(),
   units: z.array(unitSpec).min(1),
   source: z.object({ layout: z.string(), checkpoint: z.string(), adapter: z.string().optional(), warnings: z.array(z.string()) }),
 }) satisfies z.ZodType<Manifest>;
@@ -92,6 +120,9 @@ export async function readManifest(bundleDir: string): Promise<Manifest> {
   for (const u of manifest.units) {
     if (seen.has(u.name)) throw new Error(`${path}: unit ${u.name} is listed twice`);
     seen.add(u.name);
+  }
+  for (const [modality, pre] of Object.entries(manifest.preprocessing ?? {})) {
+    if (pre && !seen.has(pre.unit)) throw new Error(`${path}: preprocessing.${modality}.unit names ${pre.unit}, which is not a unit of this bundle`);
   }
   return manifest;
 }

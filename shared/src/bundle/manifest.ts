@@ -12,6 +12,10 @@
  *                     key f32 [B,S,KV,D], value f32 [B,S,KV,D]  (this step's keys (rotated) and values)
  *  layer{L}.expert{E} x f32 [T,H] -> y f32 [T,H]              (SwiGLU FFN: down(silu(gate x) * up x))
  *  head               hidden f32 [T,H] -> logits f32 [T,V]    (final RMSNorm + lm_head)
+ *  vision.encoder     pixel_values f32 [N,3,S,S] -> embeddings f32 [N,Tv,H]
+ *                     (CLIP tower up to mm_vision_select_layer, CLS dropped, then mm_projector)
+ *  audio.encoder      input_features f32 [N,mel,frames] -> embeddings f32 [N,Q,H]
+ *                     (Whisper encoder, Whisper decoder over Q learned query tokens, then the aligner's projector)
  *
  * Caches use [B, P, KV, D] ("BSND") so that one sequence's cache prefix is one contiguous block.
  */
@@ -20,7 +24,7 @@ import type { ModelConfig } from '../model/config';
 export const BUNDLE_FORMAT = 'unimoe-bundle';
 export const BUNDLE_VERSION = 1;
 
-export type UnitKind = 'embed' | 'attn' | 'expert' | 'head';
+export type UnitKind = 'embed' | 'attn' | 'expert' | 'head' | 'vision' | 'audio';
 export type WeightDType = 'float32' | 'float16';
 
 export interface TensorSpec {
@@ -54,9 +58,57 @@ export interface Manifest {
   tokenizer: { file: string; sha256: string; bos: number; eos: number; pad: number; unk: number };
   template: 'vicuna_v1';
   modalities: string[];
+  /** Prompt tokens one input contributes: per image, per video (frames averaged), per audio chunk. */
+  modalityTokens?: ModalityTokens;
+  /** Constants the edge needs to turn raw media into the encoder units' inputs. */
+  preprocessing?: Preprocessing;
   units: UnitSpec[];
   /** What the converter read: source layout, files, adapter, warnings. */
   source: { layout: string; checkpoint: string; adapter?: string; warnings: string[] };
+}
+
+export interface ModalityTokens {
+  image?: number;
+  video?: number;
+  audio?: number;
+}
+
+/**
+ * CLIPImageProcessor: resize the shortest side to `resize` (bicubic), centre crop `crop`, x * rescale,
+ * (x - mean) / std, channels first. `padToSquare` (config `image_aspect_ratio: pad`): LLaVA first pads
+ * the image to a square filled with the mean colour.
+ */
+export interface ImagePreprocessing {
+  unit: string;
+  padToSquare: boolean;
+  resize: number;
+  crop: number;
+  rescale: number;
+  mean: [number, number, number];
+  std: [number, number, number];
+}
+
+/** `frames` frames sampled evenly go through the image unit one by one; their embeddings are averaged. */
+export interface VideoPreprocessing {
+  unit: string;
+  frames: number;
+}
+
+/** Whisper log-mel: `sampleRate` mono, `nFft` window, `hopLength` hop, `melBins` bins, `frames` frames per `chunkSeconds` chunk. */
+export interface AudioPreprocessing {
+  unit: string;
+  sampleRate: number;
+  melBins: number;
+  nFft: number;
+  hopLength: number;
+  chunkSeconds: number;
+  frames: number;
+}
+
+export interface Preprocessing {
+  image?: ImagePreprocessing;
+  video?: VideoPreprocessing;
+  audio?: AudioPreprocessing;
 }
 
 export const unitName = {
@@ -64,4 +116,6 @@ export const unitName = {
   attn: (layer: number) => `layer${layer}.attn`,
   expert: (layer: number, expert: number) => `layer${layer}.expert${expert}`,
   head: 'head',
+  vision: 'vision.encoder',
+  audio: 'audio.encoder',
 } as const;

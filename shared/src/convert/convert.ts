@@ -19,6 +19,7 @@ import type { UnitIO } from './units/common';
 import { buildEmbedUnit, embedIO } from './units/embed';
 import { buildExpertUnit, expertIO } from './units/expert';
 import { buildHeadUnit, headIO } from './units/head';
+import { planTowers, withoutTensors, type TowerPlan } from './towers/plan';
 import { WeightReader, type ExpertRole, type LayerRole, type WeightRef } from './weights';
 
 export interface ConvertOptions {
@@ -27,6 +28,10 @@ export interface ConvertOptions {
   dtype?: WeightDType;
   adapterDir?: string;
   name?: string;
+  /** HF CLIP vision tower directory (`--vision-tower`): adds the `vision.encoder` unit. */
+  visionTower?: string;
+  /** HF Whisper directory (`--audio-tower`): adds the `audio.encoder` unit. */
+  audioTower?: string;
   onProgress?: (msg: string) => void;
 }
 
@@ -63,9 +68,10 @@ export async function convertCheckpoint(opts: ConvertOptions): Promise<Manifest>
   const configJson = await readJson(configPath);
   let base: Checkpoint | undefined;
   let adapter: PeftAdapter | undefined;
+  let towers: TowerPlan | undefined;
   try {
     base = await openCheckpoint(checkpointDir);
-    const detected = detectModel(configJson, base.names(), configPath);
+    const detected = detectModel(configJson, base.names(), configPath, { vision: !!opts.visionTower, audio: !!opts.audioTower });
     const { config } = detected;
     progress(
       `${config.layout}: ${config.layers} layers, ${config.experts} experts (top-${config.routing.topK}), hidden ${config.hidden}, ` +
@@ -75,10 +81,21 @@ export async function convertCheckpoint(opts: ConvertOptions): Promise<Manifest>
       adapter = await openPeftAdapter(opts.adapterDir);
       progress(`adapter ${adapter.dir}: ${adapter.factors.size} LoRA pairs (r=${adapter.r}, scale ${adapter.scale}), ${adapter.replacements.size} replacement tensors`);
     }
-    const weights = new WeightReader(base, detected, adapter);
-    const plans = planUnits(config, dtype);
+    towers = await planTowers({
+      llm: base,
+      llmConfig: configJson as Record<string, unknown>,
+      llmConfigPath: configPath,
+      llmHidden: config.hidden,
+      dtype,
+      visionTower: opts.visionTower && resolve(opts.visionTower),
+      audioTower: opts.audioTower && resolve(opts.audioTower),
+    });
+    for (const u of towers.units) progress(`${u.name}: ${u.io.inputs[0].name} [${u.io.inputs[0].shape.join(',')}] -> ${u.io.outputs[0].name} [${u.io.outputs[0].shape.join(',')}]`);
+    const weights = new WeightReader(withoutTensors(base, towers.llmTensors), detected, adapter);
+    const towerUnits = towers.units.map((u): UnitPlan => ({ ...u, weights: [], build: () => u.build() }));
+    const plans = [...towerUnits, ...planUnits(config, dtype)];
     weights.validate(plans.flatMap((p) => p.weights));
-    const warnings = [...detected.warnings, ...tokenizerWarnings(config, tokenizerIds, tokenizerPath), ...weights.unusedWarnings()];
+    const warnings = [...detected.warnings, ...towers.warnings, ...tokenizerWarnings(config, tokenizerIds, tokenizerPath), ...weights.unusedWarnings()];
 
     const tempDir = join(dirname(bundleDir), `.${basename(bundleDir)}.partial-${process.pid}-${Date.now()}`);
     await mkdir(tempDir, { recursive: true });
@@ -93,7 +110,8 @@ export async function convertCheckpoint(opts: ConvertOptions): Promise<Manifest>
         config,
         tokenizer: { file: TOKENIZER_FILE, sha256: sha256(tokenizerBytes), bos: config.bos, eos: config.eos, pad: config.pad, unk: tokenizerIds.unk },
         template: 'vicuna_v1',
-        modalities: ['text'],
+        modalities: ['text', ...towers.modalities],
+        ...(towers.units.length > 0 ? { modalityTokens: towers.modalityTokens, preprocessing: towers.preprocessing } : {}),
         units,
         source: { layout: config.layout, checkpoint: checkpointDir, ...(adapter ? { adapter: adapter.dir } : {}), warnings },
       };
@@ -106,11 +124,11 @@ export async function convertCheckpoint(opts: ConvertOptions): Promise<Manifest>
       throw err;
     }
   } finally {
-    await Promise.all([base?.close(), adapter?.close()]);
+    await Promise.all([base?.close(), adapter?.close(), towers?.close()]);
   }
 }
 
-/** Every unit in forward order: embed, then per layer attention and experts, then head. */
+/** Every text unit in forward order (the modality units run before them): embed, then per layer attention and experts, then head. */
 function planUnits(cfg: ModelConfig, dtype: WeightDType): UnitPlan[] {
   const plans: UnitPlan[] = [
     {

@@ -34,7 +34,13 @@ const ROUTING: Record<Layout, Omit<RoutingPolicy, 'topK'>> = {
   'unimoe-8e': { order: 'softmax-topk', renormalize: true },
 };
 
-export function detectModel(configJson: unknown, tensorNames: readonly string[], configPath: string): Detected {
+/** Which modality towers the converter was given (`--vision-tower`, `--audio-tower`). */
+export interface ConvertedTowers {
+  vision?: boolean;
+  audio?: boolean;
+}
+
+export function detectModel(configJson: unknown, tensorNames: readonly string[], configPath: string, converted: ConvertedTowers = {}): Detected {
   if (typeof configJson !== 'object' || configJson === null || Array.isArray(configJson)) {
     throw new Error(`${configPath}: expected a JSON object`);
   }
@@ -51,7 +57,7 @@ export function detectModel(configJson: unknown, tensorNames: readonly string[],
 
   const field = new ConfigFields(raw, configPath);
   unsupported(field, raw);
-  const towers = towerWarning(raw, configPath);
+  const towers = towerWarning(raw, configPath, converted);
   if (towers) warnings.push(towers);
   const hidden = field.int('hidden_size');
   const heads = field.int('num_attention_heads');
@@ -124,13 +130,18 @@ function unsupported(field: ConfigFields, raw: Record<string, unknown>): void {
   if (raw.attention_bias === true) field.fail('attention_bias', 'is true; attention projections with bias are not supported');
 }
 
-/** Modality towers named in config.json (`mm_vision_tower`, `mm_audio_tower`, ...) are not converted yet. */
-function towerWarning(raw: Record<string, unknown>, configPath: string): string | undefined {
+/** Config keys of the towers the converter can convert when given their directory. */
+const CONVERTIBLE_TOWERS: Record<string, keyof ConvertedTowers> = { mm_vision_tower: 'vision', mm_audio_tower: 'audio' };
+
+/** Modality towers named in config.json (`mm_vision_tower`, `mm_audio_tower`, ...) that this conversion leaves out. */
+function towerWarning(raw: Record<string, unknown>, configPath: string, converted: ConvertedTowers): string | undefined {
   const towers = Object.entries(raw)
     .filter(([key, value]) => key.endsWith('_tower') && typeof value === 'string' && value !== '')
+    .filter(([key]) => !(key in CONVERTIBLE_TOWERS && converted[CONVERTIBLE_TOWERS[key]]))
     .map(([key, value]) => (String(value).startsWith('/path/to/') ? `${key} is a placeholder path (${value})` : `${key} = ${value}`));
   if (towers.length === 0) return undefined;
-  return `${configPath}: multimodal towers are not converted yet (${towers.join('; ')}); this bundle is text-only`;
+  const hint = 'pass --vision-tower / --audio-tower with the HF tower directories to convert them';
+  return `${configPath}: multimodal towers not converted (${towers.join('; ')}); the bundle cannot serve those modalities (${hint})`;
 }
 
 function unknownLayout(raw: Record<string, unknown>, names: readonly string[], configPath: string, matched: Layout[]): Error {

@@ -8,6 +8,7 @@ import { fileURLToPath } from 'node:url';
 import { join } from 'node:path';
 import type { Layout } from '../model/config';
 import { writeShardedCheckpoint, type WritableTensor } from '../checkpoint/write';
+import { writeTinyTowers } from './towers';
 
 export const TINY_TOKENIZER = fileURLToPath(new URL('../../assets/tokenizer/tiny-llama-bpe.model', import.meta.url));
 
@@ -27,6 +28,11 @@ export interface MakeTinyOptions extends Partial<TinyDims> {
   seed?: number;
   /** Number of weight files; defaults: 2 for Uni-MoE 4e and Mixtral (sharded + index), 1 for 8e. */
   shards?: number;
+  /**
+   * Also write tiny towers (`dir/clip-vision/`, `dir/whisper/`, see ./towers) and put the connectors
+   * (mm_projector, audio aligner, query_tokens) into the checkpoint. Uni-MoE layouts only.
+   */
+  multimodal?: boolean;
 }
 
 export function tinyDims(opts: MakeTinyOptions): TinyDims {
@@ -128,9 +134,17 @@ export async function makeTiny(dir: string, opts: MakeTinyOptions): Promise<{ di
   linear('lm_head.weight', d.vocab, d.hidden);
 
   await mkdir(dir, { recursive: true });
+  let towerConfig: Record<string, unknown> = {};
+  if (opts.multimodal) {
+    if (opts.layout === 'mixtral') throw new Error('multimodal towers are a Uni-MoE feature; the mixtral layout has none');
+    const towers = await writeTinyTowers(dir, d.hidden, normal);
+    // The LLM checkpoint keeps its own dtype: connector weights are stored like the rest of it.
+    tensors.push(...towers.llmTensors.map((t): WritableTensor => ({ ...t, dtype })));
+    towerConfig = towers.llmConfig;
+  }
   const shards = opts.shards ?? (opts.layout === 'unimoe-8e' ? 1 : 2);
   const files = await writeShardedCheckpoint(dir, tensors, { format: opts.layout === 'mixtral' ? 'safetensors' : 'torch', shards });
-  await writeFile(join(dir, 'config.json'), JSON.stringify(configJson(opts.layout, d), null, 2) + '\n');
+  await writeFile(join(dir, 'config.json'), JSON.stringify({ ...configJson(opts.layout, d), ...towerConfig }, null, 2) + '\n');
   await copyFile(TINY_TOKENIZER, join(dir, 'tokenizer.model'));
   return { dims: d, files };
 }

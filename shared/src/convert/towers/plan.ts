@@ -1,0 +1,174 @@
+/**
+ * The modality units of a bundle: which towers to convert (from `--vision-tower` / `--audio-tower`
+ * directories), their configs checked against the LLM's connector keys, and every tensor they need
+ * checked (present, right shape) before any unit is written. Connector weights (mm_projector, the
+ * audio aligner, query_tokens) come from the LLM checkpoint.
+ */
+import type { ModalityTokens, Preprocessing, UnitKind, WeightDType } from '../../bundle/manifest';
+import { unitName } from '../../bundle/manifest';
+import { openCheckpoint } from '../../checkpoint/open';
+import type { Checkpoint } from '../../checkpoint/types';
+import { ALIGNER_DECODER, audioIO, audioNeeds, buildAudioUnit, type AudioUnitConfig } from '../units/audio';
+import type { UnitIO } from '../units/common';
+import { buildVisionUnit, visionGeometry, visionIO, visionNeeds, type VisionUnitConfig } from '../units/vision';
+import type { ReadTensor, TensorNeed } from './blocks';
+import { readAudioConnector, readAudioTowerConfig, readVisionConnector, readVisionTowerConfig } from './config';
+
+/** Uni-MoE samples 8 frames per video and averages their image embeddings. */
+export const VIDEO_FRAMES = 8;
+
+export interface TowerOptions {
+  llm: Checkpoint;
+  llmConfig: Record<string, unknown>;
+  llmConfigPath: string;
+  llmHidden: number;
+  dtype: WeightDType;
+  visionTower?: string;
+  audioTower?: string;
+}
+
+export interface TowerUnitPlan {
+  name: string;
+  kind: UnitKind;
+  io: UnitIO;
+  build(): Promise<Uint8Array>;
+}
+
+export interface TowerPlan {
+  units: TowerUnitPlan[];
+  /** Input modalities the units add (`image`, `video`, `audio`). */
+  modalities: string[];
+  modalityTokens: ModalityTokens;
+  preprocessing: Preprocessing;
+  /** LLM checkpoint tensors these units account for (read, or deliberately unused). */
+  llmTensors: Set<string>;
+  warnings: string[];
+  close(): Promise<void>;
+}
+
+export async function planTowers(opts: TowerOptions): Promise<TowerPlan> {
+  const opened: Checkpoint[] = [];
+  const plan: TowerPlan = {
+    units: [],
+    modalities: [],
+    modalityTokens: {},
+    preprocessing: {},
+    llmTensors: new Set(),
+    warnings: [],
+    close: async () => {
+      await Promise.all(opened.map((c) => c.close()));
+    },
+  };
+  try {
+    if (opts.visionTower) await planVision(opts, opts.visionTower, plan, opened);
+    if (opts.audioTower) await planAudio(opts, opts.audioTower, plan, opened);
+    return plan;
+  } catch (err) {
+    await plan.close();
+    throw err;
+  }
+}
+
+async function openTower(dir: string, what: string, opened: Checkpoint[]): Promise<Checkpoint> {
+  try {
+    const tower = await openCheckpoint(dir);
+    opened.push(tower);
+    return tower;
+  } catch (err) {
+    throw new Error(`${what} ${dir}: cannot open its weights (${(err as Error).message})`);
+  }
+}
+
+async function planVision(opts: TowerOptions, dir: string, plan: TowerPlan, opened: Checkpoint[]): Promise<void> {
+  const tower = await readVisionTowerConfig(dir);
+  const connector = readVisionConnector(opts.llmConfig, opts.llmConfigPath);
+  if (connector.mmHidden !== tower.hidden) {
+    throw new Error(`vision tower ${dir}: hidden_size is ${tower.hidden}, but ${opts.llmConfigPath} says mm_hidden_size ${connector.mmHidden}: this is not the tower the projector was trained on`);
+  }
+  const cfg: VisionUnitConfig = { tower, connector, llmHidden: opts.llmHidden };
+  const weights = await openTower(dir, 'vision tower', opened);
+  const read = checkNeeds(visionNeeds(cfg), { tower: weights, llm: opts.llm }, { tower: `vision tower ${dir}`, llm: 'LLM checkpoint' }, plan.llmTensors);
+  const { tokens } = visionGeometry(cfg);
+  plan.units.push({ name: unitName.vision, kind: 'vision', io: visionIO(cfg), build: () => buildVisionUnit(cfg, read, opts.dtype) });
+  plan.modalities.push('image', 'video');
+  plan.modalityTokens.image = tokens;
+  plan.modalityTokens.video = tokens;
+  plan.preprocessing.image = { unit: unitName.vision, padToSquare: connector.padToSquare, ...tower.preprocessing };
+  plan.preprocessing.video = { unit: unitName.vision, frames: VIDEO_FRAMES };
+}
+
+async function planAudio(opts: TowerOptions, dir: string, plan: TowerPlan, opened: Checkpoint[]): Promise<void> {
+  const tower = await readAudioTowerConfig(dir);
+  const connector = readAudioConnector(opts.llmConfig, opts.llmConfigPath);
+  if (connector.mmAudioHidden !== tower.d) {
+    throw new Error(`audio tower ${dir}: d_model is ${tower.d}, but ${opts.llmConfigPath} says mm_audio_hidden_size ${connector.mmAudioHidden}: this is not the tower the aligner was trained on`);
+  }
+  if (connector.queryTokens > tower.maxTargetPositions) {
+    throw new Error(`${opts.llmConfigPath}: query_tokens_size ${connector.queryTokens} exceeds the Whisper decoder's max_target_positions ${tower.maxTargetPositions}`);
+  }
+  const weights = await openTower(dir, 'audio tower', opened);
+  // WhisperForConditionalGeneration files name the encoder `model.encoder.*`; a saved WhisperModel `encoder.*`.
+  const base = ['model.', ''].find((p) => weights.has(`${p}encoder.conv1.weight`));
+  if (base === undefined) throw new Error(`audio tower ${dir}: no Whisper encoder tensors (model.encoder.conv1.weight or encoder.conv1.weight)`);
+  let decoder: AudioUnitConfig['decoder'] = { source: 'llm', prefix: ALIGNER_DECODER };
+  if (!opts.llm.has(`${ALIGNER_DECODER}.embed_positions.weight`)) {
+    // Uni-MoE builds the aligner from the tower's pretrained decoder; a checkpoint without its own copy uses that one.
+    decoder = { source: 'tower', prefix: `${base}decoder` };
+    plan.warnings.push(`the LLM checkpoint has no ${ALIGNER_DECODER}.*; the audio aligner uses the Whisper decoder of ${dir}`);
+  }
+  plan.llmTensors.add(`${ALIGNER_DECODER}.embed_tokens.weight`); // token embeddings: the aligner feeds inputs_embeds
+  const cfg: AudioUnitConfig = { tower, connector, llmHidden: opts.llmHidden, encoderPrefix: `${base}encoder`, decoder };
+  const needs = audioNeeds(cfg);
+  const read = checkNeeds(needs, { tower: weights, llm: opts.llm }, { tower: `audio tower ${dir}`, llm: 'LLM checkpoint' }, plan.llmTensors, {
+    'model.query_tokens': `[1, query_tokens_size (${connector.queryTokens}), Whisper d_model (${tower.d})]`,
+  });
+  plan.units.push({ name: unitName.audio, kind: 'audio', io: audioIO(cfg), build: () => buildAudioUnit(cfg, read, opts.dtype) });
+  plan.modalities.push('audio');
+  plan.modalityTokens.audio = connector.queryTokens;
+  plan.preprocessing.audio = { unit: unitName.audio, ...tower.preprocessing };
+}
+
+/**
+ * Checks every needed tensor and returns the reader the unit builder uses. Errors name the source
+ * (tower directory or LLM checkpoint), the tensor and the shapes.
+ */
+function checkNeeds(
+  needs: TensorNeed[],
+  sources: Record<TensorNeed['source'], Checkpoint>,
+  labels: Record<TensorNeed['source'], string>,
+  llmTensors: Set<string>,
+  hints: Record<string, string> = {},
+): ReadTensor {
+  const where = new Map<string, Checkpoint>();
+  for (const need of needs) {
+    const source = sources[need.source];
+    if (!source.has(need.name)) throw new Error(`${labels[need.source]}: missing tensor ${need.name} (expected shape [${need.shape.join(', ')}])`);
+    const info = source.info(need.name);
+    if (info.shape.length !== need.shape.length || info.shape.some((d, i) => d !== need.shape[i])) {
+      const expected = hints[need.name] ?? `[${need.shape.join(', ')}]`;
+      throw new Error(`${labels[need.source]}: tensor ${need.name} in ${info.file} has shape [${info.shape.join(', ')}], expected ${expected}`);
+    }
+    where.set(need.name, source);
+    if (need.source === 'llm') llmTensors.add(need.name);
+  }
+  return async (name) => {
+    const source = where.get(name);
+    if (!source) throw new Error(`tower unit read ${name}, which its plan did not list`);
+    return source.read(name);
+  };
+}
+
+/**
+ * The LLM checkpoint as the text units' weight reader should see it: without the tensors the tower
+ * units account for, so its "not converted" warning lists only what really was not converted.
+ */
+export function withoutTensors(ckpt: Checkpoint, hidden: Set<string>): Checkpoint {
+  if (hidden.size === 0) return ckpt;
+  return {
+    names: () => ckpt.names().filter((n) => !hidden.has(n)),
+    has: (n) => !hidden.has(n) && ckpt.has(n),
+    info: (n) => ckpt.info(n),
+    read: (n) => ckpt.read(n),
+    close: () => ckpt.close(),
+  };
+}

@@ -1,0 +1,242 @@
+/**
+ * Tower units built by the converter's plan, checked directly against torch float64
+ * (tests/fixtures/towers: a geometry and projector types make-tiny does not use), and the
+ * converter's behaviour with --vision-tower / --audio-tower: manifests, warnings, clear errors
+ * that leave no bundle behind.
+ */
+import { readFileSync } from 'node:fs';
+import { cp, mkdtemp, readdir, readFile, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { afterEach, describe, expect, it } from 'vitest';
+import { readManifest } from '../../bundle/load';
+import { openCheckpoint, openCheckpointFile } from '../../checkpoint/open';
+import { writeSafetensors } from '../../checkpoint/write';
+import { makeTiny } from '../../tiny/make-tiny';
+import { TINY_AUDIO_DIR, TINY_VISION_DIR } from '../../tiny/towers';
+import { convertCheckpoint } from '../convert';
+import { f32, runUnit } from '../testing/run-unit';
+import { planTowers } from './plan';
+
+const FIXTURES = fileURLToPath(new URL('../../../../tests/fixtures/towers/', import.meta.url));
+
+interface Expected {
+  image: { shape: number[]; values: number[][] };
+  audio: { shape: number[]; values: number[][] };
+}
+
+/** max |a - b| / max |b| over all rows. */
+function relErr(actual: Float32Array, rows: number[][]): number {
+  const want = rows.flat();
+  expect(actual.length).toBe(want.length);
+  let diff = 0;
+  let scale = 0;
+  want.forEach((w, i) => {
+    diff = Math.max(diff, Math.abs(actual[i] - w));
+    scale = Math.max(scale, Math.abs(w));
+  });
+  return diff / scale;
+}
+
+async function fixtureUnits(dtype: 'float32' | 'float16') {
+  const llmDir = join(FIXTURES, 'llm');
+  const llm = await openCheckpoint(llmDir);
+  const llmConfig = JSON.parse(readFileSync(join(llmDir, 'config.json'), 'utf8')) as Record<string, unknown>;
+  const plan = await planTowers({
+    llm,
+    llmConfig,
+    llmConfigPath: join(llmDir, 'config.json'),
+    llmHidden: llmConfig.hidden_size as number,
+    dtype,
+    visionTower: join(FIXTURES, 'clip'),
+    audioTower: join(FIXTURES, 'whisper'),
+  });
+  try {
+    const units = Object.fromEntries(await Promise.all(plan.units.map(async (u) => [u.name, await u.build()] as const)));
+    return { units, plan };
+  } finally {
+    await plan.close();
+    await llm.close();
+  }
+}
+
+async function fixtureInputs() {
+  const file = await openCheckpointFile(join(FIXTURES, 'inputs.safetensors'));
+  try {
+    return { pixels: await file.read('pixel_values'), mel: await file.read('input_features') };
+  } finally {
+    await file.close();
+  }
+}
+
+describe('tower units vs torch float64 (tests/fixtures/towers)', () => {
+  const expected = JSON.parse(readFileSync(join(FIXTURES, 'expected.json'), 'utf8')) as Expected;
+
+  it('float32 units within 1e-4; the plan reports tokens and IO for the fixture geometry', async () => {
+    const { units, plan } = await fixtureUnits('float32');
+    const { pixels, mel } = await fixtureInputs();
+    expect(plan.modalityTokens).toEqual({ image: 16, video: 16, audio: 5 });
+    expect(plan.units.map((u) => [u.name, u.io.inputs[0].shape, u.io.outputs[0].shape])).toEqual([
+      ['vision.encoder', ['N', 3, 28, 28], ['N', 16, 24]],
+      ['audio.encoder', ['N', 8, 20], ['N', 5, 24]],
+    ]);
+    const image = await runUnit(units['vision.encoder'], { pixel_values: f32(pixels, [2, 3, 28, 28]) });
+    expect(image.embeddings.dims).toEqual(expected.image.shape);
+    expect(relErr(image.embeddings.data, expected.image.values)).toBeLessThan(1e-4);
+    const audio = await runUnit(units['audio.encoder'], { input_features: f32(mel, [2, 8, 20]) });
+    expect(audio.embeddings.dims).toEqual(expected.audio.shape);
+    expect(relErr(audio.embeddings.data, expected.audio.values)).toBeLessThan(1e-4);
+  });
+
+  it('float16 units stay within 2e-2', async () => {
+    const { units } = await fixtureUnits('float16');
+    const { pixels, mel } = await fixtureInputs();
+    const image = await runUnit(units['vision.encoder'], { pixel_values: f32(pixels, [2, 3, 28, 28]) });
+    expect(relErr(image.embeddings.data, expected.image.values)).toBeLessThan(2e-2);
+    const audio = await runUnit(units['audio.encoder'], { input_features: f32(mel, [2, 8, 20]) });
+    expect(relErr(audio.embeddings.data, expected.audio.values)).toBeLessThan(2e-2);
+  });
+});
+
+describe('convertCheckpoint with towers', () => {
+  const scratch: string[] = [];
+  afterEach(async () => {
+    await Promise.all(scratch.splice(0).map((d) => rm(d, { recursive: true, force: true })));
+  });
+
+  async function stage() {
+    const parent = await mkdtemp(join(tmpdir(), 'unimoe-towers-'));
+    scratch.push(parent);
+    const ckpt = join(parent, 'ckpt');
+    await makeTiny(ckpt, { layout: 'unimoe-8e', multimodal: true, seed: 3 });
+    return { parent, ckpt, bundle: join(parent, 'bundle'), vision: join(ckpt, TINY_VISION_DIR), audio: join(ckpt, TINY_AUDIO_DIR) };
+  }
+
+  async function editConfig(path: string, patch: Record<string, unknown>) {
+    await writeFile(path, JSON.stringify({ ...JSON.parse(await readFile(path, 'utf8')), ...patch }));
+  }
+
+  /** The conversion fails with `message` and leaves only the checkpoint in the parent directory. */
+  async function expectCleanFailure(s: Awaited<ReturnType<typeof stage>>, opts: { visionTower?: string; audioTower?: string }, message: RegExp) {
+    await expect(convertCheckpoint({ checkpointDir: s.ckpt, bundleDir: s.bundle, ...opts })).rejects.toThrow(message);
+    expect(await readdir(s.parent)).toEqual(['ckpt']);
+  }
+
+  it('without tower flags: text-only, with a warning naming the towers and the flags', async () => {
+    const s = await stage();
+    const m = await convertCheckpoint({ checkpointDir: s.ckpt, bundleDir: s.bundle });
+    expect(m.modalities).toEqual(['text']);
+    expect(m.modalityTokens).toBeUndefined();
+    expect(m.units.some((u) => u.kind === 'vision' || u.kind === 'audio')).toBe(false);
+    expect(m.source.warnings).toContainEqual(expect.stringMatching(/mm_vision_tower is a placeholder.*mm_audio_tower.*--vision-tower/));
+    expect(m.source.warnings).toContainEqual(expect.stringMatching(/not converted.*model\.mm_projector\.\*.*model\.query_tokens/));
+  });
+
+  it('vision only (8e layout): image and video units, audio still warned about', async () => {
+    const s = await stage();
+    const m = await convertCheckpoint({ checkpointDir: s.ckpt, bundleDir: s.bundle, visionTower: s.vision });
+    expect(m.modalities).toEqual(['text', 'image', 'video']);
+    expect(m.modalityTokens).toEqual({ image: 576, video: 576 });
+    expect(m.units[0]).toMatchObject({ name: 'vision.encoder', kind: 'vision' });
+    expect(m.preprocessing?.audio).toBeUndefined();
+    expect(m.source.warnings).toContainEqual(expect.stringMatching(/mm_audio_tower is a placeholder/));
+    expect(m.source.warnings.join('\n')).not.toMatch(/mm_vision_tower|mm_projector/);
+    expect((await readManifest(s.bundle)).units[0].name).toBe('vision.encoder');
+  });
+
+  it('the aligner decoder falls back to the Whisper tower when the LLM checkpoint has none', async () => {
+    const s = await stage();
+    const llm = await openCheckpoint(s.ckpt);
+    const kept = llm.names().filter((n) => !n.startsWith('model.mm_audio_aligner.decoder.'));
+    const tensors = [];
+    for (const name of kept) tensors.push({ name, dtype: 'F32' as const, shape: llm.info(name).shape, data: await llm.read(name) });
+    await llm.close();
+    for (const f of await readdir(s.ckpt)) if (f.startsWith('pytorch_model')) await rm(join(s.ckpt, f));
+    await writeSafetensors(join(s.ckpt, 'model.safetensors'), tensors);
+    const m = await convertCheckpoint({ checkpointDir: s.ckpt, bundleDir: s.bundle, audioTower: s.audio });
+    expect(m.modalities).toEqual(['text', 'audio']);
+    expect(m.source.warnings).toContainEqual(expect.stringMatching(/no model\.mm_audio_aligner\.decoder\.audio_decoder\.\*; the audio aligner uses the Whisper decoder of/));
+  });
+
+  it('a vision tower whose width differs from mm_hidden_size is refused', async () => {
+    const s = await stage();
+    await editConfig(join(s.ckpt, 'config.json'), { mm_hidden_size: 1024 });
+    await expectCleanFailure(s, { visionTower: s.vision }, /vision tower .*clip-vision: hidden_size is 32, but .*config\.json says mm_hidden_size 1024/);
+  });
+
+  it('a Whisper whose d_model differs from mm_audio_hidden_size is refused', async () => {
+    const s = await stage();
+    await editConfig(join(s.ckpt, TINY_AUDIO_DIR, 'config.json'), { d_model: 48 });
+    await expectCleanFailure(s, { audioTower: s.audio }, /audio tower .*whisper: d_model is 48, but .*mm_audio_hidden_size 32/);
+  });
+
+  it('a missing tower tensor is named, with its source', async () => {
+    const s = await stage();
+    const path = join(s.vision, 'model.safetensors');
+    const file = await openCheckpointFile(path);
+    const tensors = [];
+    for (const name of file.names().filter((n) => n !== 'vision_model.encoder.layers.1.mlp.fc2.weight')) {
+      tensors.push({ name, dtype: 'F32' as const, shape: file.info(name).shape, data: await file.read(name) });
+    }
+    await file.close();
+    await writeSafetensors(path, tensors);
+    await expectCleanFailure(s, { visionTower: s.vision }, /vision tower .*clip-vision: missing tensor vision_model\.encoder\.layers\.1\.mlp\.fc2\.weight \(expected shape \[32, 128\]\)/);
+  });
+
+  it('query_tokens that do not match query_tokens_size are refused', async () => {
+    const s = await stage();
+    await editConfig(join(s.ckpt, 'config.json'), { query_tokens_size: 40 });
+    await expectCleanFailure(s, { audioTower: s.audio }, /LLM checkpoint: tensor model\.query_tokens in .* has shape \[1, 50, 32\], expected \[1, query_tokens_size \(40\), Whisper d_model \(32\)\]/);
+  });
+
+  it('a tower directory without weights, or without config.json, is refused', async () => {
+    const s = await stage();
+    await rm(join(s.vision, 'model.safetensors'));
+    await expectCleanFailure(s, { visionTower: s.vision }, /vision tower .*clip-vision: cannot open its weights/);
+    await expectCleanFailure(s, { audioTower: join(s.parent, 'nowhere') }, /nowhere[/\\]config\.json: cannot read/);
+  });
+
+  it('a flag without the connector in config.json is refused', async () => {
+    const s = await stage();
+    const config = JSON.parse(await readFile(join(s.ckpt, 'config.json'), 'utf8')) as Record<string, unknown>;
+    delete config.mm_audio_hidden_size;
+    await writeFile(join(s.ckpt, 'config.json'), JSON.stringify(config));
+    await expectCleanFailure(s, { audioTower: s.audio }, /config\.json: mm_audio_hidden_size is missing/);
+  });
+
+  it('readManifest refuses preprocessing that names no unit', async () => {
+    const s = await stage();
+    await convertCheckpoint({ checkpointDir: s.ckpt, bundleDir: s.bundle, visionTower: s.vision });
+    const path = join(s.bundle, 'manifest.json');
+    const manifest = JSON.parse(await readFile(path, 'utf8')) as { units: { name: string }[] };
+    manifest.units = manifest.units.filter((u) => u.name !== 'vision.encoder');
+    await writeFile(path, JSON.stringify(manifest));
+    await expect(readManifest(s.bundle)).rejects.toThrow(/preprocessing\.image\.unit names vision\.encoder, which is not a unit of this bundle/);
+  });
+});
+
+describe('make-tiny multimodal', () => {
+  it('refuses the mixtral layout, which has no towers', async () => {
+    const dir = await mkdtemp(join(tmpdir(), 'unimoe-towers-'));
+    try {
+      await expect(makeTiny(dir, { layout: 'mixtral', multimodal: true })).rejects.toThrow(/mixtral layout has none/);
+    } finally {
+      await rm(dir, { recursive: true, force: true });
+    }
+  });
+
+  it('copies a tower directory elsewhere and it still converts (flags, not config paths, locate towers)', async () => {
+    const parent = await mkdtemp(join(tmpdir(), 'unimoe-towers-'));
+    try {
+      await makeTiny(join(parent, 'ckpt'), { layout: 'unimoe-4e', multimodal: true });
+      await cp(join(parent, 'ckpt', TINY_VISION_DIR), join(parent, 'elsewhere'), { recursive: true });
+      const config = JSON.parse(await readFile(join(parent, 'ckpt', 'config.json'), 'utf8')) as Record<string, unknown>;
+      expect(config).toMatchObject({ mm_vision_tower: '/path/to/clip-vit-large-patch14-336', mm_hidden_size: 32, mm_audio_hidden_size: 32, query_tokens_size: 50 });
+      const m = await convertCheckpoint({ checkpointDir: join(parent, 'ckpt'), bundleDir: join(parent, 'bundle'), visionTower: join(parent, 'elsewhere') });
+      expect(m.units[0].name).toBe('vision.encoder');
+    } finally {
+      await rm(parent, { recursive: true, force: true });
+    }
+  });
+});
