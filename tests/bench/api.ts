@@ -1,0 +1,149 @@
+/**
+ * `pnpm bench:api`: 16 and 64 concurrent streaming clients against the edge API (`unimoe serve` as its
+ * own process), embedded and split (two expert pools on NATS). Reports requests/s, time to first token
+ * and inter-token latency p50/p99, and API tokens/s over the engine's tokens/s for the same load run
+ * directly on the engine (the edge's own overhead: HTTP, validation, templating, SSE, accounting).
+ */
+import { spawn, type ChildProcess } from 'node:child_process';
+import { readFile } from 'node:fs/promises';
+import { availableParallelism, cpus } from 'node:os';
+import { join } from 'node:path';
+import { readManifest } from '@unimoe/shared/bundle/load';
+import { loadSentencePiece } from '@unimoe/shared/tokenizer/index';
+import { createEngine } from '@unimoe/edge/engine/engine';
+import { createNatsExpertBackend } from '@unimoe/edge/dispatch/nats-expert-backend';
+import { createChatTokenizer } from '@unimoe/edge/api/prompt';
+import { startNatsServer, freePort } from '../helpers/nats-server';
+import { makeTempDir } from '../helpers/tmp';
+import { REPO, spawnWorker } from '../split/cluster';
+import { realisticBundle } from './realistic-model';
+import { fmt, percentile, printTable } from './table';
+
+const MAX_TOKENS = 16;
+const CLIENTS = [16, 64];
+const question = (i: number) => `Question ${i}: what is the capital of country number ${i * 7}?`;
+
+interface StreamStats {
+  ttftMs: number;
+  gapsMs: number[];
+  tokens: number;
+}
+
+/** One streaming chat completion; timings from the bytes as they arrive. */
+async function streamOnce(url: string, model: string, i: number): Promise<StreamStats> {
+  const t0 = performance.now();
+  const res = await fetch(`${url}/v1/chat/completions`, {
+    method: 'POST',
+    headers: { 'content-type': 'application/json' },
+    body: JSON.stringify({ model, messages: [{ role: 'user', content: question(i) }], max_tokens: MAX_TOKENS, temperature: 0, stream: true, stream_options: { include_usage: true } }),
+  });
+  if (!res.ok || !res.body) throw new Error(`HTTP ${res.status}: ${await res.text()}`);
+  let ttftMs = NaN;
+  let last = 0;
+  const gapsMs: number[] = [];
+  let tokens = 0;
+  let buffer = '';
+  const decoder = new TextDecoder();
+  for await (const chunk of res.body as unknown as AsyncIterable<Uint8Array>) {
+    buffer += decoder.decode(chunk, { stream: true });
+    let end: number;
+    while ((end = buffer.indexOf('\n\n')) >= 0) {
+      const event = buffer.slice(0, end);
+      buffer = buffer.slice(end + 2);
+      const data = event.replace(/^data: /, '');
+      if (data === '[DONE]') continue;
+      const parsed = JSON.parse(data);
+      if (parsed.usage) tokens = parsed.usage.completion_tokens;
+      if (parsed.choices?.[0]?.delta?.content !== undefined && parsed.choices[0].delta.content !== '') {
+        const now = performance.now();
+        if (Number.isNaN(ttftMs)) ttftMs = now - t0;
+        else gapsMs.push(now - last);
+        last = now;
+      }
+    }
+  }
+  return { ttftMs, gapsMs, tokens };
+}
+
+function startServe(bundle: string, port: number, dbFile: string, natsUrl?: string): { child: ChildProcess; ready: Promise<void> } {
+  const args = ['--import', 'tsx', join(REPO, 'edge/src/cli/main.ts'), 'serve', bundle, '--port', String(port), '--host', '127.0.0.1', '--no-auth', '--max-concurrent', '0', '--rate-limit', '0'];
+  if (natsUrl) args.push('--nats', natsUrl);
+  const child = spawn(process.execPath, args, { cwd: REPO, env: { ...process.env, DATABASE_URL: `file:${dbFile}` }, stdio: ['ignore', 'ignore', 'pipe'] });
+  let stderr = '';
+  child.stderr!.on('data', (d: Buffer) => (stderr += d));
+  const ready = (async () => {
+    const deadline = Date.now() + 120_000;
+    for (;;) {
+      if (child.exitCode !== null) throw new Error(`serve exited: ${stderr}`);
+      if (await fetch(`http://127.0.0.1:${port}/readyz`).then((r) => r.ok, () => false)) return;
+      if (Date.now() > deadline) throw new Error(`serve not ready: ${stderr}`);
+      await new Promise((r) => setTimeout(r, 250));
+    }
+  })();
+  return { child, ready };
+}
+
+async function main() {
+  const bundleDir = await realisticBundle();
+  const manifest = await readManifest(bundleDir);
+  const tokenizer = createChatTokenizer(loadSentencePiece(new Uint8Array(await readFile(join(bundleDir, manifest.tokenizer.file)))), manifest);
+  console.log(`# bench:api - ${cpus()[0]?.model ?? 'cpu'} x ${availableParallelism()}, bundle ${bundleDir}, ${MAX_TOKENS} tokens per request`);
+  const tmp = await makeTempDir('bench-api');
+  const nats = await startNatsServer();
+  const half = manifest.config.experts / 2;
+  const workers = [
+    spawnWorker([bundleDir, '--pool', 'a', '--experts', `0-${half - 1}`, '--nats', nats.url], { UNIMOE_THREADS: '2' }),
+    spawnWorker([bundleDir, '--pool', 'b', '--experts', `${half}-${manifest.config.experts - 1}`, '--nats', nats.url], { UNIMOE_THREADS: '2' }),
+  ];
+  await Promise.all(workers.map((w) => w.ready));
+  const rows: (string | number)[][] = [];
+  try {
+    for (const mode of ['embedded', 'split'] as const) {
+      const natsUrl = mode === 'split' ? nats.url : undefined;
+      for (const n of CLIENTS) {
+        // Engine alone, same prompts and lengths (greedy, no stop strings, so the same tokens).
+        const experts = natsUrl ? await createNatsExpertBackend({ natsUrl, model: manifest.name, hidden: manifest.config.hidden }) : undefined;
+        const engine = await createEngine({ bundleDir, experts });
+        const prompts = Array.from({ length: n }, (_, i) => tokenizer.encodeChat([{ role: 'user', content: question(i) }]));
+        await engine.generate({ promptIds: prompts[0]!, params: { maxTokens: 2, temperature: 0, topP: 1, topK: 0 } });
+        const e0 = performance.now();
+        const results = await Promise.all(prompts.map((promptIds) => engine.generate({ promptIds, params: { maxTokens: MAX_TOKENS, temperature: 0, topP: 1, topK: 0 } })));
+        const engineSeconds = (performance.now() - e0) / 1000;
+        const engineTokens = results.reduce((s, r) => s + r.completionTokens, 0);
+        await engine.close();
+        await experts?.close();
+
+        const port = await freePort();
+        const server = startServe(bundleDir, port, join(tmp.dir, `${mode}-${n}.db`), natsUrl);
+        try {
+          await server.ready;
+          const url = `http://127.0.0.1:${port}`;
+          await streamOnce(url, manifest.name, 0);
+          const a0 = performance.now();
+          const streams = await Promise.all(Array.from({ length: n }, (_, i) => streamOnce(url, manifest.name, i)));
+          const apiSeconds = (performance.now() - a0) / 1000;
+          const apiTokens = streams.reduce((s, r) => s + r.tokens, 0);
+          const ttft = streams.map((s) => s.ttftMs);
+          const gaps = streams.flatMap((s) => s.gapsMs);
+          const apiRate = apiTokens / apiSeconds;
+          const engineRate = engineTokens / engineSeconds;
+          rows.push([mode, n, fmt(n / apiSeconds, 2), fmt(percentile(ttft, 50), 0), fmt(percentile(ttft, 99), 0), fmt(percentile(gaps, 50), 0), fmt(percentile(gaps, 99), 0), fmt(apiRate), fmt(engineRate), fmt(apiRate / engineRate, 2)]);
+        } finally {
+          server.child.kill('SIGTERM');
+          await new Promise((r) => server.child.once('exit', r));
+        }
+      }
+    }
+  } finally {
+    for (const w of workers) w.child.kill('SIGTERM');
+    await Promise.all(workers.map((w) => w.exited));
+    await nats.stop();
+    await tmp.cleanup();
+  }
+  printTable('Streaming chat completions through the API vs the engine alone', ['mode', 'clients', 'req/s', 'TTFT p50 ms', 'TTFT p99 ms', 'ITL p50 ms', 'ITL p99 ms', 'API tok/s', 'engine tok/s', 'API/engine'], rows);
+}
+
+main().catch((err) => {
+  console.error(err);
+  process.exitCode = 1;
+});
