@@ -104,7 +104,7 @@ async function main() {
         // Engine alone, same prompts and lengths (greedy, no stop strings, so the same tokens).
         const experts = natsUrl ? await createNatsExpertBackend({ natsUrl, model: manifest.name, hidden: manifest.config.hidden }) : undefined;
         const engine = await createEngine({ bundleDir, experts });
-        const prompts = Array.from({ length: n }, (_, i) => tokenizer.encodeChat([{ role: 'user', content: question(i) }]));
+        const prompts = Array.from({ length: n }, (_, i) => tokenizer.encodeChat([{ role: 'user', text: question(i), media: [] }]));
         await engine.generate({ promptIds: prompts[0]!, params: { maxTokens: 2, temperature: 0, topP: 1, topK: 0 } });
         const e0 = performance.now();
         const results = await Promise.all(prompts.map((promptIds) => engine.generate({ promptIds, params: { maxTokens: MAX_TOKENS, temperature: 0, topP: 1, topK: 0 } })));
