@@ -1,6 +1,7 @@
 /**
  * The edge API on Node: opens the bundle (experts in-process, or on NATS pools with `natsUrl`), the
- * database and the tokenizer, builds the Hono app and serves it with @hono/node-server.
+ * modality encoders (in-process unless an `EncoderBackend` is injected), the database and the
+ * tokenizer, builds the Hono app and serves it with @hono/node-server.
  */
 import { readFile } from 'node:fs/promises';
 import type { AddressInfo } from 'node:net';
@@ -19,8 +20,11 @@ import { resolveBundle } from './cli/resolve-bundle';
 import { openStore } from './db/open';
 import type { Store } from './db/store';
 import { createEngine, type Engine } from './engine/engine';
+import type { EncoderBackend } from './engine/encoder-backend';
 import type { ExpertBackend } from './engine/expert-backend';
+import { LocalEncoderBackend } from './engine/local-encoders';
 import { LocalExpertBackend } from './engine/local-experts';
+import { MultimodalPipeline } from './multimodal/pipeline';
 
 export interface ServeOptions {
   /** Bundle directory or s3:// URI. */
@@ -35,6 +39,11 @@ export interface ServeOptions {
   /** An already open store to use instead (stays the caller's to close), e.g. PGlite in tests. */
   store?: Store;
   api?: Partial<ApiConfig>;
+  /**
+   * Where the modality encoders run (stays the caller's to close). Default: in this process from the
+   * bundle, in embedded and split mode alike; split mode passes its NATS encoder backend here.
+   */
+  encoders?: EncoderBackend;
 }
 
 export interface RunningServer {
@@ -63,7 +72,8 @@ export async function startServer(opts: ServeOptions): Promise<RunningServer> {
     cleanup.push(() => experts.close());
     const engine = await createEngine({ bundleDir, experts: instrumentExperts(experts) });
     cleanup.push(() => engine.close());
-    const app = createApp({ engine, tokenizer, manifest, store, ready, config: opts.api });
+    const multimodal = await openMultimodal(bundleDir, manifest, opts.encoders, cleanup);
+    const app = createApp({ engine, tokenizer, manifest, store, ready, config: opts.api, multimodal });
     if (!defaultMetricsOn) {
       collectDefaultMetrics({ register: registry, prefix: 'unimoe_process_' });
       defaultMetricsOn = true;
@@ -77,6 +87,23 @@ export async function startServer(opts: ServeOptions): Promise<RunningServer> {
     await closeAll();
     throw err;
   }
+}
+
+/** The media pipeline when the bundle has encoder units (text-only bundles get none). */
+async function openMultimodal(
+  bundleDir: string,
+  manifest: Manifest,
+  injected: EncoderBackend | undefined,
+  cleanup: (() => Promise<void>)[],
+): Promise<MultimodalPipeline | undefined> {
+  if (!manifest.units.some((u) => u.kind === 'vision' || u.kind === 'audio')) return undefined;
+  let encoders = injected;
+  if (!encoders) {
+    const local = await LocalEncoderBackend.open(bundleDir, manifest);
+    cleanup.push(() => local.close());
+    encoders = local;
+  }
+  return new MultimodalPipeline(manifest, encoders);
 }
 
 async function openExperts(bundleDir: string, manifest: Manifest, natsUrl?: string): Promise<{ experts: ExpertBackend; ready: () => Promise<Readiness> }> {

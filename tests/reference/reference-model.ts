@@ -13,6 +13,9 @@ import { loadWeights } from './weights';
 
 export type { ReferenceConfig } from './config';
 
+/** One prompt position: a token id, or its input embedding given directly (a modality token, [hidden]). */
+export type ReferenceInput = number | Float64Array;
+
 export interface ReferenceModel {
   readonly config: ReferenceConfig;
   /** Logits of the last position. */
@@ -21,6 +24,10 @@ export interface ReferenceModel {
   forwardAll(ids: number[]): Float64Array[];
   /** `steps` argmax tokens, each from a full recompute of the sequence so far (no EOS stop). */
   greedy(ids: number[], steps: number): number[];
+  /** As forward, with some positions given as input embeddings instead of ids. */
+  forwardInputs(inputs: ReferenceInput[]): Float64Array;
+  /** As greedy, with some prompt positions given as input embeddings. */
+  greedyInputs(inputs: ReferenceInput[], steps: number): number[];
 }
 
 export async function loadReferenceModel(
@@ -48,10 +55,23 @@ export function createReferenceModel(config: ReferenceConfig, weights: Reference
     }
   };
 
+  const embedInputs = (inputs: ReferenceInput[]): Float64Array[] => {
+    if (inputs.length === 0) throw new Error('reference forward: inputs must not be empty');
+    return inputs.map((input, pos) => {
+      if (typeof input === 'number') {
+        checkIds([input]);
+        return weights.embed.data.slice(input * config.hidden, (input + 1) * config.hidden);
+      }
+      if (input.length !== config.hidden) throw new Error(`reference forward: input embedding at position ${pos} has ${input.length} values, expected ${config.hidden}`);
+      return Float64Array.from(input);
+    });
+  };
+
   /** Final hidden states (after the last decoder layer, before the final norm), one per position. */
-  const decode = (ids: number[]): Float64Array[] => {
+  const decode = (ids: number[]): Float64Array[] => decodeRows(ids.map((id) => weights.embed.data.slice(id * config.hidden, (id + 1) * config.hidden)));
+
+  const decodeRows = (x: Float64Array[]): Float64Array[] => {
     const { hidden, heads, kvHeads, headDim, rmsEps, ropeTheta, routing } = config;
-    const x = ids.map((id) => weights.embed.data.slice(id * hidden, (id + 1) * hidden));
     for (const layer of weights.layers) {
       const q: Float64Array[] = [];
       const k: Float64Array[] = [];
@@ -88,9 +108,26 @@ export function createReferenceModel(config: ReferenceConfig, weights: Reference
     return head(x[x.length - 1]);
   };
 
+  const forwardInputs = (inputs: ReferenceInput[]): Float64Array => {
+    const x = decodeRows(embedInputs(inputs));
+    return head(x[x.length - 1]);
+  };
+
   return {
     config,
     forward,
+    forwardInputs,
+    greedyInputs(inputs, steps) {
+      if (!Number.isInteger(steps) || steps < 0) throw new Error(`reference greedy: steps must be a non-negative integer, got ${steps}`);
+      const seq = [...inputs];
+      const out: number[] = [];
+      for (let s = 0; s < steps; s++) {
+        const next = argmax(forwardInputs(seq));
+        out.push(next);
+        seq.push(next);
+      }
+      return out;
+    },
     forwardAll(ids) {
       checkIds(ids);
       return decode(ids).map(head);

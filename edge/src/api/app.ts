@@ -8,6 +8,7 @@ import { HTTPException } from 'hono/http-exception';
 import type { Manifest } from '@unimoe/shared/bundle/manifest';
 import type { Store } from '../db/store';
 import type { GenerationEngine } from '../engine/types';
+import type { MultimodalPipeline } from '../multimodal/pipeline';
 import type { ChatTokenizer } from './chat-tokenizer';
 import { handleChatCompletion } from './chat';
 import { DEFAULT_API_CONFIG, type ApiConfig } from './config';
@@ -29,22 +30,19 @@ export interface ApiDeps {
   store: Store;
   ready: () => Promise<Readiness>;
   config?: Partial<ApiConfig>;
+  /** Preprocesses and encodes media; without it only text is accepted. */
+  multimodal?: MultimodalPipeline;
 }
 
 type Env = { Variables: { keyId: number | null; limiterKey: string } };
 
 const ROUTES = new Set(['/v1/chat/completions', '/v1/models', '/healthz', '/readyz', '/metrics']);
 
-/**
- * Modalities the engine can take: GenerationRequest carries token ids only, so media parts are refused
- * (naming the modality) until encoders are wired into the engine, even when the bundle lists them.
- */
-const ENGINE_MODALITIES = ['text'];
-
 export function createApp(deps: ApiDeps): Hono<Env> {
   const config: ApiConfig = { ...DEFAULT_API_CONFIG, ...deps.config };
   const { manifest, store } = deps;
-  const modalities = manifest.modalities.filter((m) => ENGINE_MODALITIES.includes(m));
+  // Media needs the bundle's encoder units and a pipeline to run them; other modalities are refused by name.
+  const modalities = ['text', ...(deps.multimodal?.modalities ?? [])].filter((m) => manifest.modalities.includes(m));
   const limiter = new KeyLimiter({ requestsPerMinute: config.requestsPerMinute, maxConcurrent: config.maxConcurrentPerKey });
   const created = Math.floor(Date.now() / 1000);
   const modelCard = { id: manifest.name, object: 'model', created, owned_by: 'unimoe' };

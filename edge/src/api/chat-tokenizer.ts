@@ -1,4 +1,5 @@
 /** What the API needs from the tokenizer and chat template (built from the bundle in prompt.ts). */
+import type { EncodedPrompt } from '@unimoe/shared/tokenizer/template';
 import type { PromptMessage } from './content';
 
 export interface TextStreamDecoder {
@@ -11,5 +12,7 @@ export interface TextStreamDecoder {
 export interface ChatTokenizer {
   /** The conversation rendered with the model's template and tokenised, ending where the assistant speaks. */
   encodeChat(messages: PromptMessage[]): number[];
+  /** As encodeChat, plus where each `<image>`/`<audio>`/`<video>` placeholder of the texts goes in the ids. */
+  encodeChatWithPlaceholders(messages: PromptMessage[]): EncodedPrompt;
   streamDecoder(): TextStreamDecoder;
 }

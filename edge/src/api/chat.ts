@@ -3,11 +3,15 @@ import type { Context } from 'hono';
 import { streamSSE, type SSEStreamingApi } from 'hono/streaming';
 import type { Manifest } from '@unimoe/shared/bundle/manifest';
 import type { Store } from '../db/store';
-import type { GenerationEngine, SamplingParams } from '../engine/types';
+import type { GenerationEngine, PromptEmbedding, SamplingParams } from '../engine/types';
+import { MediaInputError } from '../multimodal/errors';
+import type { MultimodalPipeline, PreparedMedia } from '../multimodal/pipeline';
+import { placeMedia } from '../multimodal/placement';
+import type { PromptLayout } from '../multimodal/splice';
 import type { ApiConfig } from './config';
 import type { ChatTokenizer } from './chat-tokenizer';
 import { runCompletion, type CompletionOutcome } from './completion';
-import { checkModalities, normalizeMessages, type Modality } from './content';
+import { checkModalities, decodeMedia, normalizeMessages, type Modality } from './content';
 import { ApiError, internalError, invalidRequest, notFound, timedOut } from './errors';
 import { observeCompletion } from './metrics';
 import { parseChatRequest, preview, type ChatCompletionRequest } from './request';
@@ -20,6 +24,8 @@ export interface ChatDeps {
   config: ApiConfig;
   /** Modalities this server takes for this model. */
   modalities: readonly string[];
+  /** Encodes media for the engine; absent on a text-only server. */
+  multimodal?: MultimodalPipeline;
 }
 
 /** Status recorded for a client that went away before the response ended (nginx's convention). */
@@ -39,19 +45,26 @@ export async function handleChatCompletion(c: Context, deps: ChatDeps, keyId: nu
 
   let prepared: Prepared;
   try {
-    prepared = prepare(deps, await readBody());
+    prepared = await prepare(deps, await readBody());
   } catch (err) {
     const apiErr = logged(err);
     await record(apiErr.status, noTokens, 0, null);
     release();
     return apiErr.toResponse();
   }
-  const { req, promptIds, params, stops } = prepared;
-  const prompt = { ...noTokens, text: promptIds.length };
+  const { req, promptIds, params, stops, embeddings, promptTokens: prompt } = prepared;
   const timeout = AbortSignal.timeout(deps.config.requestTimeoutMs);
   const id = `chatcmpl-${crypto.randomUUID().replace(/-/g, '')}`;
   const created = Math.floor(Date.now() / 1000);
-  const usageOf = (o: CompletionOutcome) => ({ prompt_tokens: promptIds.length, completion_tokens: o.completionTokens, total_tokens: promptIds.length + o.completionTokens });
+  const usageOf = (o: CompletionOutcome) => ({
+    prompt_tokens: promptIds.length,
+    completion_tokens: o.completionTokens,
+    total_tokens: promptIds.length + o.completionTokens,
+    // Only for prompts with media, so text-only responses keep exactly OpenAI's usage shape.
+    ...(embeddings
+      ? { prompt_tokens_details: { cached_tokens: 0, text_tokens: prompt.text, image_tokens: prompt.image, audio_tokens: prompt.audio, video_tokens: prompt.video } }
+      : {}),
+  });
 
   if (!req.stream) {
     try {
@@ -72,7 +85,7 @@ export async function handleChatCompletion(c: Context, deps: ChatDeps, keyId: nu
     const signal = AbortSignal.any([c.req.raw.signal, timeout]);
     let outcome: CompletionOutcome;
     try {
-      outcome = await runCompletion(deps.engine, deps.tokenizer, deps.manifest.tokenizer.eos, { promptIds, params, stops, signal, startedAt });
+      outcome = await runCompletion(deps.engine, deps.tokenizer, deps.manifest.tokenizer.eos, { promptIds, embeddings, params, stops, signal, startedAt });
     } catch (err) {
       const apiErr = logged(err);
       await record(apiErr.status, prompt, 0, null);
@@ -118,6 +131,7 @@ export async function handleChatCompletion(c: Context, deps: ChatDeps, keyId: nu
     try {
       outcome = await runCompletion(deps.engine, deps.tokenizer, deps.manifest.tokenizer.eos, {
         promptIds,
+        embeddings,
         params,
         stops,
         signal,
@@ -147,12 +161,17 @@ export async function handleChatCompletion(c: Context, deps: ChatDeps, keyId: nu
 
 interface Prepared {
   req: ChatCompletionRequest;
+  /** Text ids, with the pad id over the positions of modality tokens. */
   promptIds: number[];
+  /** The modality tokens' embeddings; undefined for a text-only prompt. */
+  embeddings?: PromptEmbedding[];
+  promptTokens: Record<Modality, number>;
   params: SamplingParams;
   stops: string[];
 }
 
-function prepare(deps: ChatDeps, body: unknown): Prepared {
+/** Validation, prompt, and for media: preprocessing (bad media fails here), the length check, then encoding. */
+async function prepare(deps: ChatDeps, body: unknown): Promise<Prepared> {
   const req = parseChatRequest(body);
   const { manifest, config } = deps;
   if (req.model !== manifest.name) {
@@ -160,8 +179,22 @@ function prepare(deps: ChatDeps, body: unknown): Prepared {
   }
   const messages = normalizeMessages(req.messages, config);
   checkModalities(messages, manifest.name, deps.modalities);
-  const promptIds = deps.tokenizer.encodeChat(messages);
+  const placed = placeMedia(messages);
+  const prompt = deps.tokenizer.encodeChatWithPlaceholders(placed.messages);
+  let promptIds = prompt.ids;
+  let promptTokens: Record<Modality, number> = { text: prompt.ids.length, image: 0, audio: 0, video: 0 };
+  let toEncode: { pipeline: MultimodalPipeline; layout: PromptLayout; media: PreparedMedia[] } | undefined;
+  if (placed.order.length > 0) {
+    // checkModalities let media through, so this server has a pipeline for them.
+    const pipeline = deps.multimodal!;
+    const media = await pipeline.prepare(placed.order.map((m) => ({ modality: m.modality, bytes: decodeMedia(m), param: m.param })));
+    const layout = pipeline.layout(prompt, media);
+    ({ promptIds, tokens: promptTokens } = layout);
+    toEncode = { pipeline, layout, media };
+  }
   const maxTokens = resolveMaxTokens(req, promptIds.length, manifest.config.maxPositions, config.maxTokensCap);
+  // Encoding comes after the length check: an over-long request costs no encoder time.
+  const embeddings = toEncode ? (await toEncode.pipeline.embed(toEncode.layout, toEncode.media)).embeddings : undefined;
   const temperature = req.temperature ?? 1;
   const topP = req.top_p ?? 1;
   const params: SamplingParams = {
@@ -173,7 +206,7 @@ function prepare(deps: ChatDeps, body: unknown): Prepared {
     ...(req.seed != null ? { seed: req.seed } : {}),
   };
   const stops = req.stop == null ? [] : typeof req.stop === 'string' ? [req.stop] : req.stop;
-  return { req, promptIds, params, stops };
+  return { req, promptIds, embeddings, promptTokens, params, stops };
 }
 
 function resolveMaxTokens(req: ChatCompletionRequest, promptTokens: number, maxPositions: number, cap: number): number {
@@ -203,6 +236,7 @@ function resolveMaxTokens(req: ChatCompletionRequest, promptTokens: number, maxP
 
 function logged(err: unknown): ApiError {
   if (err instanceof ApiError) return err;
+  if (err instanceof MediaInputError) return new ApiError(err.status, err.message, 'invalid_request_error', err.param, err.code);
   console.error('[api] chat completion failed:', err);
   return internalError();
 }

@@ -3,13 +3,15 @@
  * strings (aborting the engine the moment one completes, which frees the sequence's KV cache) and records
  * token timing metrics.
  */
-import type { GenerationEngine, SamplingParams } from '../engine/types';
+import type { GenerationEngine, PromptEmbedding, SamplingParams } from '../engine/types';
 import type { ChatTokenizer } from './chat-tokenizer';
 import { observeFirstToken, observeInterToken } from './metrics';
 import { StopMatcher } from './stop';
 
 export interface CompletionInput {
   promptIds: number[];
+  /** Modality tokens' embeddings (GenerationRequest.embeddings). */
+  embeddings?: PromptEmbedding[];
   params: SamplingParams;
   stops: string[];
   /** Aborted when the client goes away or the request times out. */
@@ -44,6 +46,7 @@ export async function runCompletion(engine: GenerationEngine, tokenizer: ChatTok
 
   const result = await engine.generate({
     promptIds: input.promptIds,
+    ...(input.embeddings ? { embeddings: input.embeddings } : {}),
     params: input.params,
     signal,
     onToken(id) {

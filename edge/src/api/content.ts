@@ -106,7 +106,9 @@ function parsePart(part: unknown, param: string, limits: ContentLimits): string 
 function parseDataUrl(url: string, modality: 'image' | 'video', param: string, limits: ContentLimits): MediaInput {
   const m = DATA_URL.exec(url);
   if (!m) {
-    const what = /^https?:/i.test(url) ? 'remote URLs are not fetched by this server' : 'it is not a data URL';
+    const what = /^https?:/i.test(url)
+      ? 'remote URLs are not fetched by this server (fetching client-chosen URLs from the server would let requests reach internal hosts); send the file inline'
+      : 'it is not a data URL';
     throw invalidRequest(`Invalid value for '${param}': expected a base64 data URL like data:${modality}/${modality === 'image' ? 'png' : 'mp4'};base64,..., but ${what}.`, param, 'invalid_value');
   }
   if (m[1]!.toLowerCase() !== modality) {
@@ -125,6 +127,14 @@ function checkBase64(data: string, param: string, limits: ContentLimits): number
   if (bytes > limits.maxMediaBytes) {
     throw new ApiError(413, `'${param}' holds ${bytes} bytes, more than the limit of ${limits.maxMediaBytes} bytes per media item.`, 'invalid_request_error', param, 'media_too_large');
   }
+  return bytes;
+}
+
+/** The part's bytes (its base64 was checked by normalizeMessages). atob keeps this runnable on Workers too. */
+export function decodeMedia(item: Pick<MediaInput, 'base64'>): Uint8Array {
+  const binary = atob(item.base64);
+  const bytes = new Uint8Array(binary.length);
+  for (let i = 0; i < binary.length; i++) bytes[i] = binary.charCodeAt(i);
   return bytes;
 }
 

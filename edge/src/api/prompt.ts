@@ -19,6 +19,7 @@ export function createChatTokenizer(tokenizer: SentencePieceTokenizer, manifest:
   if (manifest.template !== 'vicuna_v1') throw new Error(`manifest.json: unknown chat template '${String(manifest.template)}'`);
   return {
     encodeChat: (messages) => encodePrompt(tokenizer, buildPrompt(toTemplateTurns(messages))).ids,
+    encodeChatWithPlaceholders: (messages) => encodePrompt(tokenizer, buildPrompt(toTemplateTurns(messages))),
     streamDecoder: () => createStreamDecoder(tokenizer),
   };
 }

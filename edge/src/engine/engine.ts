@@ -11,7 +11,7 @@ import type { ExpertBackend } from './expert-backend';
 import { LocalExpertBackend } from './local-experts';
 import { Scheduler } from './scheduler';
 import { Sequence } from './sequence';
-import type { GenerationEngine, GenerationRequest, GenerationResult } from './types';
+import type { GenerationEngine, GenerationRequest, GenerationResult, PromptEmbedding } from './types';
 
 export interface EngineOptions {
   bundleDir: string;
@@ -60,12 +60,36 @@ export async function createEngine(opts: EngineOptions): Promise<Engine> {
     });
   };
 
+  /** Runs must lie inside the prompt, not overlap, and hold [tokens, hidden] finite floats. */
+  const checkEmbeddings = (runs: PromptEmbedding[] | undefined, promptLength: number): PromptEmbedding[] => {
+    if (runs === undefined) return [];
+    if (!Array.isArray(runs)) throw new Error('embeddings must be an array of { index, tokens, data }');
+    const sorted = [...runs].sort((a, b) => a.index - b.index);
+    let end = 0;
+    for (const [i, r] of sorted.entries()) {
+      const what = `embeddings run at prompt position ${r?.index}`;
+      if (!Number.isInteger(r?.index) || r.index < 0 || !Number.isInteger(r.tokens) || r.tokens < 1 || r.index + r.tokens > promptLength) {
+        throw new Error(`${what}: index ${r?.index} and tokens ${r?.tokens} must describe a non-empty run inside the ${promptLength}-token prompt`);
+      }
+      if (i > 0 && r.index < end) throw new Error(`${what} overlaps the run before it (which ends at ${end})`);
+      if (!(r.data instanceof Float32Array) || r.data.length !== r.tokens * cfg.hidden) {
+        throw new Error(`${what}: data must be a Float32Array of ${r.tokens} x ${cfg.hidden} values, got ${r.data?.length ?? 'none'}`);
+      }
+      const bad = r.data.findIndex((v) => !Number.isFinite(v));
+      if (bad >= 0) throw new Error(`${what}: value ${bad} is ${r.data[bad]}, not finite`);
+      end = r.index + r.tokens;
+    }
+    return sorted;
+  };
+
   return {
     manifest,
     generate(req: GenerationRequest): Promise<GenerationResult> {
       return new Promise((resolve, reject) => {
+        let embeddings: PromptEmbedding[];
         try {
           checkIds(req.promptIds, 'promptIds');
+          embeddings = checkEmbeddings(req.embeddings, req.promptIds.length);
           const p = req.params;
           if (!Number.isInteger(p?.maxTokens) || p.maxTokens < 1) throw new Error(`maxTokens must be an integer >= 1, got ${p?.maxTokens}`);
           validateSamplingOptions(p);
@@ -82,19 +106,21 @@ export async function createEngine(opts: EngineOptions): Promise<Engine> {
         if (req.signal?.aborted) {
           return resolve({ ids: [], finishReason: 'abort', promptTokens: req.promptIds.length, completionTokens: 0 });
         }
-        const seq: Sequence = new Sequence([...req.promptIds], req, cfg.eos, { kind: 'generate', resolve }, reject, () => scheduler.onAbort(seq));
+        const seq: Sequence = new Sequence([...req.promptIds], req, cfg.eos, { kind: 'generate', resolve }, reject, () => scheduler.onAbort(seq), embeddings);
         scheduler.submit(seq);
       });
     },
-    logits(promptIds: number[]): Promise<Float32Array> {
+    logits(promptIds: number[], opts?: { embeddings?: PromptEmbedding[] }): Promise<Float32Array> {
       return new Promise((resolve, reject) => {
+        let embeddings: PromptEmbedding[];
         try {
           checkIds(promptIds, 'promptIds');
+          embeddings = checkEmbeddings(opts?.embeddings, promptIds.length);
           if (promptIds.length > cfg.maxPositions) throw new Error(`prompt (${promptIds.length} tokens) exceeds the model's ${cfg.maxPositions} positions`);
         } catch (err) {
           return reject(err);
         }
-        const seq: Sequence = new Sequence([...promptIds], null, cfg.eos, { kind: 'logits', resolve }, reject, () => scheduler.onAbort(seq));
+        const seq: Sequence = new Sequence([...promptIds], null, cfg.eos, { kind: 'logits', resolve }, reject, () => scheduler.onAbort(seq), embeddings);
         scheduler.submit(seq);
       });
     },

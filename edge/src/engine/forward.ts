@@ -26,6 +26,8 @@ export interface PrefillSlot {
   /** Absolute position of the chunk's first token (= cached positions). */
   position: number;
   ids: ArrayLike<number>;
+  /** Rows of this chunk (counted from its first token) whose embeddings are given instead of looked up. */
+  embeddings?: { offset: number; data: Float32Array }[];
 }
 
 export interface StepPlan {
@@ -51,6 +53,12 @@ export async function forwardStep(model: DenseModel, experts: ExpertBackend, scr
   for (const p of plan.prefill) for (let i = 0; i < p.ids.length; i++) ids[r0++] = BigInt(p.ids[i]);
 
   let hidden = await model.embed(ids);
+  // Modality tokens: their placeholder ids were looked up above like any other; the given rows replace them.
+  let chunkRow = nd;
+  for (const p of plan.prefill) {
+    for (const e of p.embeddings ?? []) hidden.set(e.data, (chunkRow + e.offset) * H);
+    chunkRow += p.ids.length;
+  }
   const segments = (nd > 0 ? 1 : 0) + plan.prefill.length;
   for (let layer = 0; layer < cfg.layers; layer++) {
     let hiddenOut!: Float32Array;

@@ -115,7 +115,12 @@ export class Scheduler {
     const chunks = prefill.map((s) => s.prompt.slice(s.processed, Math.min(s.prompt.length, s.processed + this.opts.prefillChunk)));
     const plan: StepPlan = {
       decode: decode.map((s) => ({ cache: s.cache!, position: s.processed, inputId: s.generated[s.generated.length - 1] })),
-      prefill: prefill.map((s, i) => ({ cache: s.cache!, position: s.processed, ids: chunks[i] })),
+      prefill: prefill.map((s, i) => ({
+        cache: s.cache!,
+        position: s.processed,
+        ids: chunks[i],
+        embeddings: s.embeddingRows(s.processed, s.processed + chunks[i].length, this.manifest.config.hidden),
+      })),
       headRows: [],
     };
     const producers: Sequence[] = [...decode];

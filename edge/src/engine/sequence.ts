@@ -3,7 +3,7 @@
  * either generating tokens or (for `logits()`) only wants the last prompt position's logits.
  */
 import { Rng, sample } from '@unimoe/shared/model/sampling';
-import type { FinishReason, GenerationRequest, GenerationResult } from './types';
+import type { FinishReason, GenerationRequest, GenerationResult, PromptEmbedding } from './types';
 import { SequenceKvCache, type KvShape } from './kv-cache';
 
 type Outcome = { kind: 'generate'; resolve: (r: GenerationResult) => void } | { kind: 'logits'; resolve: (l: Float32Array) => void };
@@ -29,6 +29,8 @@ export class Sequence {
     private readonly outcome: Outcome,
     private readonly reject: (err: Error) => void,
     onAbort: () => void,
+    /** Prompt positions fed as embeddings (validated by the engine). */
+    private readonly embeddings: readonly PromptEmbedding[] = [],
   ) {
     const params = req?.params;
     this.stop = new Set([eos, ...(params?.stopTokenIds ?? [])]);
@@ -44,6 +46,17 @@ export class Sequence {
 
   get prefilling(): boolean {
     return this.processed < this.prompt.length;
+  }
+
+  /** The given embeddings inside prompt positions [start, end), as rows counted from `start` (chunked prefill). */
+  embeddingRows(start: number, end: number, hidden: number): { offset: number; data: Float32Array }[] {
+    const rows: { offset: number; data: Float32Array }[] = [];
+    for (const e of this.embeddings) {
+      const from = Math.max(start, e.index);
+      const to = Math.min(end, e.index + e.tokens);
+      if (from < to) rows.push({ offset: from - start, data: e.data.subarray((from - e.index) * hidden, (to - e.index) * hidden) });
+    }
+    return rows;
   }
 
   /** The most positions this sequence can hold: the last generated token is never fed back. */

@@ -15,9 +15,26 @@ export interface SamplingParams {
   stopTokenIds?: number[];
 }
 
+/**
+ * A run of prompt positions whose input embeddings are given (modality tokens from an encoder) instead
+ * of looked up by the `embed` unit. The `promptIds` entries of those positions are placeholders (any
+ * valid id; the API uses the tokenizer's pad id): they are never embedded, but they count as prompt
+ * positions for the KV cache, `maxPositions` and `promptTokens`.
+ */
+export interface PromptEmbedding {
+  /** First prompt position of the run. */
+  index: number;
+  /** Positions in the run (>= 1). */
+  tokens: number;
+  /** [tokens, hidden] float32, row-major. */
+  data: Float32Array;
+}
+
 export interface GenerationRequest {
   promptIds: number[];
   params: SamplingParams;
+  /** Runs of prompt positions fed as embeddings (non-overlapping, inside the prompt). */
+  embeddings?: PromptEmbedding[];
   /** Aborting removes the sequence before the next step and frees its KV cache at once. */
   signal?: AbortSignal;
   /** Called for each generated token as soon as it is sampled (streaming). */
@@ -44,8 +61,8 @@ export interface EngineStats {
 
 export interface GenerationEngine {
   generate(req: GenerationRequest): Promise<GenerationResult>;
-  /** Logits of the last prompt position (float32, length vocab). */
-  logits(promptIds: number[]): Promise<Float32Array>;
+  /** Logits of the last prompt position (float32, length vocab); `embeddings` as in GenerationRequest. */
+  logits(promptIds: number[], opts?: { embeddings?: PromptEmbedding[] }): Promise<Float32Array>;
   stats(): EngineStats;
   close(): Promise<void>;
 }

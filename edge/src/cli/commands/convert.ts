@@ -1,10 +1,14 @@
 import { convertCheckpoint } from '@unimoe/shared/convert/convert';
 import { CliError, parseCommand } from '../args';
 
-const USAGE = 'unimoe convert <checkpoint-dir> <bundle-dir> [--adapter <peft-dir>] [--dtype float32|float16] [--name NAME]';
+const USAGE =
+  'unimoe convert <checkpoint-dir> <bundle-dir> [--adapter <peft-dir>] [--dtype float32|float16] [--name NAME]\n' +
+  '  [--vision-tower <clip-dir>] [--audio-tower <whisper-dir>]';
 
 export async function run(argv: string[]): Promise<number> {
-  const { values, positionals } = parseCommand(argv, { adapter: { type: 'string' }, dtype: { type: 'string' }, name: { type: 'string' }, quiet: { type: 'boolean' } }, USAGE);
+  const s = { type: 'string' } as const;
+  const options = { adapter: s, dtype: s, name: s, 'vision-tower': s, 'audio-tower': s, quiet: { type: 'boolean' } } as const;
+  const { values, positionals } = parseCommand(argv, options, USAGE);
   if (positionals.length !== 2) throw new CliError(`expected <checkpoint-dir> <bundle-dir>\nusage: ${USAGE}`);
   const dtype = values.dtype ?? 'float32';
   if (dtype !== 'float32' && dtype !== 'float16') throw new CliError(`--dtype must be float32 or float16, not "${dtype}"`);
@@ -16,6 +20,8 @@ export async function run(argv: string[]): Promise<number> {
     dtype,
     adapterDir: values.adapter,
     name: values.name,
+    visionTower: values['vision-tower'],
+    audioTower: values['audio-tower'],
     onProgress: values.quiet ? undefined : (msg) => console.error(msg),
   });
   for (const warning of manifest.source.warnings) console.error(`warning: ${warning}`);

@@ -1,0 +1,91 @@
+/**
+ * Raw media -> the encoder units' inputs, as the bundle's `preprocessing` describes them. The edge's
+ * preprocessors implement the Uni-MoE constants (CLIP 336 px, Whisper 80 x 3000 log-mel, 8 video
+ * frames); `checkPreprocessing` refuses a bundle that asks for anything else at startup rather than
+ * feeding its encoders wrongly prepared inputs.
+ */
+import type { Manifest, Preprocessing } from '@unimoe/shared/bundle/manifest';
+import { preprocessAudio } from '../preprocess/audio';
+import { decodeImageToRgb, type RgbImage } from '../preprocess/image-decode';
+import { CLIP_IMAGE_SIZE, CLIP_MEAN, CLIP_STD, clipNormalise, clipResizeAndCrop } from '../preprocess/image';
+import { resolveLimits, type MediaLimits } from '../preprocess/limits';
+import { CHUNK_FRAMES, HOP_LENGTH, N_FFT, N_MELS, WHISPER_SAMPLE_RATE } from '../preprocess/logmel';
+import { preprocessVideoFile, VIDEO_FRAMES } from '../preprocess/video';
+
+export type MediaModality = 'image' | 'audio' | 'video';
+
+/** One encoder input: `data` has shape `dims` ([1,3,S,S] image, [8,3,S,S] video frames, [chunks,80,3000] audio). */
+export interface MediaFeatures {
+  modality: MediaModality;
+  data: Float32Array;
+  dims: number[];
+}
+
+/** The modalities of `manifest` this edge can prepare and encode (those with a preprocessing entry). */
+export function servableModalities(manifest: Pick<Manifest, 'modalities' | 'preprocessing'>): MediaModality[] {
+  return (['image', 'video', 'audio'] as const).filter((m) => manifest.modalities.includes(m) && manifest.preprocessing?.[m] !== undefined);
+}
+
+/** Throws (naming the field) when the bundle's preprocessing differs from what the edge implements. */
+export function checkPreprocessing(pre: Preprocessing | undefined, bundle: string): void {
+  const expect = (field: string, got: unknown, want: unknown) => {
+    if (JSON.stringify(got) !== JSON.stringify(want)) {
+      throw new Error(`${bundle}: manifest preprocessing.${field} is ${JSON.stringify(got)}; this edge implements ${JSON.stringify(want)} only`);
+    }
+  };
+  if (pre?.image) {
+    expect('image.resize', pre.image.resize, CLIP_IMAGE_SIZE);
+    expect('image.crop', pre.image.crop, CLIP_IMAGE_SIZE);
+    expect('image.mean', pre.image.mean, CLIP_MEAN);
+    expect('image.std', pre.image.std, CLIP_STD);
+    if (Math.abs(pre.image.rescale - 1 / 255) > 1e-12) expect('image.rescale', pre.image.rescale, 1 / 255);
+  }
+  if (pre?.video) expect('video.frames', pre.video.frames, VIDEO_FRAMES);
+  if (pre?.audio) {
+    const a = pre.audio;
+    expect('audio', [a.sampleRate, a.melBins, a.nFft, a.hopLength, a.frames], [WHISPER_SAMPLE_RATE, N_MELS, N_FFT, HOP_LENGTH, CHUNK_FRAMES]);
+  }
+}
+
+/**
+ * LLaVA's `expand2square` (`image_aspect_ratio: pad`): the image centred on a square canvas filled with
+ * the mean colour `int(mean * 255)`; the offset `(long - short) // 2` as PIL's paste receives it.
+ */
+export function padToSquare(image: RgbImage, mean: readonly number[] = CLIP_MEAN): RgbImage {
+  const { width, height } = image;
+  if (width === height) return image;
+  const size = Math.max(width, height);
+  const fill = mean.map((m) => Math.trunc(m * 255));
+  const out = new Uint8Array(size * size * 3);
+  for (let i = 0; i < size * size; i++) out.set(fill, i * 3);
+  const left = width < size ? Math.floor((size - width) / 2) : 0;
+  const top = height < size ? Math.floor((size - height) / 2) : 0;
+  for (let y = 0; y < height; y++) out.set(image.data.subarray(y * width * 3, (y + 1) * width * 3), ((top + y) * size + left) * 3);
+  return { width: size, height: size, data: out };
+}
+
+/** Encoded image/audio/video bytes -> encoder input. `name` labels errors (a MediaError on bad media). */
+export async function prepareFeatures(
+  modality: MediaModality,
+  bytes: Uint8Array,
+  name: string,
+  pre: Preprocessing,
+  limits?: Partial<MediaLimits>,
+): Promise<MediaFeatures> {
+  const S = CLIP_IMAGE_SIZE;
+  switch (modality) {
+    case 'image': {
+      let rgb = await decodeImageToRgb(bytes, name, resolveLimits(limits));
+      if (pre.image?.padToSquare) rgb = padToSquare(rgb);
+      return { modality, data: clipNormalise(clipResizeAndCrop(rgb)), dims: [1, 3, S, S] };
+    }
+    case 'video': {
+      const v = await preprocessVideoFile(bytes, name, limits);
+      return { modality, data: v.data, dims: [...v.shape] };
+    }
+    case 'audio': {
+      const a = await preprocessAudio(bytes, name, limits);
+      return { modality, data: a.data, dims: [...a.shape] };
+    }
+  }
+}
