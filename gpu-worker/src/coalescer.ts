@@ -6,11 +6,17 @@
 import type { UnitSession } from '@unimoe/shared/runtime/ort-unit';
 import type { LoadCounters } from './stats';
 
+/** A request's rows of the output, and how long the run that computed them took. */
+export interface UnitResult {
+  y: Float32Array;
+  computeUs: number;
+}
+
 interface Pending {
   x: Float32Array;
   rows: number;
   arrivedAt: number;
-  resolve: (y: Float32Array) => void;
+  resolve: (r: UnitResult) => void;
   reject: (err: Error) => void;
 }
 
@@ -23,6 +29,25 @@ export interface CoalescerOptions {
   /** Upper bound on rows per run, to bound memory; a single larger request still runs alone. */
   maxRowsPerRun: number;
   counters: LoadCounters;
+  /** Shared by every coalescer of one process (see RunClock). */
+  clock?: RunClock;
+}
+
+/**
+ * onnxruntime-node runs a session synchronously on the main thread (inside a setImmediate), so runs of
+ * different units queued in the same turn execute one after another: a run's own compute time starts
+ * when it started or when the process's previous run ended, whichever is later.
+ */
+export class RunClock {
+  private lastEnd = 0;
+
+  /** Milliseconds of compute for a run started at `started` that just ended. */
+  ended(started: number): number {
+    const now = performance.now();
+    const ms = now - Math.max(started, this.lastEnd);
+    this.lastEnd = now;
+    return ms;
+  }
 }
 
 export class UnitCoalescer {
@@ -30,10 +55,14 @@ export class UnitCoalescer {
   private pumping = false;
   private idleWaiters: Array<() => void> = [];
 
-  constructor(private readonly o: CoalescerOptions) {}
+  private readonly clock: RunClock;
+
+  constructor(private readonly o: CoalescerOptions) {
+    this.clock = o.clock ?? new RunClock();
+  }
 
   /** x is row-major [rows, hidden]; resolves to the unit's [rows, hidden] output. */
-  submit(x: Float32Array, rows: number): Promise<Float32Array> {
+  submit(x: Float32Array, rows: number): Promise<UnitResult> {
     return new Promise((resolve, reject) => {
       this.queue.push({ x, rows, arrivedAt: performance.now(), resolve, reject });
       if (!this.pumping) {
@@ -80,24 +109,28 @@ export class UnitCoalescer {
         off += p.x.length;
       }
     }
+    let busyMs = 0;
     try {
       const out = await this.o.session.run({ [this.o.inputName]: { data: x, dims: [rows, hidden] } });
+      busyMs = this.clock.ended(started);
       const y = out[this.o.outputName];
       if (!y || y.data.length !== rows * hidden) {
         throw new Error(`unit ${this.o.unit} returned ${y ? `[${y.dims.join(',')}]` : 'no output'} for ${rows} rows, expected [${rows},${hidden}]`);
       }
+      const computeUs = Math.round(busyMs * 1000);
       let off = 0;
       for (const p of batch) {
-        p.resolve(y.data.subarray(off, off + p.rows * hidden));
+        p.resolve({ y: y.data.subarray(off, off + p.rows * hidden), computeUs });
         off += p.rows * hidden;
       }
     } catch (err) {
+      busyMs ||= this.clock.ended(started);
       for (const p of batch) p.reject(err as Error);
     }
     this.o.counters.record(this.o.unit, {
       requests: batch.length,
       tokens: rows,
-      busyMs: performance.now() - started,
+      busyMs,
       queueWaitMs: batch.reduce((s, p) => s + (started - p.arrivedAt), 0),
     });
   }

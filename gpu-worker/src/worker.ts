@@ -17,7 +17,7 @@ import {
   type WireMessage,
 } from '@unimoe/shared/wire/format';
 import { statsSubject, unitQueueGroup, unitSubject } from '@unimoe/shared/wire/subjects';
-import { UnitCoalescer } from './coalescer';
+import { RunClock, UnitCoalescer } from './coalescer';
 import { LoadCounters, type StatsMessage } from './stats';
 import { selectExpertUnits } from './units';
 
@@ -73,6 +73,7 @@ export async function runWorker(opts: WorkerOptions): Promise<RunningWorker> {
     for (const spec of specs) paths.push(await store.unitPath(spec)); // sha256-verified, before any session loads
     const counters = new LoadCounters(specs.map((s) => s.name));
     const hidden = manifest.config.hidden;
+    const clock = new RunClock();
     for (const [i, spec] of specs.entries()) {
       const session = await loadUnitSession(paths[i], { threads: opts.threads, executionProvider: opts.executionProvider });
       const inputName = spec.inputs[0]?.name ?? session.inputNames[0];
@@ -80,7 +81,7 @@ export async function runWorker(opts: WorkerOptions): Promise<RunningWorker> {
       if (!session.inputNames.includes(inputName) || !session.outputNames.includes(outputName)) {
         throw new Error(`unit ${spec.name}: the ONNX file has inputs [${session.inputNames}] and outputs [${session.outputNames}], the manifest says ${inputName} -> ${outputName}`);
       }
-      const coalescer = new UnitCoalescer({ unit: spec.name, session, inputName, outputName, hidden, maxRowsPerRun: opts.maxRowsPerRun ?? 4096, counters });
+      const coalescer = new UnitCoalescer({ unit: spec.name, session, inputName, outputName, hidden, maxRowsPerRun: opts.maxRowsPerRun ?? 4096, counters, clock });
       hosted.push({ spec, session, coalescer });
     }
     return await join(opts, manifest.name, hidden, hosted, counters, log);
@@ -167,7 +168,11 @@ function handle(msg: Msg, unit: HostedUnit, hidden: number): void {
       return;
     }
     unit.coalescer.submit(t.data, t.rows).then(
-      (y) => reply(msg, encodeTensorMessage({ dtype: t.dtype, rows: t.rows, hidden, data: y, requestId })),
+      ({ y, computeUs }) => {
+        const m = encodeTensorMessage({ dtype: t.dtype, rows: t.rows, hidden, data: y, requestId });
+        m.headers[WIRE_HEADERS.computeUs] = String(computeUs);
+        reply(msg, m);
+      },
       (err: Error) => reply(msg, encodeErrorReply('internal', `unit ${unit.spec.name}: ${err.message}`, requestId)),
     );
   } catch (err) {

@@ -5,7 +5,7 @@
  */
 import { connect, ErrorCode, headers as natsHeaders, type Msg, type NatsConnection, type NatsError } from 'nats';
 import { unitName } from '@unimoe/shared/bundle/manifest';
-import { decodeTensorMessage, encodeTensorMessage, readErrorReply, WireError, type WireDType } from '@unimoe/shared/wire/format';
+import { decodeTensorMessage, encodeTensorMessage, readErrorReply, WIRE_HEADERS, WireError, type WireDType } from '@unimoe/shared/wire/format';
 import { maxRowsPerMessage, rowRanges } from '@unimoe/shared/wire/split';
 import { unitSubject } from '@unimoe/shared/wire/subjects';
 import type { ExpertBackend, ExpertBatch } from '../engine/expert-backend';
@@ -23,6 +23,20 @@ export interface NatsExpertBackendOptions {
   dtype?: WireDType;
   /** Split batches above this many payload bytes; default (and at most) the server's max_payload. */
   maxPayload?: number;
+  /** Called for every answered request (metrics, benchmarks); must be cheap. */
+  observe?: (reply: ReplyObservation) => void;
+}
+
+/** One answered request, as seen by the edge. */
+export interface ReplyObservation {
+  unit: string;
+  rows: number;
+  requestBytes: number;
+  replyBytes: number;
+  /** From sending the request to having its reply (this attempt). */
+  roundTripMs: number;
+  /** The worker's own onnxruntime time for the batch, when the reply says (Unimoe-Compute-Us). */
+  computeUs?: number;
 }
 
 export interface UnitsAvailability {
@@ -40,10 +54,19 @@ export interface DispatchStats {
   noResponders: number;
 }
 
+/** This connection's traffic since it opened, as counted by the NATS client (payload and header bytes). */
+export interface WireStats {
+  inMsgs: number;
+  outMsgs: number;
+  inBytes: number;
+  outBytes: number;
+}
+
 export interface NatsExpertBackend extends ExpertBackend {
   /** Readiness probe: pings each unit's subject with an empty batch. */
   unitsAvailable(units: string[], timeoutMs?: number): Promise<UnitsAvailability>;
   stats(): DispatchStats;
+  wireStats(): WireStats;
 }
 
 /** A batch that could not be computed; names the unit and says why. */
@@ -70,6 +93,7 @@ export async function createNatsExpertBackend(opts: NatsExpertBackendOptions): P
   const maxRows = maxRowsPerMessage(Math.min(opts.maxPayload ?? serverMax, serverMax), hidden, dtype);
   let nextId = 0;
   const counters: DispatchStats = { requests: 0, timeouts: 0, noResponders: 0 };
+  const observe = opts.observe;
 
   const requestOnce = async (unit: string, x: Float32Array, rows: number): Promise<Float32Array> => {
     const subject = unitSubject(model, unit);
@@ -81,6 +105,7 @@ export async function createNatsExpertBackend(opts: NatsExpertBackendOptions): P
     for (let attempt = 0; attempt <= retries; attempt++) {
       let reply: Msg;
       counters.requests++;
+      const sentAt = observe ? performance.now() : 0;
       try {
         reply = await nc.request(subject, message.body, { timeout: timeoutMs, headers: h });
       } catch (err) {
@@ -104,7 +129,19 @@ export async function createNatsExpertBackend(opts: NatsExpertBackendOptions): P
         lastFailure = 'internal';
         continue;
       }
-      return decodeReply(unit, reply, rows);
+      const y = decodeReply(unit, reply, rows);
+      if (observe) {
+        const compute = Number(reply.headers?.get(WIRE_HEADERS.computeUs));
+        observe({
+          unit,
+          rows,
+          requestBytes: message.body.byteLength,
+          replyBytes: reply.data.byteLength,
+          roundTripMs: performance.now() - sentAt,
+          ...(Number.isFinite(compute) && compute > 0 ? { computeUs: compute } : {}),
+        });
+      }
+      return y;
     }
     if (lastFailure === 'no-responders') {
       throw new ExpertDispatchError(unit, 'no-responders', `no worker hosts unit ${unit} (nobody answers ${subject}; is a pool serving it running?)`);
@@ -156,6 +193,10 @@ export async function createNatsExpertBackend(opts: NatsExpertBackendOptions): P
       return { available: units.filter((_, i) => answered[i]), missing: units.filter((_, i) => !answered[i]) };
     },
     stats: () => ({ ...counters }),
+    wireStats: () => {
+      const { inMsgs, outMsgs, inBytes, outBytes } = nc.stats();
+      return { inMsgs, outMsgs, inBytes, outBytes };
+    },
     async close() {
       if (!nc.isClosed()) await nc.drain();
     },

@@ -13,6 +13,8 @@ export const WIRE_HEADERS = {
   shape: 'Unimoe-Shape',
   requestId: 'Unimoe-Request-Id',
   error: 'Unimoe-Error',
+  /** On replies: microseconds the worker spent in the onnxruntime run that computed this batch. */
+  computeUs: 'Unimoe-Compute-Us',
 } as const;
 
 export type WireDType = 'f32' | 'f16' | 'bf16';
@@ -79,14 +81,20 @@ export function encodeTensorMessage(t: WireTensor): WireMessage {
   return { headers, body: encodeValues(t.data, t.dtype) };
 }
 
+/**
+ * f32 on a little-endian host is already wire order, so the body is a view of the caller's values, not
+ * a copy: the NATS client copies it into its outbound buffer anyway. The caller must not change `data`
+ * until the message is sent.
+ */
 function encodeValues(data: Float32Array, dtype: WireDType): Uint8Array {
-  // f32 on a little-endian host is already wire order: one copy instead of a per-element loop.
-  if (dtype === 'f32' && HOST_IS_LITTLE_ENDIAN) return new Uint8Array(data.slice().buffer);
+  if (dtype === 'f32' && HOST_IS_LITTLE_ENDIAN) return new Uint8Array(data.buffer, data.byteOffset, data.byteLength);
   return encodeFromFloat32(data, CHECKPOINT_DTYPE[dtype]);
 }
 
+/** f32 decodes to a view of the body where its offset allows one (Float32Array needs 4-byte alignment). */
 function decodeValues(body: Uint8Array, dtype: WireDType, count: number): Float32Array {
   if (dtype === 'f32' && HOST_IS_LITTLE_ENDIAN) {
+    if (body.byteOffset % 4 === 0) return new Float32Array(body.buffer, body.byteOffset, count);
     return new Float32Array(body.buffer.slice(body.byteOffset, body.byteOffset + count * 4));
   }
   return decodeToFloat32(body, CHECKPOINT_DTYPE[dtype], count);

@@ -1,0 +1,60 @@
+/**
+ * Per-layer instrumentation for the split bench: wraps the NATS expert backend so every runExperts
+ * call (one layer of one step) is timed from sending its batches to having every reply decoded, and
+ * collects the backend's per-request observations (bytes, round trip, worker compute) under that layer.
+ */
+import type { ReplyObservation } from '@unimoe/edge/dispatch/nats-expert-backend';
+import type { ExpertBackend } from '@unimoe/edge/engine/expert-backend';
+
+export interface LayerRecord {
+  /** Step tokens routed in this layer (batch tokens / top-k). */
+  rows: number;
+  /** Send of the first batch to the last reply decoded. */
+  ms: number;
+  replies: ReplyObservation[];
+}
+
+export class LayerRecorder {
+  private layers: LayerRecord[] = [];
+  private current: LayerRecord | undefined;
+
+  constructor(private readonly topK: number) {}
+
+  readonly observe = (r: ReplyObservation): void => {
+    this.current?.replies.push(r);
+  };
+
+  /** The engine runs one layer at a time, so one "current" record is enough. */
+  wrap(backend: ExpertBackend): ExpertBackend {
+    return {
+      runExperts: async (batches) => {
+        const rec: LayerRecord = { rows: batches.reduce((s, b) => s + b.tokens, 0) / this.topK, ms: 0, replies: [] };
+        this.current = rec;
+        const t0 = performance.now();
+        try {
+          return await backend.runExperts(batches);
+        } finally {
+          rec.ms = performance.now() - t0;
+          this.current = undefined;
+          this.layers.push(rec);
+        }
+      },
+      close: () => backend.close(),
+    };
+  }
+
+  /** The records since the last call. */
+  take(): LayerRecord[] {
+    return this.layers.splice(0);
+  }
+}
+
+/**
+ * The layer's compute on the critical path: a worker runs its units one after another on its main
+ * thread, so a pool's time is the sum of its replies' compute, and the layer waits for the slowest pool.
+ */
+export function criticalComputeMs(rec: LayerRecord, poolOf: (unit: string) => string): number {
+  const perPool = new Map<string, number>();
+  for (const r of rec.replies) perPool.set(poolOf(r.unit), (perPool.get(poolOf(r.unit)) ?? 0) + (r.computeUs ?? 0) / 1000);
+  return Math.max(0, ...perPool.values());
+}
