@@ -31,8 +31,8 @@ async function main() {
   const manifest = await readManifest(bundleDir);
   console.log(`# bench:engine - ${cpus()[0]?.model ?? 'cpu'} x ${availableParallelism()}, bundle ${bundleDir}`);
 
-  const loadSeconds = await timeIt(async () => (await createEngine({ bundleDir })).close());
-  const engine = await createEngine({ bundleDir });
+  const loadSeconds = await timeIt(async () => (await createEngine({ bundleDir, maxBatch: 64 })).close());
+  const engine = await createEngine({ bundleDir, maxBatch: 64 });
   const greedy = { temperature: 0, topP: 1, topK: 0 };
   // Warm up every session once.
   await engine.generate({ promptIds: prompt(0, 16), params: { ...greedy, maxTokens: 2 } });
