@@ -151,11 +151,13 @@ export class Scheduler {
     prefill.forEach((s, i) => (s.processed += chunks[i].length));
 
     const V = this.manifest.config.vocab;
+    // Padded lm_head rows beyond the tokenizer's pieces are never sampled: they have no text.
+    const sampleable = Math.min(V, this.manifest.tokenizer.vocabSize ?? V);
     producers.forEach((s, i) => {
       if (s.done || s.aborted) return; // an abort during the step wins over its token
       try {
         const before = s.generated.length;
-        s.accept(logits.subarray(i * V, (i + 1) * V));
+        s.accept(logits.subarray(i * V, (i + 1) * V), sampleable);
         this.generatedTokens += s.generated.length - before;
       } catch (err) {
         s.fail(err as Error); // this request's own sampling or onToken problem

@@ -69,14 +69,15 @@ export class Sequence {
   }
 
   /** Consumes the logits row produced for this sequence; returns true when the sequence is finished. */
-  accept(logits: Float32Array): boolean {
+  /** `sampleable`: how many leading ids may be sampled (the tokenizer's pieces); logits requests get every row. */
+  accept(logits: Float32Array, sampleable = logits.length): boolean {
     if (this.outcome.kind === 'logits') {
       this.finish();
       this.outcome.resolve(logits.slice());
       return true;
     }
     const params = this.req!.params;
-    const id = sample(logits, params, this.rng);
+    const id = sample(logits.subarray(0, sampleable), params, this.rng);
     this.generated.push(id);
     try {
       this.req!.onToken?.(id);

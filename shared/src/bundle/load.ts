@@ -84,7 +84,7 @@ const manifestSchema = z.object({
   name: z.string().min(1),
   dtype: z.enum(['float32', 'float16']),
   config: modelConfig,
-  tokenizer: z.object({ file: bundleFile, sha256, bos: tokenId, eos: tokenId, pad: tokenId, unk: tokenId }),
+  tokenizer: z.object({ file: bundleFile, sha256, bos: tokenId, eos: tokenId, pad: tokenId, unk: tokenId, vocabSize: z.number().int().positive().optional() }),
   template: z.literal('vicuna_v1'),
   modalities: z.array(z.string()),
   modalityTokens: modalityTokens.optional(),

@@ -55,7 +55,11 @@ export interface Manifest {
   /** Weight element type stored in the unit files; compute is float32. */
   dtype: WeightDType;
   config: ModelConfig;
-  tokenizer: { file: string; sha256: string; bos: number; eos: number; pad: number; unk: number };
+  /**
+   * `vocabSize` is the tokenizer's piece count. When the model's vocabulary is larger (padded lm_head
+   * rows), the engine samples only ids the tokenizer can decode.
+   */
+  tokenizer: { file: string; sha256: string; bos: number; eos: number; pad: number; unk: number; vocabSize?: number };
   template: 'vicuna_v1';
   modalities: string[];
   /** Prompt tokens one input contributes: per image, per video (frames averaged), per audio chunk. */

@@ -108,7 +108,7 @@ export async function convertCheckpoint(opts: ConvertOptions): Promise<Manifest>
         name: opts.name ?? basename(checkpointDir),
         dtype,
         config,
-        tokenizer: { file: TOKENIZER_FILE, sha256: sha256(tokenizerBytes), bos: config.bos, eos: config.eos, pad: config.pad, unk: tokenizerIds.unk },
+        tokenizer: { file: TOKENIZER_FILE, sha256: sha256(tokenizerBytes), bos: config.bos, eos: config.eos, pad: config.pad, unk: tokenizerIds.unk, vocabSize: tokenizerIds.vocabSize },
         template: 'vicuna_v1',
         modalities: ['text', ...towers.modalities],
         ...(towers.units.length > 0 ? { modalityTokens: towers.modalityTokens, preprocessing: towers.preprocessing } : {}),
