@@ -1,7 +1,8 @@
 /**
  * The edge API on Node: opens the bundle (experts in-process, or on NATS pools with `natsUrl`), the
- * modality encoders (in-process unless an `EncoderBackend` is injected), the database and the
- * tokenizer, builds the Hono app and serves it with @hono/node-server.
+ * modality encoders (in-process in embedded mode; on the pools started with `--encoders` in split
+ * mode unless `localEncoders`), the database and the tokenizer, builds the Hono app and serves it
+ * with @hono/node-server.
  */
 import { readFile } from 'node:fs/promises';
 import type { AddressInfo } from 'node:net';
@@ -40,10 +41,12 @@ export interface ServeOptions {
   store?: Store;
   api?: Partial<ApiConfig>;
   /**
-   * Where the modality encoders run (stays the caller's to close). Default: in this process from the
-   * bundle, in embedded and split mode alike; split mode passes its NATS encoder backend here.
+   * Where the modality encoders run (stays the caller's to close). Default: in this process in
+   * embedded mode; in split mode on the NATS pools that host them (`unimoe worker --encoders`).
    */
   encoders?: EncoderBackend;
+  /** Split mode: run the encoders in this process instead of on pools (the operator's fallback). */
+  localEncoders?: boolean;
 }
 
 export interface RunningServer {
@@ -68,11 +71,16 @@ export async function startServer(opts: ServeOptions): Promise<RunningServer> {
   try {
     const store = opts.store ?? (await openStore(opts.databaseUrl));
     if (!opts.store) cleanup.push(() => store.close());
-    const { experts, ready } = await openExperts(bundleDir, manifest, opts.natsUrl);
+    const { experts, ready: expertsReady } = await openExperts(bundleDir, manifest, opts.natsUrl);
     cleanup.push(() => experts.close());
     const engine = await createEngine({ bundleDir, experts: instrumentExperts(experts) });
     cleanup.push(() => engine.close());
-    const multimodal = await openMultimodal(bundleDir, manifest, opts.encoders, cleanup);
+    const remoteEncoders = opts.natsUrl && !opts.encoders && !opts.localEncoders ? opts.natsUrl : undefined;
+    const { multimodal, ready: encodersReady } = await openMultimodal(bundleDir, manifest, opts.encoders, remoteEncoders, cleanup);
+    const ready = async (): Promise<Readiness> => {
+      const [e, m] = await Promise.all([expertsReady(), encodersReady()]);
+      return { ok: e.ok && m.ok, missing: [...e.missing, ...m.missing] };
+    };
     const app = createApp({ engine, tokenizer, manifest, store, ready, config: opts.api, multimodal });
     if (!defaultMetricsOn) {
       collectDefaultMetrics({ register: registry, prefix: 'unimoe_process_' });
@@ -89,21 +97,36 @@ export async function startServer(opts: ServeOptions): Promise<RunningServer> {
   }
 }
 
-/** The media pipeline when the bundle has encoder units (text-only bundles get none). */
+/**
+ * The media pipeline when the bundle has encoder units (text-only bundles get none), with a readiness
+ * probe that lists the encoder units no pool answers for when they run on NATS (`natsUrl`).
+ */
 async function openMultimodal(
   bundleDir: string,
   manifest: Manifest,
   injected: EncoderBackend | undefined,
+  natsUrl: string | undefined,
   cleanup: (() => Promise<void>)[],
-): Promise<MultimodalPipeline | undefined> {
-  if (!manifest.units.some((u) => u.kind === 'vision' || u.kind === 'audio')) return undefined;
-  let encoders = injected;
-  if (!encoders) {
+): Promise<{ multimodal?: MultimodalPipeline; ready: () => Promise<Readiness> }> {
+  const always = async () => ({ ok: true, missing: [] });
+  const units = manifest.units.filter((u) => u.kind === 'vision' || u.kind === 'audio').map((u) => u.name);
+  if (units.length === 0) return { ready: always };
+  if (injected) return { multimodal: new MultimodalPipeline(manifest, injected), ready: always };
+  if (!natsUrl) {
     const local = await LocalEncoderBackend.open(bundleDir, manifest);
     cleanup.push(() => local.close());
-    encoders = local;
+    return { multimodal: new MultimodalPipeline(manifest, local), ready: always };
   }
-  return new MultimodalPipeline(manifest, encoders);
+  const { createNatsEncoderBackend } = await import('./dispatch/nats-encoder-backend');
+  const remote = await createNatsEncoderBackend({ natsUrl, manifest });
+  cleanup.push(() => remote.close());
+  return {
+    multimodal: new MultimodalPipeline(manifest, remote),
+    ready: async () => {
+      const { missing } = await remote.unitsAvailable(units);
+      return { ok: missing.length === 0, missing };
+    },
+  };
 }
 
 async function openExperts(bundleDir: string, manifest: Manifest, natsUrl?: string): Promise<{ experts: ExpertBackend; ready: () => Promise<Readiness> }> {
@@ -128,6 +151,13 @@ async function openExperts(bundleDir: string, manifest: Manifest, natsUrl?: stri
 function listen(fetch: (req: Request) => Response | Promise<Response>, port: number, hostname: string): Promise<ServerType> {
   return new Promise((resolve, reject) => {
     const server = serve({ fetch, port, hostname }, () => resolve(server));
+    // Idle keep-alive sockets outlive the clients' own idle timeouts (undici: 4 s, proxies: up to 60 s), so
+    // the client, not the server, closes them: a server closing first races the client's next request
+    // on that socket (ECONNRESET).
+    if ('keepAliveTimeout' in server) {
+      server.keepAliveTimeout = 65_000;
+      server.headersTimeout = 66_000;
+    }
     server.once('error', reject);
   });
 }

@@ -1,14 +1,16 @@
 /**
- * `unimoe worker <bundle-dir|s3://bucket/prefix> --pool NAME --experts LIST [--layers LIST] --nats URL`
- * One replica of an expert pool; runs until SIGTERM/SIGINT, then drains and exits 0.
+ * `unimoe worker <bundle-dir|s3://bucket/prefix> --pool NAME [--experts LIST [--layers LIST]] [--encoders vision,audio] --nats URL`
+ * One replica of a pool (experts, modality encoders or both); runs until SIGTERM/SIGINT, then drains and exits 0.
  */
 import { parseArgs } from 'node:util';
 import { parseIndexList } from './index-list';
+import { parseEncoderList } from './units';
 import { runWorker } from './worker';
 
 const USAGE =
-  'usage: unimoe worker <bundle-dir|s3://bucket/prefix> --pool NAME --experts LIST [--layers LIST] [--nats URL]\n' +
-  '       [--stats-interval MS] [--threads N]   (LIST like 0-3 or 0,2,5; --nats defaults to NATS_URL)';
+  'usage: unimoe worker <bundle-dir|s3://bucket/prefix> --pool NAME [--experts LIST [--layers LIST]] [--encoders vision,audio]\n' +
+  '       [--nats URL] [--stats-interval MS] [--threads N]   (LIST like 0-3 or 0,2,5; at least one of --experts and\n' +
+  '       --encoders; --nats defaults to NATS_URL)';
 
 /** Resolves to the process exit code: 0 after a clean drain, 1 when the worker cannot start or loses NATS, 2 on usage errors. */
 export async function workerCommand(argv: string[]): Promise<number> {
@@ -20,6 +22,7 @@ export async function workerCommand(argv: string[]): Promise<number> {
       options: {
         pool: { type: 'string' },
         experts: { type: 'string' },
+        encoders: { type: 'string' },
         layers: { type: 'string' },
         nats: { type: 'string' },
         'stats-interval': { type: 'string' },
@@ -41,12 +44,14 @@ export async function workerCommand(argv: string[]): Promise<number> {
   try {
     if (positionals.length !== 1) throw new Error(`expected one bundle directory or s3:// URI, got ${positionals.length}`);
     if (!values.pool) throw new Error('--pool NAME is required');
-    if (!values.experts) throw new Error('--experts LIST is required');
+    if (!values.experts && !values.encoders) throw new Error('--experts LIST or --encoders LIST (or both) is required');
+    if (values.layers !== undefined && !values.experts) throw new Error('--layers needs --experts');
     if (!natsUrl) throw new Error('--nats URL (or NATS_URL) is required');
     options = {
       store: positionals[0],
       pool: values.pool,
-      experts: parseIndexList(values.experts, '--experts'),
+      experts: values.experts === undefined ? undefined : parseIndexList(values.experts, '--experts'),
+      encoders: values.encoders === undefined ? undefined : parseEncoderList(values.encoders),
       layers: values.layers === undefined ? undefined : parseIndexList(values.layers, '--layers'),
       natsUrl,
       statsIntervalMs: positiveInt(values['stats-interval'], '--stats-interval'),

@@ -21,7 +21,7 @@ async function matmulCoalescer(unit: string, clock: RunClock, counters: LoadCoun
   for (let i = 0; i < N; i++) for (let j = 0; j < N; j++) w[i * N + j] = weight(i, j);
   g.output(g.node('MatMul', [x, g.floatInitializer('w', w, [N, N])], { outputs: ['y'] }), 'float32', ['T', N]);
   const session = await loadUnitSession(g.toBytes(), { threads: 1 });
-  return new UnitCoalescer({ unit, session, inputName: 'x', outputName: 'y', hidden: N, maxRowsPerRun: 4096, counters, clock });
+  return new UnitCoalescer({ unit, session, inputName: 'x', outputName: 'y', inRowDims: [N], outRowSize: N, maxRowsPerRun: 4096, counters, clock });
 }
 
 describe('UnitCoalescer compute time', () => {

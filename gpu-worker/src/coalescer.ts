@@ -25,7 +25,10 @@ export interface CoalescerOptions {
   session: UnitSession;
   inputName: string;
   outputName: string;
-  hidden: number;
+  /** Input dims after the leading row axis: [H] for experts, [3,S,S] or [mel,frames] for encoders. */
+  inRowDims: readonly number[];
+  /** Output values per row: H for experts, tokens * H for encoders. */
+  outRowSize: number;
   /** Upper bound on rows per run, to bound memory; a single larger request still runs alone. */
   maxRowsPerRun: number;
   counters: LoadCounters;
@@ -61,7 +64,7 @@ export class UnitCoalescer {
     this.clock = o.clock ?? new RunClock();
   }
 
-  /** x is row-major [rows, hidden]; resolves to the unit's [rows, hidden] output. */
+  /** x is row-major [rows, ...inRowDims]; resolves to the unit's [rows, outRowSize] output. */
   submit(x: Float32Array, rows: number): Promise<UnitResult> {
     return new Promise((resolve, reject) => {
       this.queue.push({ x, rows, arrivedAt: performance.now(), resolve, reject });
@@ -96,13 +99,13 @@ export class UnitCoalescer {
   }
 
   private async run(batch: Pending[]): Promise<void> {
-    const { hidden } = this.o;
+    const { inRowDims, outRowSize } = this.o;
     const rows = batch.reduce((s, p) => s + p.rows, 0);
     const started = performance.now();
     let x: Float32Array;
     if (batch.length === 1) x = batch[0].x;
     else {
-      x = new Float32Array(rows * hidden);
+      x = new Float32Array(rows * inRowDims.reduce((a, b) => a * b, 1));
       let off = 0;
       for (const p of batch) {
         x.set(p.x, off);
@@ -111,17 +114,17 @@ export class UnitCoalescer {
     }
     let busyMs = 0;
     try {
-      const out = await this.o.session.run({ [this.o.inputName]: { data: x, dims: [rows, hidden] } });
+      const out = await this.o.session.run({ [this.o.inputName]: { data: x, dims: [rows, ...inRowDims] } });
       busyMs = this.clock.ended(started);
       const y = out[this.o.outputName];
-      if (!y || y.data.length !== rows * hidden) {
-        throw new Error(`unit ${this.o.unit} returned ${y ? `[${y.dims.join(',')}]` : 'no output'} for ${rows} rows, expected [${rows},${hidden}]`);
+      if (!y || y.data.length !== rows * outRowSize) {
+        throw new Error(`unit ${this.o.unit} returned ${y ? `[${y.dims.join(',')}]` : 'no output'} for ${rows} rows, expected ${rows} x ${outRowSize} values`);
       }
       const computeUs = Math.round(busyMs * 1000);
       let off = 0;
       for (const p of batch) {
-        p.resolve({ y: y.data.subarray(off, off + p.rows * hidden), computeUs });
-        off += p.rows * hidden;
+        p.resolve({ y: y.data.subarray(off, off + p.rows * outRowSize), computeUs });
+        off += p.rows * outRowSize;
       }
     } catch (err) {
       busyMs ||= this.clock.ended(started);

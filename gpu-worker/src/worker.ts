@@ -1,7 +1,7 @@
 /**
- * One replica of one expert pool: loads its units from the model store (sha256-verified), answers
- * each unit's NATS subject in the unit's queue group, coalesces concurrent batches per unit, publishes
- * load statistics, and drains cleanly on stop().
+ * One replica of one pool: loads its units (experts and/or modality encoders) from the model store
+ * (sha256-verified), answers each unit's NATS subject in the unit's queue group, coalesces concurrent
+ * batches per unit, publishes load statistics, and drains cleanly on stop().
  */
 import { connect, headers as natsHeaders, type Msg, type NatsConnection, type Subscription } from 'nats';
 import { randomBytes } from 'node:crypto';
@@ -18,21 +18,27 @@ import {
 } from '@unimoe/shared/wire/format';
 import { statsSubject, unitQueueGroup, unitSubject } from '@unimoe/shared/wire/subjects';
 import { RunClock, UnitCoalescer } from './coalescer';
+import { EncoderRequests } from './encoder-requests';
 import { LoadCounters, type StatsMessage } from './stats';
-import { selectExpertUnits } from './units';
+import { selectEncoderUnits, selectExpertUnits, type EncoderName } from './units';
 
 export interface WorkerOptions {
   /** Bundle directory or s3://bucket/prefix. */
   store: string;
   pool: string;
-  experts: number[];
+  /** Expert indices to host (on `layers`); optional when `encoders` are given. */
+  experts?: number[];
   /** Default: every layer. */
   layers?: number[];
+  /** Modality encoder units to host (`vision` -> vision.encoder, `audio` -> audio.encoder). */
+  encoders?: EncoderName[];
   natsUrl: string;
   /** How often load statistics are published; default 5000. */
   statsIntervalMs?: number;
   /** Bound on rows coalesced into one onnxruntime run; default 4096. */
   maxRowsPerRun?: number;
+  /** Bound on encoder items (images, frames, audio chunks) coalesced into one run; default 16. */
+  maxItemsPerRun?: number;
   /** onnxruntime intra-op threads per unit session. */
   threads?: number;
   executionProvider?: 'cpu' | 'cuda';
@@ -58,6 +64,8 @@ interface HostedUnit {
   spec: UnitSpec;
   session: UnitSession;
   coalescer: UnitCoalescer;
+  /** Encoders only: output dims after the item axis ([tokens, H]). */
+  outItemDims?: number[];
 }
 
 /** Loads everything first and joins NATS only when every unit verified and loaded (or throws why not). */
@@ -68,7 +76,11 @@ export async function runWorker(opts: WorkerOptions): Promise<RunningWorker> {
   let manifest;
   try {
     manifest = await store.readManifest();
-    const specs = selectExpertUnits(manifest, opts.experts, opts.layers);
+    const encoders = opts.encoders ?? [];
+    if (!opts.experts && encoders.length === 0) throw new Error('nothing to host: give experts, encoders or both');
+    if (!opts.experts && opts.layers) throw new Error('layers were given without experts');
+    const encoderSpecs = selectEncoderUnits(manifest, encoders);
+    const specs = [...(opts.experts ? selectExpertUnits(manifest, opts.experts, opts.layers) : []), ...encoderSpecs];
     const paths = [];
     for (const spec of specs) paths.push(await store.unitPath(spec)); // sha256-verified, before any session loads
     const counters = new LoadCounters(specs.map((s) => s.name));
@@ -81,8 +93,17 @@ export async function runWorker(opts: WorkerOptions): Promise<RunningWorker> {
       if (!session.inputNames.includes(inputName) || !session.outputNames.includes(outputName)) {
         throw new Error(`unit ${spec.name}: the ONNX file has inputs [${session.inputNames}] and outputs [${session.outputNames}], the manifest says ${inputName} -> ${outputName}`);
       }
-      const coalescer = new UnitCoalescer({ unit: spec.name, session, inputName, outputName, hidden, maxRowsPerRun: opts.maxRowsPerRun ?? 4096, counters, clock });
-      hosted.push({ spec, session, coalescer });
+      if (encoderSpecs.includes(spec)) {
+        // selectEncoderUnits checked that every axis after the item axis is a fixed number.
+        const inRowDims = spec.inputs[0]!.shape.slice(1) as number[];
+        const outItemDims = spec.outputs[0]!.shape.slice(1) as number[];
+        const outRowSize = outItemDims.reduce((a, b) => a * b, 1);
+        const coalescer = new UnitCoalescer({ unit: spec.name, session, inputName, outputName, inRowDims, outRowSize, maxRowsPerRun: opts.maxItemsPerRun ?? 16, counters, clock });
+        hosted.push({ spec, session, coalescer, outItemDims });
+      } else {
+        const coalescer = new UnitCoalescer({ unit: spec.name, session, inputName, outputName, inRowDims: [hidden], outRowSize: hidden, maxRowsPerRun: opts.maxRowsPerRun ?? 4096, counters, clock });
+        hosted.push({ spec, session, coalescer });
+      }
     }
     return await join(opts, manifest.name, hidden, hosted, counters, log);
   } catch (err) {
@@ -106,14 +127,17 @@ async function join(
   const replica = `${opts.pool}-${randomBytes(4).toString('hex')}`;
   const executionProvider = hosted[0].session.executionProvider;
   const subs: Subscription[] = [];
+  const encoderRequests = new EncoderRequests(nc, log);
 
   for (const unit of hosted) {
     const subject = unitSubject(model, unit.spec.name);
+    const { spec, coalescer, outItemDims } = unit;
     subs.push(
       nc.subscribe(subject, {
         queue: unitQueueGroup(model, unit.spec.name),
         callback: (err, msg) => {
           if (err) log(`[unimoe worker] subscription ${subject}: ${err.message}`);
+          else if (outItemDims) encoderRequests.handle(msg, { spec, coalescer, outItemDims });
           else handle(msg, unit, hidden);
         },
       }),
@@ -139,6 +163,7 @@ async function join(
     (stopping ??= (async () => {
       clearInterval(statsTimer);
       await Promise.all(subs.map((s) => s.drain())); // no new requests reach this replica
+      await encoderRequests.idle(); // encoder requests still pulling parts get them, run and are answered
       await Promise.all(hosted.map((h) => h.coalescer.idle())); // in-flight work finishes and is answered
       publishStats();
       await nc.drain(); // flushes the replies, then closes

@@ -12,7 +12,7 @@ import type { ApiConfig } from './config';
 import type { ChatTokenizer } from './chat-tokenizer';
 import { runCompletion, type CompletionOutcome } from './completion';
 import { checkModalities, decodeMedia, normalizeMessages, type Modality } from './content';
-import { ApiError, internalError, invalidRequest, notFound, timedOut } from './errors';
+import { ApiError, internalError, invalidRequest, notFound, timedOut, unavailable } from './errors';
 import { observeCompletion } from './metrics';
 import { parseChatRequest, preview, type ChatCompletionRequest } from './request';
 
@@ -234,9 +234,19 @@ function resolveMaxTokens(req: ChatCompletionRequest, promptTokens: number, maxP
   return requested;
 }
 
+/** An expert or encoder call no pool could answer (no replica, or every retry timed out), found along the cause chain. */
+function unreachableUnit(err: unknown): Error | null {
+  for (let e = err; e instanceof Error; e = e.cause) {
+    if (e.name === 'ExpertDispatchError' || e.name === 'EncoderDispatchError') return e;
+  }
+  return null;
+}
+
 function logged(err: unknown): ApiError {
   if (err instanceof ApiError) return err;
   if (err instanceof MediaInputError) return new ApiError(err.status, err.message, 'invalid_request_error', err.param, err.code);
+  const dispatch = unreachableUnit(err);
+  if (dispatch) return unavailable(`The model is not fully served right now: ${dispatch.message}`, 'unit_unavailable');
   console.error('[api] chat completion failed:', err);
   return internalError();
 }

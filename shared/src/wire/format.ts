@@ -31,7 +31,7 @@ export function isWireDType(s: unknown): s is WireDType {
  * Why a message was refused. `bad-*` codes are the sender's fault and deterministic (retrying is
  * pointless); `internal` is the worker's.
  */
-export type WireErrorCode = 'bad-version' | 'bad-dtype' | 'bad-shape' | 'bad-hidden' | 'internal';
+export type WireErrorCode = 'bad-version' | 'bad-dtype' | 'bad-shape' | 'bad-hidden' | 'bad-part' | 'internal';
 
 export class WireError extends Error {
   constructor(
@@ -86,13 +86,13 @@ export function encodeTensorMessage(t: WireTensor): WireMessage {
  * a copy: the NATS client copies it into its outbound buffer anyway. The caller must not change `data`
  * until the message is sent.
  */
-function encodeValues(data: Float32Array, dtype: WireDType): Uint8Array {
+export function encodeValues(data: Float32Array, dtype: WireDType): Uint8Array {
   if (dtype === 'f32' && HOST_IS_LITTLE_ENDIAN) return new Uint8Array(data.buffer, data.byteOffset, data.byteLength);
   return encodeFromFloat32(data, CHECKPOINT_DTYPE[dtype]);
 }
 
 /** f32 decodes to a view of the body where its offset allows one (Float32Array needs 4-byte alignment). */
-function decodeValues(body: Uint8Array, dtype: WireDType, count: number): Float32Array {
+export function decodeValues(body: Uint8Array, dtype: WireDType, count: number): Float32Array {
   if (dtype === 'f32' && HOST_IS_LITTLE_ENDIAN) {
     if (body.byteOffset % 4 === 0) return new Float32Array(body.buffer, body.byteOffset, count);
     return new Float32Array(body.buffer.slice(body.byteOffset, body.byteOffset + count * 4));
@@ -160,10 +160,10 @@ export function readErrorReply(headers: HeaderReader | undefined): { code: strin
 }
 
 /** Header values are single lines of printable ASCII; a bounded length keeps echoed garbage small. */
-function sanitizeHeaderValue(s: string): string {
+export function sanitizeHeaderValue(s: string): string {
   return clip(s.replace(/[^\x20-\x7e]/g, '?'), 500);
 }
 
-function clip(s: string, max = 60): string {
+export function clip(s: string, max = 60): string {
   return s.length > max ? `${s.slice(0, max)}...` : s;
 }

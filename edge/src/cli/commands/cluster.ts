@@ -1,6 +1,7 @@
 /**
  * `unimoe cluster <bundle>`: a whole split deployment on this machine for development and demos -
- * nats-server from PATH, two expert pools with disjoint experts (N replicas each) and the edge API -
+ * nats-server from PATH, two expert pools with disjoint experts (N replicas each), an encoder pool when
+ * the bundle is multimodal, and the edge API -
  * all stopped together on Ctrl-C (or when any of them dies).
  */
 import { spawn, type ChildProcess } from 'node:child_process';
@@ -89,6 +90,11 @@ export async function run(argv: string[]): Promise<number> {
     for (let r = 0; r < replicas; r++) {
       start(`${pool.name} replica ${r} (experts ${pool.experts})`, node[0]!, [...node.slice(1), 'worker', bundle, '--pool', pool.name, '--experts', pool.experts, '--nats', natsUrl]);
     }
+  }
+  // A multimodal bundle's encoders get a pool of their own.
+  const encoders = manifest.units.filter((u) => u.kind === 'vision' || u.kind === 'audio').map((u) => u.kind);
+  if (encoders.length > 0) {
+    start(`pool-encoders (${encoders.join(', ')})`, node[0]!, [...node.slice(1), 'worker', bundle, '--pool', 'pool-encoders', '--encoders', encoders.join(','), '--nats', natsUrl]);
   }
   const serveArgs = ['serve', bundle, '--nats', natsUrl, '--port', values.port ?? '8000'];
   if (values['no-auth']) serveArgs.push('--no-auth');

@@ -1,10 +1,14 @@
-/** `unimoe serve <bundle-or-s3-uri> [--nats URL] [--port N]`: the OpenAI-style edge API. */
+/**
+ * `unimoe serve <bundle-or-s3-uri> [--nats URL [--local-encoders]] [--port N]`: the OpenAI-style edge API.
+ * With --nats, experts and modality encoders run on the pools (`unimoe worker --encoders`); with
+ * --local-encoders the encoders run in this process instead.
+ */
 import { DEFAULT_API_CONFIG } from '../../api/config';
 import { startServer } from '../../serve';
 import { CliError, parseCommand, parseNumber } from '../args';
 
 const USAGE =
-  'unimoe serve <bundle-or-s3-uri> [--nats URL] [--port 8000] [--host 0.0.0.0] [--database-url URL] [--no-auth]\n' +
+  'unimoe serve <bundle-or-s3-uri> [--nats URL [--local-encoders]] [--port 8000] [--host 0.0.0.0] [--database-url URL] [--no-auth]\n' +
   '  [--max-tokens-cap N] [--body-limit-mb N] [--rate-limit RPM] [--max-concurrent N] [--timeout-s N]';
 
 export async function run(argv: string[]): Promise<number> {
@@ -13,6 +17,7 @@ export async function run(argv: string[]): Promise<number> {
     argv,
     {
       nats: s,
+      'local-encoders': { type: 'boolean' },
       port: s,
       host: s,
       'database-url': s,
@@ -28,9 +33,13 @@ export async function run(argv: string[]): Promise<number> {
   if (positionals.length !== 1) throw new CliError(`expected one <bundle-or-s3-uri>\nusage: ${USAGE}`);
   const d = DEFAULT_API_CONFIG;
   const noAuth = values['no-auth'] === true;
+  const natsUrl = values.nats ?? (process.env.NATS_URL || undefined);
+  const localEncoders = values['local-encoders'] === true;
+  if (localEncoders && !natsUrl) throw new CliError(`--local-encoders only applies with --nats (embedded mode always runs encoders in-process)\nusage: ${USAGE}`);
   const server = await startServer({
     bundle: positionals[0]!,
-    natsUrl: values.nats ?? (process.env.NATS_URL || undefined),
+    natsUrl,
+    localEncoders,
     port: parseNumber(values.port, '--port', 8000, { integer: true, min: 0, max: 65535 }),
     host: values.host ?? '0.0.0.0',
     databaseUrl: values['database-url'],
@@ -49,7 +58,9 @@ export async function run(argv: string[]): Promise<number> {
     console.error('!!! Anyone who can reach it can use it. Use this for local development only. !!!');
     console.error('');
   }
-  const mode = values.nats || process.env.NATS_URL ? `experts on NATS pools (${values.nats ?? process.env.NATS_URL})` : 'all units in-process';
+  const hasEncoders = server.manifest.units.some((u) => u.kind === 'vision' || u.kind === 'audio');
+  const encoders = !hasEncoders ? '' : localEncoders ? ', encoders in-process' : ', encoders on NATS pools';
+  const mode = natsUrl ? `experts on NATS pools (${natsUrl})${encoders}` : 'all units in-process';
   console.error(`[serve] ${server.manifest.name}: ${mode}`);
   console.log(`listening on ${server.url}  (POST /v1/chat/completions, GET /v1/models, /healthz, /readyz, /metrics)`);
 
