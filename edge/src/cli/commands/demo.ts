@@ -1,9 +1,11 @@
 /**
- * `unimoe demo`: the embedded default in one command - makes a tiny Uni-MoE 4e checkpoint and its bundle
+ * `unimoe demo`: the embedded default in one command - makes a tiny multimodal Uni-MoE 4e checkpoint and its bundle
  * under ./models (once), then serves the OpenAI-style API on 127.0.0.1 with every unit in this process.
  */
 import { access } from 'node:fs/promises';
+import { join } from 'node:path';
 import { makeTiny } from '@unimoe/shared/tiny/make-tiny';
+import { TINY_AUDIO_DIR, TINY_VISION_DIR } from '@unimoe/shared/tiny/towers';
 import { convertCheckpoint } from '@unimoe/shared/convert/convert';
 import { parseCommand } from '../args';
 
@@ -17,11 +19,18 @@ export async function ensureDemoBundle(dir = './models'): Promise<string> {
   const bundle = `${dir}/tiny-unimoe-4e.bundle`;
   if (!(await exists(`${bundle}/manifest.json`))) {
     if (!(await exists(`${checkpoint}/config.json`))) {
-      console.error(`[demo] writing a tiny random Uni-MoE 4e checkpoint to ${checkpoint}`);
-      await makeTiny(checkpoint, { layout: 'unimoe-4e', seed: 1 });
+      console.error(`[demo] writing a tiny random Uni-MoE 4e checkpoint (with CLIP and Whisper towers) to ${checkpoint}`);
+      await makeTiny(checkpoint, { layout: 'unimoe-4e', seed: 1, multimodal: true });
     }
     console.error(`[demo] converting it to the bundle ${bundle}`);
-    await convertCheckpoint({ checkpointDir: checkpoint, bundleDir: bundle, dtype: 'float32', name: 'tiny-unimoe-4e' });
+    await convertCheckpoint({
+      checkpointDir: checkpoint,
+      bundleDir: bundle,
+      dtype: 'float32',
+      name: 'tiny-unimoe-4e',
+      visionTower: join(checkpoint, TINY_VISION_DIR),
+      audioTower: join(checkpoint, TINY_AUDIO_DIR),
+    });
   }
   return bundle;
 }
