@@ -20,7 +20,9 @@ import { realisticBundle } from './realistic-model';
 import { fmt, percentile, printTable } from './table';
 
 const MAX_TOKENS = 16;
-const CLIENTS = [16, 64];
+/** Knobs (environment): BENCH_CLIENTS (default 16,64), BENCH_MODES (default embedded,split). */
+const CLIENTS = process.env.BENCH_CLIENTS?.split(',').map(Number) ?? [16, 64];
+const MODES = (process.env.BENCH_MODES?.split(',') ?? ['embedded', 'split']) as ('embedded' | 'split')[];
 const question = (i: number) => `Question ${i}: what is the capital of country number ${i * 7}?`;
 
 interface StreamStats {
@@ -98,7 +100,7 @@ async function main() {
   await Promise.all(workers.map((w) => w.ready));
   const rows: (string | number)[][] = [];
   try {
-    for (const mode of ['embedded', 'split'] as const) {
+    for (const mode of MODES) {
       const natsUrl = mode === 'split' ? nats.url : undefined;
       for (const n of CLIENTS) {
         // Engine alone, same prompts and lengths (greedy, no stop strings, so the same tokens).
