@@ -40,6 +40,8 @@ export interface ServeOptions {
   /** An already open store to use instead (stays the caller's to close), e.g. PGlite in tests. */
   store?: Store;
   api?: Partial<ApiConfig>;
+  /** Continuous batching: most sequences per step (KV cache memory grows with it) and prompt tokens per sequence per step. */
+  engine?: { maxBatch?: number; prefillChunk?: number };
   /**
    * Where the modality encoders run (stays the caller's to close). Default: in this process in
    * embedded mode; in split mode on the NATS pools that host them (`unimoe worker --encoders`).
@@ -73,7 +75,7 @@ export async function startServer(opts: ServeOptions): Promise<RunningServer> {
     if (!opts.store) cleanup.push(() => store.close());
     const { experts, ready: expertsReady } = await openExperts(bundleDir, manifest, opts.natsUrl);
     cleanup.push(() => experts.close());
-    const engine = await createEngine({ bundleDir, experts: instrumentExperts(experts) });
+    const engine = await createEngine({ bundleDir, experts: instrumentExperts(experts), ...opts.engine });
     cleanup.push(() => engine.close());
     const remoteEncoders = opts.natsUrl && !opts.encoders && !opts.localEncoders ? opts.natsUrl : undefined;
     const { multimodal, ready: encodersReady } = await openMultimodal(bundleDir, manifest, opts.encoders, remoteEncoders, cleanup);

@@ -9,7 +9,7 @@ import { CliError, parseCommand, parseNumber } from '../args';
 
 const USAGE =
   'unimoe serve <bundle-or-s3-uri> [--nats URL [--local-encoders]] [--port 8000] [--host 0.0.0.0] [--database-url URL] [--no-auth]\n' +
-  '  [--max-tokens-cap N] [--body-limit-mb N] [--rate-limit RPM] [--max-concurrent N] [--timeout-s N]';
+  '  [--max-tokens-cap N] [--body-limit-mb N] [--rate-limit RPM] [--max-concurrent N] [--timeout-s N] [--max-batch 16] [--prefill-chunk 128]';
 
 export async function run(argv: string[]): Promise<number> {
   const s = { type: 'string' } as const;
@@ -27,6 +27,8 @@ export async function run(argv: string[]): Promise<number> {
       'rate-limit': s,
       'max-concurrent': s,
       'timeout-s': s,
+      'max-batch': s,
+      'prefill-chunk': s,
     },
     USAGE,
   );
@@ -43,6 +45,10 @@ export async function run(argv: string[]): Promise<number> {
     port: parseNumber(values.port, '--port', 8000, { integer: true, min: 0, max: 65535 }),
     host: values.host ?? '0.0.0.0',
     databaseUrl: values['database-url'],
+    engine: {
+      maxBatch: parseNumber(values['max-batch'], '--max-batch', 16, { integer: true, min: 1, max: 1024 }),
+      prefillChunk: parseNumber(values['prefill-chunk'], '--prefill-chunk', 128, { integer: true, min: 1, max: 8192 }),
+    },
     api: {
       noAuth,
       maxTokensCap: parseNumber(values['max-tokens-cap'], '--max-tokens-cap', d.maxTokensCap, { integer: true, min: 1 }),
