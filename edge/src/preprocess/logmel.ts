@@ -15,6 +15,28 @@ export const CHUNK_SAMPLES = 30 * WHISPER_SAMPLE_RATE;
 export const CHUNK_FRAMES = CHUNK_SAMPLES / HOP_LENGTH;
 
 let filterbank: Float64Array | null = null;
+/** Each triangular mel filter is zero outside [first, last) of the power bins: only that span is summed. */
+let filterSpans: Int32Array | null = null;
+
+function spans(fb: Float64Array, bins: number): Int32Array {
+  const out = new Int32Array(2 * N_MELS);
+  for (let m = 0; m < N_MELS; m++) {
+    let first = bins;
+    let last = 0;
+    for (let k = 0; k < bins; k++) {
+      if (fb[m * bins + k] !== 0) {
+        first = Math.min(first, k);
+        last = k + 1;
+      }
+    }
+    out[2 * m] = first;
+    out[2 * m + 1] = Math.max(first, last);
+  }
+  return out;
+}
+
+/** log10 of the floor power: what an all-zero frame (the padding after short audio) gives in every bin. */
+const SILENT = Math.log10(1e-10);
 const hann = Float64Array.from({ length: N_FFT }, (_, i) => 0.5 - 0.5 * Math.cos((2 * Math.PI * i) / N_FFT));
 
 function reflectIndex(j: number, n: number): number {
@@ -28,6 +50,8 @@ function chunkLogMel(chunk: Float64Array, out: Float32Array): void {
   filterbank ??= slaneyMelFilterbank(WHISPER_SAMPLE_RATE, N_FFT, N_MELS);
   const spectrum = new PowerSpectrum(N_FFT);
   const bins = spectrum.bins;
+  filterSpans ??= spans(filterbank, bins);
+  const fspans = filterSpans;
   const frame = new Float64Array(N_FFT);
   const power = new Float64Array(bins);
   const logSpec = new Float64Array(N_MELS * CHUNK_FRAMES);
@@ -39,13 +63,21 @@ function chunkLogMel(chunk: Float64Array, out: Float32Array): void {
   let max = -Infinity;
   for (let t = 0; t < CHUNK_FRAMES; t++) {
     const start = t * HOP_LENGTH - pad;
-    for (let i = 0; i < N_FFT; i++) frame[i] = sampleAt(start + i) * hann[i]!;
-    spectrum.compute(frame, power);
+    let silent = true;
+    for (let i = 0; i < N_FFT; i++) {
+      frame[i] = sampleAt(start + i) * hann[i]!;
+      if (frame[i] !== 0) silent = false;
+    }
+    // Short audio is zero-padded to 30 s: those frames have zero power, so skip their FFT (same result).
+    if (!silent) spectrum.compute(frame, power);
     for (let m = 0; m < N_MELS; m++) {
-      let e = 0;
-      const row = m * bins;
-      for (let k = 0; k < bins; k++) e += filterbank[row + k]! * power[k]!;
-      const v = Math.log10(Math.max(e, 1e-10));
+      let v = SILENT;
+      if (!silent) {
+        let e = 0;
+        const row = m * bins;
+        for (let k = fspans[2 * m]!, end = fspans[2 * m + 1]!; k < end; k++) e += filterbank[row + k]! * power[k]!;
+        v = Math.log10(Math.max(e, 1e-10));
+      }
       logSpec[m * CHUNK_FRAMES + t] = v;
       if (v > max) max = v;
     }
