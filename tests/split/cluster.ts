@@ -4,6 +4,7 @@ import { readFileSync } from 'node:fs';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
+import { headers as natsHeaders } from 'nats';
 import type { Manifest } from '@unimoe/shared/bundle/manifest';
 import { convertCheckpoint } from '@unimoe/shared/convert/convert';
 
@@ -92,4 +93,20 @@ export function spawnWorker(args: string[], env: Record<string, string> = {}): W
   });
   ready.catch(() => {}); // callers that only await `exited` must not see an unhandled rejection
   return { child, ready, exited };
+}
+
+/** NATS headers from a plain record (for hand-made, possibly malformed, wire messages). */
+export function toHeaders(record: Record<string, string>) {
+  const h = natsHeaders();
+  for (const [k, v] of Object.entries(record)) h.set(k, v);
+  return h;
+}
+
+/** Polls `cond` every 20 ms until it holds or `timeoutMs` passes. */
+export async function waitFor(cond: () => boolean, timeoutMs = 10_000): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (!cond()) {
+    if (Date.now() > deadline) throw new Error('condition not met in time');
+    await new Promise((r) => setTimeout(r, 20));
+  }
 }

@@ -7,7 +7,7 @@
  */
 import { copyFile, mkdir, readdir, readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { connect, headers as natsHeaders, type NatsConnection } from 'nats';
+import { connect, type NatsConnection } from 'nats';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createNatsEncoderBackend, type EncoderObservation, type NatsEncoderBackend } from '@unimoe/edge/dispatch/nats-encoder-backend';
 import { LocalEncoderBackend } from '@unimoe/edge/engine/local-encoders';
@@ -23,7 +23,7 @@ import { makeTempDir } from '../helpers/tmp';
 import { startNatsServer, type NatsServer } from '../helpers/nats-server';
 import { relativeError } from '../reference/compare';
 import { buildMultimodalFixture, chirpWav, media, type MultimodalFixture } from '../multimodal/setup';
-import { maxAbsDiff, spawnWorker } from './cluster';
+import { maxAbsDiff, spawnWorker, toHeaders, waitFor } from './cluster';
 
 const quiet = () => {};
 const IMAGE_DIMS = [1, 3, 336, 336];
@@ -276,17 +276,3 @@ describe('placement', () => {
     }
   });
 });
-
-function toHeaders(record: Record<string, string>) {
-  const h = natsHeaders();
-  for (const [k, v] of Object.entries(record)) h.set(k, v);
-  return h;
-}
-
-async function waitFor(cond: () => boolean, timeoutMs = 10_000): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (!cond()) {
-    if (Date.now() > deadline) throw new Error('condition not met in time');
-    await new Promise((r) => setTimeout(r, 20));
-  }
-}

@@ -14,7 +14,7 @@ import { statsSubject, unitSubject } from '@unimoe/shared/wire/subjects';
 import { runWorker, type RunningWorker } from '@unimoe/gpu-worker/worker';
 import type { StatsMessage } from '@unimoe/gpu-worker/stats';
 import { startNatsServer, type NatsServer } from '../helpers/nats-server';
-import { maxAbsDiff, maxErrorVsReference, referenceRows, tinyBundle } from './cluster';
+import { maxAbsDiff, maxErrorVsReference, referenceRows, tinyBundle, toHeaders, waitFor } from './cluster';
 
 const quiet = () => {};
 let bundle: Awaited<ReturnType<typeof tinyBundle>>;
@@ -243,18 +243,4 @@ describe('two pools (disjoint experts) x two replicas', () => {
 function referenceRowsBatch(tokens: number, offset: number) {
   const { x, rowIndex } = referenceRows(tokens, offset);
   return { x, tokens, rowIndex };
-}
-
-function toHeaders(record: Record<string, string>) {
-  const h = natsHeaders();
-  for (const [k, v] of Object.entries(record)) h.set(k, v);
-  return h;
-}
-
-async function waitFor(cond: () => boolean, timeoutMs = 10_000): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (!cond()) {
-    if (Date.now() > deadline) throw new Error('condition not met in time');
-    await new Promise((r) => setTimeout(r, 20));
-  }
 }
