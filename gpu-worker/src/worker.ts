@@ -3,7 +3,7 @@
  * (sha256-verified), answers each unit's NATS subject in the unit's queue group, coalesces concurrent
  * batches per unit, publishes load statistics, and drains cleanly on stop().
  */
-import { connect, headers as natsHeaders, type Msg, type NatsConnection, type Subscription } from 'nats';
+import { headers as natsHeaders, type Msg, type NatsConnection, type Subscription } from 'nats';
 import { randomBytes } from 'node:crypto';
 import type { UnitSpec } from '@unimoe/shared/bundle/manifest';
 import { loadUnitSession, type UnitSession } from '@unimoe/shared/runtime/ort-unit';
@@ -21,6 +21,7 @@ import { RunClock, UnitCoalescer } from './coalescer';
 import { EncoderRequests } from './encoder-requests';
 import { LoadCounters, type StatsMessage } from './stats';
 import { selectEncoderUnits, selectExpertUnits, type EncoderName } from './units';
+import { connectNats } from '@unimoe/shared/runtime/nats-connect';
 
 export interface WorkerOptions {
   /** Bundle directory or s3://bucket/prefix. */
@@ -123,7 +124,7 @@ async function join(
   log: (line: string) => void,
 ): Promise<RunningWorker> {
   // Reconnect forever: a NATS restart must not take a pool down.
-  const nc: NatsConnection = await connect({ servers: opts.natsUrl, name: `unimoe-worker-${opts.pool}`, maxReconnectAttempts: -1 });
+  const nc: NatsConnection = await connectNats(opts.natsUrl, `unimoe-worker-${opts.pool}`);
   const replica = `${opts.pool}-${randomBytes(4).toString('hex')}`;
   const executionProvider = hosted[0].session.executionProvider;
   const subs: Subscription[] = [];

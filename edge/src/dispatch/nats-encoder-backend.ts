@@ -6,7 +6,7 @@
  * fetch subject, and big replies come back in parts. Encoders are pure: a timed-out, unanswered or
  * `internal`-failed attempt is sent again, like the expert backend does.
  */
-import { connect, createInbox, headers as natsHeaders, type Msg, type NatsConnection, type Subscription } from 'nats';
+import { createInbox, headers as natsHeaders, type Msg, type NatsConnection, type Subscription } from 'nats';
 import type { Manifest, UnitSpec } from '@unimoe/shared/bundle/manifest';
 import {
   checkEncoderDims,
@@ -25,6 +25,7 @@ import { decodeValues, encodeErrorReply, encodeValues, readErrorReply, WIRE_DTYP
 import { unitSubject } from '@unimoe/shared/wire/subjects';
 import type { EncodedTensor, EncoderBackend } from '../engine/encoder-backend';
 import type { DispatchStats, UnitsAvailability } from './nats-expert-backend';
+import { connectNats } from '@unimoe/shared/runtime/nats-connect';
 
 export interface NatsEncoderBackendOptions {
   natsUrl: string;
@@ -88,7 +89,7 @@ export async function createNatsEncoderBackend(opts: NatsEncoderBackendOptions):
   const dtype = opts.dtype ?? 'f32';
   const model = opts.manifest.name;
   const units = new Map(opts.manifest.units.filter((u) => ENCODER_KINDS.has(u.kind)).map((u) => [u.name, u]));
-  const nc: NatsConnection = await connect({ servers: opts.natsUrl, name: 'unimoe-edge-encoders', maxReconnectAttempts: -1 });
+  const nc: NatsConnection = await connectNats(opts.natsUrl, 'unimoe-edge-encoders');
   const serverMax = nc.info?.max_payload ?? 1024 * 1024;
   const payload = Math.min(opts.maxPayload ?? serverMax, serverMax);
   const stride = partStride(payload);

@@ -3,12 +3,13 @@
  * answered by whichever replica of whichever pool hosts it (queue group). Expert FFNs are pure, so a
  * timed-out or unanswered request is simply retried, which is how a request survives a replica dying.
  */
-import { connect, ErrorCode, headers as natsHeaders, type Msg, type NatsConnection, type NatsError } from 'nats';
+import { ErrorCode, headers as natsHeaders, type Msg, type NatsConnection, type NatsError } from 'nats';
 import { unitName } from '@unimoe/shared/bundle/manifest';
 import { decodeTensorMessage, encodeTensorMessage, readErrorReply, WIRE_HEADERS, WireError, type WireDType } from '@unimoe/shared/wire/format';
 import { maxRowsPerMessage, rowRanges } from '@unimoe/shared/wire/split';
 import { unitSubject } from '@unimoe/shared/wire/subjects';
 import type { ExpertBackend, ExpertBatch } from '../engine/expert-backend';
+import { connectNats } from '@unimoe/shared/runtime/nats-connect';
 
 export interface NatsExpertBackendOptions {
   natsUrl: string;
@@ -88,7 +89,7 @@ export async function createNatsExpertBackend(opts: NatsExpertBackendOptions): P
   const retries = opts.retries ?? 2;
   const dtype = opts.dtype ?? 'f32';
   const { hidden, model } = opts;
-  const nc: NatsConnection = await connect({ servers: opts.natsUrl, name: 'unimoe-edge', maxReconnectAttempts: -1 });
+  const nc: NatsConnection = await connectNats(opts.natsUrl, 'unimoe-edge');
   const serverMax = nc.info?.max_payload ?? 1024 * 1024;
   const maxRows = maxRowsPerMessage(Math.min(opts.maxPayload ?? serverMax, serverMax), hidden, dtype);
   let nextId = 0;
