@@ -1,4 +1,7 @@
-/** The Store on SQLite through libsql (a local file by default, or any libsql URL). */
+/**
+ * The Store on SQLite through libsql (a local file by default, or any libsql URL). Its queries mirror
+ * pg-store.ts line for line: drizzle types each dialect's builders and tables apart, so they are not shared.
+ */
 import { mkdir } from 'node:fs/promises';
 import { dirname } from 'node:path';
 import { fileURLToPath } from 'node:url';

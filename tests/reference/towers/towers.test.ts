@@ -15,22 +15,15 @@ import { convertCheckpoint } from '@unimoe/shared/convert/convert';
 import { loadUnitSession } from '@unimoe/shared/runtime/ort-unit';
 import { makeTiny } from '@unimoe/shared/tiny/make-tiny';
 import { TINY_AUDIO_DIR, TINY_VISION_DIR } from '@unimoe/shared/tiny/towers';
+import { Rng } from '@unimoe/shared/model/sampling';
 import { relativeError } from '../compare';
 import { loadClipReference } from './clip64';
 import { loadWhisperReference } from './whisper64';
 
-/** Deterministic uniform values in [lo, hi) (mulberry32). */
+/** Deterministic uniform values in [lo, hi) from the project's seeded generator. */
 function uniform(n: number, seed: number, lo: number, hi: number): Float32Array {
-  let a = seed >>> 0;
-  const out = new Float32Array(n);
-  for (let i = 0; i < n; i++) {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    out[i] = lo + (((t ^ (t >>> 14)) >>> 0) / 4294967296) * (hi - lo);
-  }
-  return out;
+  const rng = new Rng(seed);
+  return Float32Array.from({ length: n }, () => lo + rng.nextFloat() * (hi - lo));
 }
 
 async function runOnce(bundle: string, m: Manifest, unit: string, input: string, data: Float32Array, dims: number[]) {

@@ -2,19 +2,12 @@
 import { expect } from 'vitest';
 import type { AttnWeights } from '../units/attn';
 import type { ModelConfig } from '../../model/config';
+import { Rng } from '../../model/sampling';
 
-/** Deterministic uniform(-scale, scale) values (mulberry32). */
+/** Deterministic uniform(-scale, scale) values from the project's seeded generator. */
 export function random(n: number, seed: number, scale = 1): Float32Array {
-  let a = seed >>> 0;
-  const out = new Float32Array(n);
-  for (let i = 0; i < n; i++) {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    out[i] = ((((t ^ (t >>> 14)) >>> 0) / 4294967296) * 2 - 1) * scale;
-  }
-  return out;
+  const rng = new Rng(seed);
+  return Float32Array.from({ length: n }, () => (rng.nextFloat() * 2 - 1) * scale);
 }
 
 /** max |actual - expected| / max |expected|: the error relative to the output's scale. */
