@@ -242,7 +242,13 @@ describe('placement', () => {
       const textOnly = join(tmp.dir, 'text-only');
       await mkdir(textOnly);
       const m = JSON.parse(await readFile(join(fx.bundle, 'manifest.json'), 'utf8')) as Manifest;
+      // A consistent bundle without vision: no vision unit, no image/video modality or preprocessing.
       m.units = m.units.filter((u) => u.kind !== 'vision');
+      m.modalities = m.modalities.filter((x) => x !== 'image' && x !== 'video');
+      if (m.preprocessing) {
+        delete m.preprocessing.image;
+        delete m.preprocessing.video;
+      }
       await writeFile(join(textOnly, 'manifest.json'), JSON.stringify(m));
       await expect(runWorker({ store: textOnly, pool: 'x', encoders: ['vision'], natsUrl: nats.url, log: quiet })).rejects.toThrow(
         "the bundle's manifest has no unit vision.encoder (model tiny-mm was converted without --vision-tower)",

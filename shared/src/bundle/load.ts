@@ -1,10 +1,9 @@
 /** Reading a bundle directory: the validated manifest, and integrity checks of its unit files. */
-import { createHash } from 'node:crypto';
-import { createReadStream } from 'node:fs';
 import { readFile, stat } from 'node:fs/promises';
 import { isAbsolute, join, resolve } from 'node:path';
 import { z } from 'zod';
 import { BUNDLE_FORMAT, BUNDLE_VERSION, type Manifest, type UnitSpec } from './manifest';
+import { sha256File } from './sha256-file';
 
 const positiveInt = z.number().int().positive();
 const tokenId = z.number().int().nonnegative();
@@ -104,25 +103,35 @@ export async function readManifest(bundleDir: string): Promise<Manifest> {
   } catch (err) {
     throw new Error(`${path}: cannot read the bundle manifest (${(err as NodeJS.ErrnoException).code ?? (err as Error).message})`);
   }
+  return parseManifest(text, path);
+}
+
+/** Validates manifest.json text read from `where` (a path or URL, named in every error). */
+export function parseManifest(text: string, where: string): Manifest {
   let json: unknown;
   try {
     json = JSON.parse(text);
   } catch (err) {
-    throw new Error(`${path}: not valid JSON (${(err as Error).message})`);
+    throw new Error(`${where} is not valid JSON (${(err as Error).message})`);
+  }
+  // Say plainly when the file is not a bundle manifest at all (or a newer one) before listing fields.
+  const head = json as { format?: unknown; version?: unknown } | null;
+  if (head && typeof head === 'object' && head.format !== BUNDLE_FORMAT) {
+    throw new Error(`${where}: format is ${JSON.stringify(head.format)}, expected "${BUNDLE_FORMAT}"`);
   }
   const parsed = manifestSchema.safeParse(json);
   if (!parsed.success) {
     const issues = parsed.error.issues.map((i) => `${i.path.join('.') || '(root)'}: ${i.message}`);
-    throw new Error(`${path}: invalid bundle manifest: ${issues.slice(0, 10).join('; ')}${issues.length > 10 ? ` (+${issues.length - 10} more)` : ''}`);
+    throw new Error(`${where}: invalid bundle manifest: ${issues.slice(0, 10).join('; ')}${issues.length > 10 ? ` (+${issues.length - 10} more)` : ''}`);
   }
   const manifest = parsed.data as Manifest;
   const seen = new Set<string>();
   for (const u of manifest.units) {
-    if (seen.has(u.name)) throw new Error(`${path}: unit ${u.name} is listed twice`);
+    if (seen.has(u.name)) throw new Error(`${where}: unit ${u.name} is listed twice`);
     seen.add(u.name);
   }
   for (const [modality, pre] of Object.entries(manifest.preprocessing ?? {})) {
-    if (pre && !seen.has(pre.unit)) throw new Error(`${path}: preprocessing.${modality}.unit names ${pre.unit}, which is not a unit of this bundle`);
+    if (pre && !seen.has(pre.unit)) throw new Error(`${where}: preprocessing.${modality}.unit names ${pre.unit}, which is not a unit of this bundle`);
   }
   return manifest;
 }
@@ -134,8 +143,6 @@ export async function verifyUnit(bundleDir: string, unit: UnitSpec): Promise<voi
     throw new Error(`unit ${unit.name}: cannot read ${path} (${err.code ?? err.message})`);
   });
   if (info.size !== unit.bytes) throw new Error(`unit ${unit.name}: ${path} has ${info.size} bytes, the manifest says ${unit.bytes}`);
-  const hash = createHash('sha256');
-  for await (const chunk of createReadStream(path)) hash.update(chunk as Buffer);
-  const digest = hash.digest('hex');
+  const digest = await sha256File(path);
   if (digest !== unit.sha256) throw new Error(`unit ${unit.name}: ${path} has sha256 ${digest}, the manifest says ${unit.sha256} (corrupt or replaced file)`);
 }

@@ -8,8 +8,8 @@ import { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import type { ModelStore } from './store';
 import { ModelStoreError } from './errors';
-import { parseManifestJson } from './manifest-json';
-import { sha256File } from './sha256';
+import { parseManifest } from '../bundle/load';
+import { sha256File } from '../bundle/sha256-file';
 
 export interface S3Location {
   bucket: string;
@@ -82,7 +82,12 @@ export function openS3Store(loc: S3Location, cacheDir: string, client: S3Client 
     uri: `s3://${loc.bucket}/${loc.prefix}`,
     async readManifest() {
       const body = await getObject('manifest.json');
-      return parseManifestJson(await body.transformToString('utf8'), url('manifest.json'));
+      const text = await body.transformToString('utf8');
+      try {
+        return parseManifest(text, url('manifest.json'));
+      } catch (err) {
+        throw new ModelStoreError((err as Error).message);
+      }
     },
     unitPath: (unit) => cached(unit.file, unit.sha256, `unit ${unit.name}`),
     filePath: (file, sha256) => cached(file, sha256, file),

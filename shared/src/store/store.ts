@@ -3,12 +3,11 @@
  * prefix (`s3://bucket/prefix`). Every file handed out is checked against the sha256 the manifest
  * records, so a worker never runs a unit it cannot vouch for. Node-only.
  */
-import { readFile } from 'node:fs/promises';
 import { resolve } from 'node:path';
 import type { Manifest, UnitSpec } from '../bundle/manifest';
 import { ModelStoreError } from './errors';
-import { parseManifestJson } from './manifest-json';
-import { sha256File } from './sha256';
+import { readManifest } from '../bundle/load';
+import { sha256File } from '../bundle/sha256-file';
 import { openS3Store, parseS3Uri } from './s3';
 
 export interface ModelStore {
@@ -52,14 +51,11 @@ function openDirectoryStore(dir: string): ModelStore {
   return {
     uri: dir,
     async readManifest() {
-      const path = resolve(root, 'manifest.json');
-      let text: string;
       try {
-        text = await readFile(path, 'utf8');
+        return await readManifest(root);
       } catch (err) {
-        throw new ModelStoreError(`${path}: cannot read the bundle manifest (${(err as NodeJS.ErrnoException).code ?? (err as Error).message})`);
+        throw new ModelStoreError((err as Error).message);
       }
-      return parseManifestJson(text, root);
     },
     unitPath: (unit) => verified(unit.file, unit.sha256, `unit ${unit.name}`),
     filePath: (file, sha256) => verified(file, sha256, file),
