@@ -4,23 +4,13 @@
  */
 import { afterAll, beforeAll, expect, it } from 'vitest';
 import { spawn, type ChildProcess } from 'node:child_process';
-import { connect } from 'node:net';
 import { join } from 'node:path';
 import OpenAI from 'openai';
 import { convertCheckpoint } from '@unimoe/shared/convert/convert';
 import { makeTempDir } from '../helpers/tmp';
-import { freePort } from '../helpers/nats-server';
+import { freePort, portAccepts } from '@unimoe/shared/runtime/ports';
 import { modelFixture } from '../helpers/fixtures';
 import { REPO } from '../split/cluster';
-
-const portOpen = (port: number) =>
-  new Promise<boolean>((resolve) => {
-    const sock = connect(port, '127.0.0.1', () => {
-      sock.end();
-      resolve(true);
-    });
-    sock.once('error', () => resolve(false));
-  });
 
 let tmp: Awaited<ReturnType<typeof makeTempDir>>;
 let bundle: string;
@@ -60,6 +50,6 @@ it('brings up nats-server, two pools and the edge; serves; stops everything on C
     child.kill('SIGINT');
   }
   expect(await exited).toBe(0);
-  expect(await portOpen(port)).toBe(false);
-  expect(await portOpen(natsPort)).toBe(false);
+  expect(await portAccepts(port)).toBe(false);
+  expect(await portAccepts(natsPort)).toBe(false);
 });

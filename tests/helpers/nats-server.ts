@@ -4,7 +4,7 @@
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
-import { createConnection, createServer } from 'node:net';
+import { freePort, portAccepts } from '@unimoe/shared/runtime/ports';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 
@@ -47,30 +47,14 @@ export async function startNatsServer(opts: { maxPayload?: number } = {}): Promi
   };
 }
 
-export function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const srv = createServer();
-    srv.once('error', reject);
-    srv.listen(0, '127.0.0.1', () => {
-      const { port } = srv.address() as { port: number };
-      srv.close(() => resolve(port));
-    });
-  });
-}
-
 async function waitForPort(port: number, child: ChildProcess, log: () => string): Promise<void> {
   const deadline = Date.now() + 10_000;
   while (Date.now() < deadline) {
     if (child.exitCode !== null) throw new Error(`nats-server exited with ${child.exitCode}: ${log()}`);
-    const ok = await new Promise<boolean>((resolve) => {
-      const sock = createConnection({ host: '127.0.0.1', port }, () => {
-        sock.destroy();
-        resolve(true);
-      });
-      sock.once('error', () => resolve(false));
-    });
-    if (ok) return;
+    if (await portAccepts(port)) return;
     await new Promise((r) => setTimeout(r, 50));
   }
   throw new Error(`nats-server did not accept connections on port ${port} within 10 s: ${log()}`);
 }
+
+export { freePort };

@@ -1,4 +1,4 @@
-/** Small helpers shared by the CLI commands: parsing flags and lists, reporting usage errors. */
+/** Small helpers shared by the CLI commands: parsing flags and id lists, reporting usage errors. */
 import { parseArgs, type ParseArgsConfig } from 'node:util';
 
 /** A problem with how the command was called or with its inputs: printed without a stack trace. */
@@ -16,20 +16,6 @@ export function parseCommand<T extends NonNullable<ParseArgsConfig['options']>>(
   } catch (err) {
     throw new CliError(`${(err as Error).message}\nusage: ${usage}`);
   }
-}
-
-/** "0-3" -> [0,1,2,3]; "0,2,5" -> [0,2,5]; "0-1,4" -> [0,1,4]. */
-export function parseList(text: string, flag: string): number[] {
-  const out: number[] = [];
-  for (const part of text.split(',')) {
-    const m = /^\s*(\d+)\s*(?:-\s*(\d+)\s*)?$/.exec(part);
-    if (!m) throw new CliError(`${flag}: "${text}" is not a list like 0-3 or 0,2,5`);
-    const lo = Number(m[1]);
-    const hi = m[2] === undefined ? lo : Number(m[2]);
-    if (hi < lo) throw new CliError(`${flag}: range "${part.trim()}" runs backwards`);
-    for (let i = lo; i <= hi; i++) out.push(i);
-  }
-  return [...new Set(out)].sort((a, b) => a - b);
 }
 
 export function parseIds(text: string): number[] {

@@ -5,38 +5,18 @@
  * all stopped together on Ctrl-C (or when any of them dies).
  */
 import { spawn, type ChildProcess } from 'node:child_process';
-import { createServer } from 'node:net';
 import { fileURLToPath } from 'node:url';
 import { readManifest } from '@unimoe/shared/bundle/load';
+import { freePort, portAccepts } from '@unimoe/shared/runtime/ports';
 import { CliError, parseCommand, parseNumber } from '../args';
 import { resolveBundle } from '../resolve-bundle';
 
 const USAGE = 'unimoe cluster [<bundle>] [--port 8000] [--nats-port N] [--replicas 1] [--no-auth]';
 const MAIN = fileURLToPath(new URL('../main.ts', import.meta.url));
 
-function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const srv = createServer();
-    srv.once('error', reject);
-    srv.listen(0, '127.0.0.1', () => {
-      const port = (srv.address() as { port: number }).port;
-      srv.close(() => resolve(port));
-    });
-  });
-}
-
 async function waitForPort(port: number, timeoutMs: number): Promise<void> {
-  const { connect } = await import('node:net');
   const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const ok = await new Promise<boolean>((resolve) => {
-      const sock = connect(port, '127.0.0.1', () => {
-        sock.end();
-        resolve(true);
-      });
-      sock.once('error', () => resolve(false));
-    });
-    if (ok) return;
+  while (!(await portAccepts(port))) {
     if (Date.now() > deadline) throw new CliError(`nats-server did not start listening on 127.0.0.1:${port}`);
     await new Promise((r) => setTimeout(r, 50));
   }
