@@ -60,6 +60,9 @@ export async function forwardStep(model: DenseModel, experts: ExpertBackend, scr
     chunkRow += p.ids.length;
   }
   const segments = (nd > 0 ? 1 : 0) + plan.prefill.length;
+  // Positions and masks are the same in every layer of the step: built once here.
+  const decodeInputs = decodeMask(plan.decode, scratch);
+  const prefillInputs = plan.prefill.map((p, i) => prefillMask(p, scratch, i));
   for (let layer = 0; layer < cfg.layers; layer++) {
     let hiddenOut!: Float32Array;
     let moeInput!: Float32Array;
@@ -80,8 +83,7 @@ export async function forwardStep(model: DenseModel, experts: ExpertBackend, scr
     };
 
     if (nd > 0) {
-      let past = 0;
-      for (const d of plan.decode) past = Math.max(past, d.position);
+      const { past, mask, positionIds } = decodeInputs;
       let pastKey: Float32Array;
       let pastValue: Float32Array;
       if (nd === 1) ({ key: pastKey, value: pastValue } = plan.decode[0].cache.past(layer));
@@ -98,33 +100,17 @@ export async function forwardStep(model: DenseModel, experts: ExpertBackend, scr
           pastValue.fill(0, at + own.value.length, at + past * rowKv);
         });
       }
-      const mask = scratch.f32('decode.mask', nd * (past + 1));
-      const positionIds = new BigInt64Array(nd);
-      plan.decode.forEach((d, b) => {
-        const row = b * (past + 1);
-        mask.fill(0, row, row + d.position);
-        mask.fill(MASKED, row + d.position, row + past);
-        mask[row + past] = 0;
-        positionIds[b] = BigInt(d.position);
-      });
       const out = await model.attn(layer, { hidden: hidden.subarray(0, nd * H), positionIds, pastKey, pastValue, mask, batch: nd, seq: 1, past });
       plan.decode.forEach((d, b) => d.cache.append(layer, out.key, out.value, b * rowKv, 1));
       keep(out, 0);
     }
 
     let row = nd;
-    for (const p of plan.prefill) {
+    for (const [i, p] of plan.prefill.entries()) {
       const S = p.ids.length;
       const P = p.position;
       const { key: pastKey, value: pastValue } = p.cache.past(layer);
-      const mask = scratch.f32('prefill.mask', S * (P + S));
-      const positionIds = new BigInt64Array(S);
-      for (let i = 0; i < S; i++) {
-        const at = i * (P + S);
-        mask.fill(0, at, at + P + i + 1); // causal: the past and this chunk up to itself
-        mask.fill(MASKED, at + P + i + 1, at + P + S);
-        positionIds[i] = BigInt(P + i);
-      }
+      const { mask, positionIds } = prefillInputs[i]!;
       const out = await model.attn(layer, { hidden: hidden.subarray(row * H, (row + S) * H), positionIds, pastKey, pastValue, mask, batch: 1, seq: S, past: P });
       p.cache.append(layer, out.key, out.value, 0, S);
       keep(out, row);
@@ -145,4 +131,35 @@ export async function forwardStep(model: DenseModel, experts: ExpertBackend, scr
     plan.headRows.forEach((r, i) => headIn.set(hidden.subarray(r * H, (r + 1) * H), i * H));
   }
   return model.head(headIn, T);
+}
+
+/** The decode group's positions and additive mask [n, 1, 1, past + 1]: each row sees its own past and itself. */
+function decodeMask(decode: DecodeSlot[], scratch: Scratch): { past: number; mask: Float32Array; positionIds: BigInt64Array } {
+  let past = 0;
+  for (const d of decode) past = Math.max(past, d.position);
+  const mask = scratch.f32('decode.mask', decode.length * (past + 1));
+  const positionIds = new BigInt64Array(decode.length);
+  decode.forEach((d, b) => {
+    const row = b * (past + 1);
+    mask.fill(0, row, row + d.position);
+    mask.fill(MASKED, row + d.position, row + past); // padding up to the group's longest past
+    mask[row + past] = 0;
+    positionIds[b] = BigInt(d.position);
+  });
+  return { past, mask, positionIds };
+}
+
+/** A prefill chunk's positions and causal mask [1, 1, S, P + S] over its cached past and itself. */
+function prefillMask(p: PrefillSlot, scratch: Scratch, index: number): { mask: Float32Array; positionIds: BigInt64Array } {
+  const S = p.ids.length;
+  const P = p.position;
+  const mask = scratch.f32(`prefill.mask.${index}`, S * (P + S));
+  const positionIds = new BigInt64Array(S);
+  for (let i = 0; i < S; i++) {
+    const at = i * (P + S);
+    mask.fill(0, at, at + P + i + 1); // causal: the past and this chunk up to itself
+    mask.fill(MASKED, at + P + i + 1, at + P + S);
+    positionIds[i] = BigInt(P + i);
+  }
+  return { mask, positionIds };
 }
