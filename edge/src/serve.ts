@@ -63,7 +63,11 @@ export interface RunningServer {
 let defaultMetricsOn = false;
 
 export async function startServer(opts: ServeOptions): Promise<RunningServer> {
-  const bundleDir = await resolveBundle(opts.bundle);
+  // With pools behind NATS this process runs only the dense units (and the encoders when they stay local).
+  const encodersHere = !opts.encoders && (!opts.natsUrl || opts.localEncoders === true);
+  const bundleDir = await resolveBundle(opts.bundle, (u) =>
+    u.kind === 'expert' ? !opts.natsUrl : u.kind === 'vision' || u.kind === 'audio' ? encodersHere : true,
+  );
   const manifest = await readManifest(bundleDir);
   const tokenizer = createChatTokenizer(loadSentencePiece(new Uint8Array(await readFile(join(bundleDir, manifest.tokenizer.file)))), manifest);
   const cleanup: (() => Promise<void>)[] = [];

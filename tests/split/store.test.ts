@@ -100,4 +100,15 @@ describe('S3 store', () => {
     expect(await sha256(join(dir, bundle.manifest.tokenizer.file))).toBe(bundle.manifest.tokenizer.sha256);
     expect(await materializeBundle(bundle.dir)).toBe(bundle.dir);
   });
+
+  it('fetches only the units asked for (a split-mode edge downloads no expert)', async () => {
+    const cacheDir = join(scratch, 'cache-dense');
+    const dir = await materializeBundle('s3://models/tiny', { cacheDir, units: (u) => u.kind !== 'expert' });
+    const dense = bundle.manifest.units.filter((u) => u.kind !== 'expert');
+    expect(dense.length).toBeGreaterThan(0);
+    expect((await readdir(dir)).sort()).toEqual([...dense.map((u) => u.file), bundle.manifest.tokenizer.file, 'manifest.json'].sort());
+    // Nothing else was downloaded: the cache holds exactly the dense units and the tokenizer.
+    const cached = (await readdir(cacheDir)).filter((f) => f !== 'bundles');
+    expect(cached).toHaveLength(dense.length + 1);
+  });
 });

@@ -6,7 +6,7 @@ import type { Manifest } from '@unimoe/shared/bundle/manifest';
 import { loadSentencePiece, type SentencePieceTokenizer } from '@unimoe/shared/tokenizer/index';
 import { createEngine } from '../engine/engine';
 import type { GenerationEngine } from '../engine/types';
-import { resolveBundle } from './resolve-bundle';
+import { resolveBundle, withoutExperts } from './resolve-bundle';
 
 export async function openTokenizer(bundleDir: string, manifest: Manifest): Promise<SentencePieceTokenizer> {
   return loadSentencePiece(new Uint8Array(await readFile(join(bundleDir, manifest.tokenizer.file))));
@@ -20,7 +20,7 @@ export interface OpenedBundle {
 
 /** With `natsUrl` the experts run on pools over NATS; without, every unit runs in this process. */
 export async function openEngine(bundle: string, opts: { natsUrl?: string } = {}): Promise<OpenedBundle> {
-  const bundleDir = await resolveBundle(bundle);
+  const bundleDir = await resolveBundle(bundle, opts.natsUrl ? withoutExperts : undefined);
   const manifest = await readManifest(bundleDir);
   if (!opts.natsUrl) return { bundleDir, manifest, engine: await createEngine({ bundleDir }) };
   const { createNatsExpertBackend } = await import('../dispatch/nats-expert-backend');

@@ -9,7 +9,7 @@ import { fileURLToPath } from 'node:url';
 import { readManifest } from '@unimoe/shared/bundle/load';
 import { freePort, portAccepts } from '@unimoe/shared/runtime/ports';
 import { CliError, parseCommand, parseNumber } from '../args';
-import { resolveBundle } from '../resolve-bundle';
+import { noUnits, resolveBundle } from '../resolve-bundle';
 
 const USAGE = 'unimoe cluster [<bundle>] [--port 8000] [--nats-port N] [--replicas 1] [--no-auth]';
 const MAIN = fileURLToPath(new URL('../main.ts', import.meta.url));
@@ -28,7 +28,7 @@ export async function run(argv: string[]): Promise<number> {
   if (positionals.length > 1) throw new CliError(`expected at most one <bundle>\nusage: ${USAGE}`);
   // No bundle: the demo model (made under ./models on first use).
   const bundle = positionals[0] ?? (await (await import('./demo')).ensureDemoBundle());
-  const manifest = await readManifest(await resolveBundle(bundle));
+  const manifest = await readManifest(await resolveBundle(bundle, noUnits));
   const replicas = parseNumber(values.replicas, '--replicas', 1, { integer: true, min: 1, max: 8 });
   const natsPort = values['nats-port'] ? parseNumber(values['nats-port'], '--nats-port', 0, { integer: true, min: 1, max: 65535 }) : await freePort();
   const natsUrl = `nats://127.0.0.1:${natsPort}`;
