@@ -13,6 +13,7 @@ const commands: Record<string, Command> = {
   generate: { summary: 'generate tokens from --ids or --prompt', load: () => import('./commands/generate') },
   worker: { summary: 'run one replica of an expert pool', load: () => import('./commands/worker') },
   serve: { summary: 'serve the OpenAI-style edge API', load: () => import('./commands/serve') },
+  upload: { summary: 'upload a bundle to an S3-compatible model store (resumable, sha256-verified)', load: () => import('./commands/upload') },
   keys: { summary: 'create, list and revoke API keys', load: () => import('./commands/keys') },
   preprocess: { summary: 'write model-ready features of an image, audio or video file', load: () => import('./commands/preprocess') },
   cluster: { summary: 'run nats-server, two expert pools and the edge locally', load: () => import('./commands/cluster') },

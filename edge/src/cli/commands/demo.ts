@@ -9,7 +9,7 @@ import { TINY_AUDIO_DIR, TINY_VISION_DIR } from '@unimoe/shared/tiny/towers';
 import { convertCheckpoint } from '@unimoe/shared/convert/convert';
 import { parseCommand } from '../args';
 
-const USAGE = 'unimoe demo [--port 8000] [--dir ./models]';
+const USAGE = 'unimoe demo [--port 8000] [--dir ./models] [--no-serve]';
 
 const exists = (p: string) => access(p).then(() => true, () => false);
 
@@ -36,8 +36,13 @@ export async function ensureDemoBundle(dir = './models'): Promise<string> {
 }
 
 export async function run(argv: string[]): Promise<number> {
-  const { values } = parseCommand(argv, { port: { type: 'string' }, dir: { type: 'string' } }, USAGE);
+  const { values } = parseCommand(argv, { port: { type: 'string' }, dir: { type: 'string' }, 'no-serve': { type: 'boolean' } }, USAGE);
   const bundle = await ensureDemoBundle(values.dir);
+  if (values['no-serve']) {
+    // Only make the bundle (e.g. Compose's one-shot job, which then uploads it): its directory on the last line.
+    console.log(bundle);
+    return 0;
+  }
   const serve = await import('./serve');
   return serve.run([bundle, '--port', values.port ?? '8000', '--host', '127.0.0.1', '--no-auth']);
 }
