@@ -31,6 +31,15 @@ function ping(socketPath: string): Promise<boolean> {
   });
 }
 
+/** dockerd leaves its default network namespace bind-mounted under the exec root; unmount what it left. */
+function unmountUnder(dir: string): void {
+  const mounts = readFileSync('/proc/mounts', 'utf8')
+    .split('\n')
+    .map((line) => line.split(' ')[1] ?? '')
+    .filter((target) => target.startsWith(`${dir}/`));
+  for (const target of mounts.reverse()) spawnSync('umount', ['-l', target]);
+}
+
 export async function startDockerd(dataRoot: string): Promise<Dockerd> {
   // The exec root holds containerd's sockets: a short path under /tmp keeps them within the Unix socket limit.
   const runDir = await mkdtemp(join(tmpdir(), 'unimoe-dockerd-'));
@@ -65,6 +74,7 @@ export async function startDockerd(dataRoot: string): Promise<Dockerd> {
   while (!(await ping(socket))) {
     if (exited || Date.now() > deadline) {
       daemon.kill('SIGKILL');
+      unmountUnder(runDir);
       await rm(runDir, { recursive: true, force: true });
       throw new Error(`dockerd did not start (${exited ?? 'not answering after 60 s'}); is docker.io installed and are we root?\n${exited ? '' : tail()}`);
     }
@@ -96,6 +106,7 @@ export async function startDockerd(dataRoot: string): Promise<Dockerd> {
         await gone;
         clearTimeout(timer);
       }
+      unmountUnder(runDir);
       await rm(runDir, { recursive: true, force: true });
     },
   };
