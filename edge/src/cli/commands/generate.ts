@@ -38,7 +38,7 @@ export async function run(argv: string[]): Promise<number> {
     const result = await engine.generate({
       promptIds,
       params,
-      onToken: values.json ? undefined : (id) => process.stdout.write(stream.push(id)),
+      onToken: values.json ? undefined : (id) => void process.stdout.write(stream.push(id)),
     });
     const text = tokenizer.decode(result.ids);
     if (values.json) console.log(JSON.stringify({ ids: result.ids, text }));
