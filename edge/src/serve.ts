@@ -4,14 +4,12 @@
  * mode unless `localEncoders`), the database and the tokenizer, builds the Hono app and serves it
  * with @hono/node-server.
  */
-import { readFile } from 'node:fs/promises';
 import type { AddressInfo } from 'node:net';
-import { join } from 'node:path';
 import { serve, type ServerType } from '@hono/node-server';
 import { collectDefaultMetrics } from 'prom-client';
 import { readManifest } from '@unimoe/shared/bundle/load';
 import { unitName, type Manifest } from '@unimoe/shared/bundle/manifest';
-import { loadSentencePiece } from '@unimoe/shared/tokenizer/index';
+import { openTokenizer } from './cli/bundle-access';
 import { createApp, type Readiness } from './api/app';
 import type { ApiConfig } from './api/config';
 import { instrumentExperts } from './api/expert-metrics';
@@ -69,7 +67,8 @@ export async function startServer(opts: ServeOptions): Promise<RunningServer> {
     u.kind === 'expert' ? !opts.natsUrl : u.kind === 'vision' || u.kind === 'audio' ? encodersHere : true,
   );
   const manifest = await readManifest(bundleDir);
-  const tokenizer = createChatTokenizer(loadSentencePiece(new Uint8Array(await readFile(join(bundleDir, manifest.tokenizer.file)))), manifest);
+  const textTokenizer = await openTokenizer(bundleDir, manifest);
+  const tokenizer = createChatTokenizer(textTokenizer, manifest);
   const cleanup: (() => Promise<void>)[] = [];
   const closeAll = async () => {
     for (const fn of cleanup.reverse()) await fn().catch((err: unknown) => console.error(`[serve] while closing: ${(err as Error).message}`));
