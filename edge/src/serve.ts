@@ -23,6 +23,7 @@ import type { EncoderBackend } from './engine/encoder-backend';
 import type { ExpertBackend } from './engine/expert-backend';
 import { LocalEncoderBackend } from './engine/local-encoders';
 import { LocalExpertBackend } from './engine/local-experts';
+import { createXGrammar } from './grammar/xgrammar';
 import { MultimodalPipeline } from './multimodal/pipeline';
 
 export interface ServeOptions {
@@ -86,7 +87,11 @@ export async function startServer(opts: ServeOptions): Promise<RunningServer> {
       const [e, m] = await Promise.all([expertsReady(), encodersReady()]);
       return { ok: e.ok && m.ok, missing: [...e.missing, ...m.missing] };
     };
-    const app = createApp({ engine, tokenizer, manifest, store, ready, config: opts.api, multimodal });
+    // Structured output: the grammar covers the ids the engine may sample; the model's EOS ends it.
+    const vocab = Math.min(manifest.config.vocab, manifest.tokenizer.vocabSize ?? manifest.config.vocab);
+    const grammar = await createXGrammar(textTokenizer, vocab, [manifest.tokenizer.eos]);
+    cleanup.push(async () => grammar.dispose());
+    const app = createApp({ engine, tokenizer, manifest, store, ready, config: opts.api, multimodal, grammar });
     if (!defaultMetricsOn) {
       collectDefaultMetrics({ register: registry, prefix: 'unimoe_process_' });
       defaultMetricsOn = true;

@@ -140,8 +140,10 @@ function issueToError(issue: z.core.$ZodIssue): ApiError {
   const param = paramPath(issue.path);
   const input = (issue as { input?: unknown }).input;
   switch (issue.code) {
+    case 'invalid_union':
     case 'invalid_type':
       if (input === undefined) return invalidRequest(`Missing required parameter: '${param}'.`, param, 'missing_required_parameter');
+      if (issue.code === 'invalid_union') return invalidRequest(`Invalid value for '${param}': ${issue.message}.`, param, 'invalid_value');
       return invalidRequest(`Invalid type for '${param}': expected ${article(issue.expected)}, but got ${describe(input)} instead.`, param, 'invalid_type');
     case 'invalid_value':
       if (issue.values.length > 1) {
