@@ -60,6 +60,9 @@ export class GrammarError extends Error {
 /** Compact JSON (no optional whitespace): the shortest output, and no room for a model to spin in whitespace. */
 const SEPARATORS: [string, string] = [',', ':'];
 const NO_INDENT = -1;
+/** A string character as XGrammar prints length-bounded string rules, and as JSON allows it. */
+const LENGTH_BOUNDED_STRING_CHAR = '[^\\"\\\\\\r\\n]';
+const JSON_STRING_CHAR = '[^\\0-\\x1f\\"\\\\\\r\\n]';
 /** Distinct schemas kept compiled; compiling takes milliseconds to seconds on a real vocabulary. */
 const CACHE_SIZE = 32;
 
@@ -79,7 +82,7 @@ export async function createXGrammar(tokenizer: TextTokenizer, vocabSize: number
     const schema = JSON.stringify(format.type === 'json_object' ? { type: 'object' } : format.schema);
     let compiled = cache.get(schema);
     if (!compiled) {
-      compiled = compiler.compileJSONSchema(schema, false, NO_INDENT, SEPARATORS, true).catch((err: unknown) => {
+      compiled = jsonSchemaGrammar(schema).then((ebnf) => compiler.compileGrammar(ebnf)).catch((err: unknown) => {
         cache.delete(schema);
         throw new GrammarError(errorText(err));
       });
@@ -87,6 +90,20 @@ export async function createXGrammar(tokenizer: TextTokenizer, vocabSize: number
       if (cache.size > CACHE_SIZE) cache.delete(cache.keys().next().value!);
     }
     return compiled;
+  };
+
+  /**
+   * The schema's grammar as EBNF, with one fix: in this XGrammar release the character class of strings
+   * with a maxLength/minLength does not exclude control characters (which JSON.parse refuses), unlike
+   * its unbounded string rule; the fixed class excludes them too.
+   */
+  const jsonSchemaGrammar = async (schema: string): Promise<string> => {
+    const grammar = await xg.Grammar.fromJSONSchema(schema, false, NO_INDENT, SEPARATORS, true);
+    try {
+      return grammar.toString().replaceAll(LENGTH_BOUNDED_STRING_CHAR, JSON_STRING_CHAR);
+    } finally {
+      grammar.dispose();
+    }
   };
 
   return {
