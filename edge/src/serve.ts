@@ -4,14 +4,12 @@
  * mode unless `localEncoders`), the database and the tokenizer, builds the Hono app and serves it
  * with @hono/node-server.
  */
-import { readFile } from 'node:fs/promises';
 import type { AddressInfo } from 'node:net';
-import { join } from 'node:path';
 import { serve, type ServerType } from '@hono/node-server';
 import { collectDefaultMetrics } from 'prom-client';
 import { readManifest } from '@unimoe/shared/bundle/load';
 import { unitName, type Manifest } from '@unimoe/shared/bundle/manifest';
-import { loadSentencePiece } from '@unimoe/shared/tokenizer/index';
+import { openTokenizer } from './cli/bundle-access';
 import { createApp, type Readiness } from './api/app';
 import type { ApiConfig } from './api/config';
 import { instrumentExperts } from './api/expert-metrics';
@@ -25,6 +23,7 @@ import type { EncoderBackend } from './engine/encoder-backend';
 import type { ExpertBackend } from './engine/expert-backend';
 import { LocalEncoderBackend } from './engine/local-encoders';
 import { LocalExpertBackend } from './engine/local-experts';
+import { createXGrammar } from './grammar/xgrammar';
 import { MultimodalPipeline } from './multimodal/pipeline';
 
 export interface ServeOptions {
@@ -69,7 +68,8 @@ export async function startServer(opts: ServeOptions): Promise<RunningServer> {
     u.kind === 'expert' ? !opts.natsUrl : u.kind === 'vision' || u.kind === 'audio' ? encodersHere : true,
   );
   const manifest = await readManifest(bundleDir);
-  const tokenizer = createChatTokenizer(loadSentencePiece(new Uint8Array(await readFile(join(bundleDir, manifest.tokenizer.file)))), manifest);
+  const textTokenizer = await openTokenizer(bundleDir, manifest);
+  const tokenizer = createChatTokenizer(textTokenizer, manifest);
   const cleanup: (() => Promise<void>)[] = [];
   const closeAll = async () => {
     for (const fn of cleanup.reverse()) await fn().catch((err: unknown) => console.error(`[serve] while closing: ${(err as Error).message}`));
@@ -87,7 +87,11 @@ export async function startServer(opts: ServeOptions): Promise<RunningServer> {
       const [e, m] = await Promise.all([expertsReady(), encodersReady()]);
       return { ok: e.ok && m.ok, missing: [...e.missing, ...m.missing] };
     };
-    const app = createApp({ engine, tokenizer, manifest, store, ready, config: opts.api, multimodal });
+    // Structured output: the grammar covers the ids the engine may sample; the model's EOS ends it.
+    const vocab = Math.min(manifest.config.vocab, manifest.tokenizer.vocabSize ?? manifest.config.vocab);
+    const grammar = await createXGrammar(textTokenizer, vocab, [manifest.tokenizer.eos]);
+    cleanup.push(async () => grammar.dispose());
+    const app = createApp({ engine, tokenizer, manifest, store, ready, config: opts.api, multimodal, grammar });
     if (!defaultMetricsOn) {
       collectDefaultMetrics({ register: registry, prefix: 'unimoe_process_' });
       defaultMetricsOn = true;

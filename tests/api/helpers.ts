@@ -18,13 +18,14 @@ export async function convertTinyBundle(dir: string): Promise<string> {
  * The reference tokenizer: Python's sentencepiece on the fixture's tokenizer.model, run through
  * /usr/bin/python3. Encodes a one-turn vicuna_v1 prompt (BOS + pieces) and decodes generated ids.
  */
-export function pythonSentencePiece(request: { encode?: string[]; decode?: number[][] }): { encoded: number[][]; decoded: string[] } {
+export function pythonSentencePiece(request: { encode?: string[]; decode?: number[][]; pieces?: boolean }): { encoded: number[][]; decoded: string[]; pieces?: string[] } {
   const code = `
 import json, sys, sentencepiece as spm
 req = json.load(sys.stdin)
 sp = spm.SentencePieceProcessor(model_file=req["model"])
 print(json.dumps({"encoded": [[sp.bos_id()] + sp.encode(t) for t in req.get("encode", [])],
-                  "decoded": [sp.decode(ids) for ids in req.get("decode", [])]}))
+                  "decoded": [sp.decode(ids) for ids in req.get("decode", [])],
+                  "pieces": [sp.id_to_piece(i) for i in range(sp.get_piece_size())] if req.get("pieces") else None}))
 `;
   const input = JSON.stringify({ model: join(modelFixture('unimoe-4e'), 'tokenizer.model'), ...request });
   const out = spawnSync('/usr/bin/python3', ['-c', code], { input, encoding: 'utf8' });

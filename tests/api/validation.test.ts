@@ -4,7 +4,7 @@ import { checkModalities, normalizeMessages } from '@unimoe/edge/api/content';
 import { ApiError } from '@unimoe/edge/api/errors';
 import { KeyLimiter } from '@unimoe/edge/api/limits';
 import { toTemplateTurns } from '@unimoe/edge/api/prompt';
-import { parseChatRequest } from '@unimoe/edge/api/request';
+import { parseChatRequest, parseTextCompletionRequest } from '@unimoe/edge/api/request';
 import { StopMatcher } from '@unimoe/edge/api/stop';
 
 function apiError(fn: () => unknown): ApiError {
@@ -20,6 +20,26 @@ function apiError(fn: () => unknown): ApiError {
 const ok = { model: 'm', messages: [{ role: 'user', content: 'hi' }] };
 const limits = { maxMediaBytes: 1000 };
 
+describe('parseTextCompletionRequest', () => {
+  const text = { model: 'm', prompt: 'Once upon' };
+  it('accepts a string, strings, token ids and lists of token ids', () => {
+    for (const prompt of ['a', ['a', 'b'], [1, 2, 3], [[1], [2, 3]]]) expect(parseTextCompletionRequest({ ...text, prompt }).prompt).toEqual(prompt);
+  });
+
+  it.each([
+    [{ model: 'm' }, 'prompt', 'missing_required_parameter', /Missing required parameter: 'prompt'/],
+    [{ ...text, prompt: [] }, 'prompt', 'invalid_value', /a string, an array of strings, an array of token ids/],
+    [{ ...text, prompt: [1, -2] }, 'prompt[1]', 'invalid_value', /token ids are >= 0/],
+    [{ ...text, logprobs: 21 }, 'logprobs', 'invalid_value', /between 0 and 20/],
+    [{ ...text, best_of: 3 }, 'best_of', 'invalid_value', /only best_of equal to n/],
+    [{ ...text, suffix: 'x' }, 'suffix', 'unsupported_parameter', /not supported/],
+  ])('rejects %j with a 400 naming %s', (body, param, code, message) => {
+    const err = apiError(() => parseTextCompletionRequest(body));
+    expect(err.body().error).toMatchObject({ type: 'invalid_request_error', param, code });
+    expect(err.message).toMatch(message);
+  });
+});
+
 describe('parseChatRequest', () => {
   it('accepts a minimal request and the OpenAI optional fields', () => {
     const r = parseChatRequest({ ...ok, max_tokens: 5, temperature: 0.5, top_p: 0.9, seed: 3, stop: ['a', 'b'], n: 1, stream: true, stream_options: { include_usage: true }, user: 'u' });
@@ -34,7 +54,16 @@ describe('parseChatRequest', () => {
     [{ ...ok, top_p: 1.5 }, 'top_p', 'invalid_value', /between 0 and 1/],
     [{ ...ok, max_tokens: 0 }, 'max_tokens', 'invalid_value', /at least 1/],
     [{ ...ok, max_tokens: 2.5 }, 'max_tokens', 'invalid_type', /expected an integer/],
-    [{ ...ok, n: 2 }, 'n', 'invalid_value', /only n=1/],
+    [{ ...ok, n: 17 }, 'n', 'invalid_value', /between 1 and 16/],
+    [{ ...ok, presence_penalty: 2.5 }, 'presence_penalty', 'invalid_value', /between -2 and 2/],
+    [{ ...ok, frequency_penalty: -3 }, 'frequency_penalty', 'invalid_value', /between -2 and 2/],
+    [{ ...ok, repetition_penalty: 0 }, 'repetition_penalty', 'invalid_value', /greater than 0/],
+    [{ ...ok, top_logprobs: 21, logprobs: true }, 'top_logprobs', 'invalid_value', /between 0 and 20/],
+    [{ ...ok, top_logprobs: 3 }, 'top_logprobs', 'invalid_value', /only allowed when 'logprobs' is true/],
+    [{ ...ok, min_tokens: -1 }, 'min_tokens', 'invalid_value', /at least 0/],
+    [{ ...ok, ignore_eos: 'yes' }, 'ignore_eos', 'invalid_type', /expected a boolean/],
+    [{ ...ok, response_format: { type: 'yaml' } }, 'response_format.type', 'invalid_value', /'text', 'json_object', 'json_schema'/],
+    [{ ...ok, response_format: { type: 'json_schema', json_schema: { name: 'x' } } }, 'response_format.json_schema.schema', 'missing_required_parameter', /Missing required parameter/],
     [{ ...ok, stop: ['a', 'b', 'c', 'd', 'e'] }, 'stop', 'invalid_value', /1 to 4/],
     [{ ...ok, stop: '' }, 'stop', 'invalid_value', /non-empty/],
     [{ ...ok, messages: [] }, 'messages', 'invalid_value', /at least one message/],
@@ -51,6 +80,11 @@ describe('parseChatRequest', () => {
 
   it('rejects non-object bodies', () => {
     for (const body of [null, 3, 'x', [ok]]) expect(apiError(() => parseChatRequest(body)).status).toBe(400);
+  });
+
+  it('accepts the sampling extras and structured output', () => {
+    const r = parseChatRequest({ ...ok, n: 3, logprobs: true, top_logprobs: 5, presence_penalty: 0.5, frequency_penalty: -0.5, repetition_penalty: 1.2, min_tokens: 2, ignore_eos: true, stop_token_ids: [7], top_k: 40, max_completion_tokens: 9, response_format: { type: 'json_schema', json_schema: { name: 's', schema: { type: 'object' } } } });
+    expect(r).toMatchObject({ n: 3, top_logprobs: 5, repetition_penalty: 1.2, response_format: { type: 'json_schema' } });
   });
 
   it('never echoes a huge value back', () => {

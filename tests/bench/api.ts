@@ -9,7 +9,7 @@ import { readFile } from 'node:fs/promises';
 import { availableParallelism, cpus } from 'node:os';
 import { join } from 'node:path';
 import { readManifest } from '@unimoe/shared/bundle/load';
-import { loadSentencePiece } from '@unimoe/shared/tokenizer/index';
+import { loadSentencePiece, sentencePieceText } from '@unimoe/shared/tokenizer/index';
 import { createEngine } from '@unimoe/edge/engine/engine';
 import { createNatsExpertBackend } from '@unimoe/edge/dispatch/nats-expert-backend';
 import { createChatTokenizer } from '@unimoe/edge/api/prompt';
@@ -88,7 +88,7 @@ function startServe(bundle: string, port: number, dbFile: string, natsUrl?: stri
 async function main() {
   const bundleDir = await realisticBundle();
   const manifest = await readManifest(bundleDir);
-  const tokenizer = createChatTokenizer(loadSentencePiece(new Uint8Array(await readFile(join(bundleDir, manifest.tokenizer.file)))), manifest);
+  const tokenizer = createChatTokenizer(sentencePieceText(loadSentencePiece(new Uint8Array(await readFile(join(bundleDir, manifest.tokenizer.file))))), manifest);
   console.log(`# bench:api - ${cpus()[0]?.model ?? 'cpu'} x ${availableParallelism()}, bundle ${bundleDir}, ${MAX_TOKENS} tokens per request`);
   const tmp = await makeTempDir('bench-api');
   const nats = await startNatsServer();

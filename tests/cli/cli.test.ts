@@ -63,6 +63,22 @@ describe('unimoe CLI', () => {
     }
   });
 
+  it('convert --tokenizer bundles a Hugging Face tokenizer.json; tokenize then uses it (ids of the Rust tokenizers library)', async () => {
+    const withJson = join(tmp.dir, 'bundle-hf');
+    const converted = await cli(['convert', checkpoint, withJson, '--tokenizer', join(REPO, 'tests/fixtures/tokenizer/byte-level-bpe/tokenizer.json')]);
+    expect(converted.code, converted.stderr).toBe(0);
+    expect(JSON.parse(readFileSync(join(withJson, 'manifest.json'), 'utf8')).tokenizer).toMatchObject({ kind: 'huggingface', file: 'tokenizer.json' });
+    const { Tokenizer } = await import('tokenizers');
+    const rust = Tokenizer.fromFile(join(withJson, 'tokenizer.json'));
+    const text = 'Hello there, café 🙂';
+    const out = await cli(['tokenize', withJson, '--text', text]);
+    expect(out.code, out.stderr).toBe(0);
+    expect(JSON.parse(out.lastLine)).toEqual({ ids: [1, ...(await rust.encode(text, null, { addSpecialTokens: false })).getIds()] });
+    const missing = await cli(['convert', checkpoint, join(tmp.dir, 'bundle-none'), '--tokenizer', join(tmp.dir, 'nope.json')]);
+    expect(missing.code).not.toBe(0);
+    expect(missing.stderr).toMatch(/nope\.json: cannot read the tokenizer \(ENOENT\)/);
+  });
+
   it('logits prints the float64 reference logits (fp32, 1e-4) as one JSON array on the last line', async () => {
     const ids = [1, 15, 300, 42, 7];
     const out = await cli(['logits', bundle, '--ids', ids.join(',')]);

@@ -10,7 +10,9 @@ import type { Store } from '../db/store';
 import type { GenerationEngine } from '../engine/types';
 import type { MultimodalPipeline } from '../multimodal/pipeline';
 import type { ChatTokenizer } from './chat-tokenizer';
+import type { OutputGrammar } from '../grammar/xgrammar';
 import { handleChatCompletion } from './chat';
+import { handleTextCompletion } from './text-completions';
 import { DEFAULT_API_CONFIG, type ApiConfig } from './config';
 import { ApiError, internalError, invalidRequest, notFound, tooLarge, unauthorized } from './errors';
 import { KeyLimiter } from './limits';
@@ -32,11 +34,13 @@ export interface ApiDeps {
   config?: Partial<ApiConfig>;
   /** Preprocesses and encodes media; without it only text is accepted. */
   multimodal?: MultimodalPipeline;
+  /** Constrained decoding for response_format; without it json_object/json_schema are refused. */
+  grammar?: OutputGrammar;
 }
 
 type Env = { Variables: { keyId: number | null; limiterKey: string } };
 
-const ROUTES = new Set(['/v1/chat/completions', '/v1/models', '/healthz', '/readyz', '/metrics']);
+const ROUTES = new Set(['/v1/chat/completions', '/v1/completions', '/v1/models', '/healthz', '/readyz', '/metrics']);
 
 export function createApp(deps: ApiDeps): Hono<Env> {
   const config: ApiConfig = { ...DEFAULT_API_CONFIG, ...deps.config };
@@ -85,14 +89,16 @@ export function createApp(deps: ApiDeps): Hono<Env> {
     return c.json(modelCard);
   });
 
-  app.post(
-    '/v1/chat/completions',
-    bodyLimit({ maxSize: config.bodyLimitBytes, onError: () => tooLarge(config.bodyLimitBytes).toResponse() }),
-    (c) => {
+  const limitBody = bodyLimit({ maxSize: config.bodyLimitBytes, onError: () => tooLarge(config.bodyLimitBytes).toResponse() });
+  for (const [path, handle] of [
+    ['/v1/chat/completions', handleChatCompletion],
+    ['/v1/completions', handleTextCompletion],
+  ] as const) {
+    app.post(path, limitBody, (c) => {
       const release = limiter.acquire(c.get('limiterKey'));
-      return handleChatCompletion(c, { ...deps, config, modalities }, c.get('keyId'), () => parseJsonBody(c.req.raw), release);
-    },
-  );
+      return handle(c, { ...deps, config, modalities }, c.get('keyId'), () => parseJsonBody(c.req.raw), release);
+    });
+  }
 
   app.notFound((c) => notFound(`Invalid URL (${c.req.method} ${c.req.path})`).toResponse());
   app.onError((err) => {

@@ -14,5 +14,10 @@ export interface ChatTokenizer {
   encodeChat(messages: PromptMessage[]): number[];
   /** As encodeChat, plus where each `<image>`/`<audio>`/`<video>` placeholder of the texts goes in the ids. */
   encodeChatWithPlaceholders(messages: PromptMessage[]): EncodedPrompt;
+  /** A plain text prompt (completions): BOS, then the text's ids. */
+  encodeText(text: string): number[];
+  decode(ids: readonly number[]): string;
+  /** One token's own text, as logprobs show it. */
+  tokenText(id: number): string;
   streamDecoder(): TextStreamDecoder;
 }

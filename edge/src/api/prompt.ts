@@ -4,23 +4,23 @@
  * template's shape: system messages (all leading) joined into one, consecutive same-role turns joined.
  */
 import type { Manifest } from '@unimoe/shared/bundle/manifest';
-import {
-  buildPrompt,
-  createStreamDecoder,
-  encodePrompt,
-  type ChatMessage,
-  type SentencePieceTokenizer,
-} from '@unimoe/shared/tokenizer/index';
+import { buildPrompt, encodePrompt, type ChatMessage, type TextTokenizer } from '@unimoe/shared/tokenizer/index';
 import type { ChatTokenizer } from './chat-tokenizer';
 import type { PromptMessage } from './content';
 import { invalidRequest } from './errors';
 
-export function createChatTokenizer(tokenizer: SentencePieceTokenizer, manifest: Pick<Manifest, 'template'>): ChatTokenizer {
+export function createChatTokenizer(tokenizer: TextTokenizer, manifest: Pick<Manifest, 'template' | 'tokenizer'>): ChatTokenizer {
   if (manifest.template !== 'vicuna_v1') throw new Error(`manifest.json: unknown chat template '${String(manifest.template)}'`);
+  // The bundle's BOS/EOS (config.json's), whichever tokenizer kind.
+  const { bos, eos } = manifest.tokenizer;
+  const encoder = { encode: (text: string) => tokenizer.encode(text), bos, eos };
   return {
-    encodeChat: (messages) => encodePrompt(tokenizer, buildPrompt(toTemplateTurns(messages))).ids,
-    encodeChatWithPlaceholders: (messages) => encodePrompt(tokenizer, buildPrompt(toTemplateTurns(messages))),
-    streamDecoder: () => createStreamDecoder(tokenizer),
+    encodeChat: (messages) => encodePrompt(encoder, buildPrompt(toTemplateTurns(messages))).ids,
+    encodeChatWithPlaceholders: (messages) => encodePrompt(encoder, buildPrompt(toTemplateTurns(messages))),
+    encodeText: (text) => [bos, ...tokenizer.encode(text)],
+    decode: (ids) => tokenizer.decode(ids),
+    tokenText: (id) => tokenizer.tokenText(id),
+    streamDecoder: () => tokenizer.streamDecoder(),
   };
 }
 

@@ -3,13 +3,20 @@ import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { readManifest } from '@unimoe/shared/bundle/load';
 import type { Manifest } from '@unimoe/shared/bundle/manifest';
-import { loadSentencePiece, type SentencePieceTokenizer } from '@unimoe/shared/tokenizer/index';
+import { loadTokenizer, type TextTokenizer } from '@unimoe/shared/tokenizer/index';
 import { createEngine } from '../engine/engine';
 import type { GenerationEngine } from '../engine/types';
 import { resolveBundle, withoutExperts } from './resolve-bundle';
 
-export async function openTokenizer(bundleDir: string, manifest: Manifest): Promise<SentencePieceTokenizer> {
-  return loadSentencePiece(new Uint8Array(await readFile(join(bundleDir, manifest.tokenizer.file))));
+/** The bundle's tokenizer, of the kind its manifest records (SentencePiece for bundles that record none). */
+export async function openTokenizer(bundleDir: string, manifest: Manifest): Promise<TextTokenizer> {
+  const path = join(bundleDir, manifest.tokenizer.file);
+  const bytes = new Uint8Array(await readFile(path));
+  try {
+    return loadTokenizer(manifest.tokenizer.kind ?? 'sentencepiece', bytes);
+  } catch (err) {
+    throw new Error(`${path}: ${(err as Error).message}`);
+  }
 }
 
 export interface OpenedBundle {

@@ -106,10 +106,10 @@ describe('engine lifecycle', () => {
     const stopId = alone.promptA[4];
     const firstAt = alone.promptA.indexOf(stopId);
     const stopped = await engine.generate({ promptIds: promptA, params: greedy(20, [stopId]) });
-    expect(stopped).toEqual({ ids: alone.promptA.slice(0, firstAt + 1), finishReason: 'stop', promptTokens: 5, completionTokens: firstAt + 1 });
+    expect(stopped).toMatchObject({ ids: alone.promptA.slice(0, firstAt + 1), finishReason: 'stop', promptTokens: 5, completionTokens: firstAt + 1 });
 
     const tokens: number[] = [];
-    const capped = await engine.generate({ promptIds: promptA, params: greedy(6), onToken: (id) => tokens.push(id) });
+    const capped = await engine.generate({ promptIds: promptA, params: greedy(6), onToken: (id) => void tokens.push(id) });
     expect(capped.finishReason).toBe('length');
     expect(capped.ids).toEqual(alone.promptA.slice(0, 6));
     expect(tokens).toEqual(capped.ids);

@@ -9,6 +9,7 @@ import { readManifest } from '@unimoe/shared/bundle/load';
 import { DenseModel } from './dense-model';
 import type { ExpertBackend } from './expert-backend';
 import { LocalExpertBackend } from './local-experts';
+import { ChoiceGroup } from './choice-group';
 import { Scheduler } from './scheduler';
 import { Sequence } from './sequence';
 import type { GenerationEngine, GenerationRequest, GenerationResult, PromptEmbedding } from './types';
@@ -82,6 +83,23 @@ export async function createEngine(opts: EngineOptions): Promise<Engine> {
     return sorted;
   };
 
+  const checkChoices = (req: GenerationRequest, maxTokens: number) => {
+    const p = req.params;
+    const n = req.n ?? 1;
+    if (!Number.isInteger(n) || n < 1) throw new Error(`n must be an integer >= 1, got ${n}`);
+    if (req.constraints !== undefined && req.constraints.length !== n) throw new Error(`constraints must hold one per choice (${n}), got ${req.constraints.length}`);
+    for (const [name, v, ok] of [
+      ['presencePenalty', p.presencePenalty, (x: number) => Number.isFinite(x)],
+      ['frequencyPenalty', p.frequencyPenalty, (x: number) => Number.isFinite(x)],
+      ['repetitionPenalty', p.repetitionPenalty, (x: number) => Number.isFinite(x) && x > 0],
+      ['minTokens', p.minTokens, (x: number) => Number.isInteger(x) && x >= 0 && x <= maxTokens],
+      ['logprobs', p.logprobs, (x: number) => Number.isInteger(x) && x >= 0],
+      ['promptLogprobs', req.promptLogprobs, (x: number) => Number.isInteger(x) && x >= 0],
+    ] as const) {
+      if (v !== undefined && !ok(v)) throw new Error(`${name} is out of range: ${v}`);
+    }
+  };
+
   return {
     manifest,
     generate(req: GenerationRequest): Promise<GenerationResult> {
@@ -95,6 +113,7 @@ export async function createEngine(opts: EngineOptions): Promise<Engine> {
           validateSamplingOptions(p);
           if (p.seed !== undefined && !Number.isSafeInteger(p.seed)) throw new Error(`seed must be a safe integer, got ${p.seed}`);
           if (p.stopTokenIds !== undefined) checkIds(p.stopTokenIds, 'stopTokenIds', true);
+          checkChoices(req, p.maxTokens);
           if (req.promptIds.length + p.maxTokens > cfg.maxPositions) {
             throw new Error(
               `prompt (${req.promptIds.length} tokens) + maxTokens (${p.maxTokens}) exceeds the model's ${cfg.maxPositions} positions`,
@@ -103,11 +122,13 @@ export async function createEngine(opts: EngineOptions): Promise<Engine> {
         } catch (err) {
           return reject(err);
         }
+        const n = req.n ?? 1;
+        const group = new ChoiceGroup(n, req.promptIds.length, resolve, reject, req.promptLogprobs !== undefined);
         if (req.signal?.aborted) {
-          return resolve({ ids: [], finishReason: 'abort', promptTokens: req.promptIds.length, completionTokens: 0 });
+          for (let i = 0; i < n; i++) group.finishChoice(i, { ids: [], finishReason: 'abort', completionTokens: 0 });
+          return;
         }
-        const seq: Sequence = new Sequence([...req.promptIds], req, cfg.eos, { kind: 'generate', resolve }, reject, () => scheduler.onAbort(seq), embeddings);
-        scheduler.submit(seq);
+        scheduler.submit(new Sequence([...req.promptIds], req, cfg.eos, { kind: 'generate', group }, (s) => scheduler.onAbort(s), embeddings));
       });
     },
     logits(promptIds: number[], opts?: { embeddings?: PromptEmbedding[] }): Promise<Float32Array> {
@@ -120,8 +141,7 @@ export async function createEngine(opts: EngineOptions): Promise<Engine> {
         } catch (err) {
           return reject(err);
         }
-        const seq: Sequence = new Sequence([...promptIds], null, cfg.eos, { kind: 'logits', resolve }, reject, () => scheduler.onAbort(seq), embeddings);
-        scheduler.submit(seq);
+        scheduler.submit(new Sequence([...promptIds], null, cfg.eos, { kind: 'logits', resolve, reject }, (s) => scheduler.onAbort(s), embeddings));
       });
     },
     stats: () => scheduler.stats(),

@@ -72,6 +72,18 @@ export class SequenceKvCache {
     this.lengths[layer] = needed;
   }
 
+  /** An independent copy of this cache (a choice forked from a prefilled prompt): same positions, own buffers. */
+  clone(): SequenceKvCache {
+    this.assertLive();
+    const copy = new SequenceKvCache(this.shape, this.capacity, this.maxPositions);
+    copy.lengths.set(this.lengths);
+    for (let l = 0; l < this.shape.layers; l++) {
+      copy.keys[l].set(this.keys[l]);
+      copy.values[l].set(this.values[l]);
+    }
+    return copy;
+  }
+
   free(): void {
     if (this.freed) return;
     this.freed = true;

@@ -123,14 +123,23 @@ export class Scheduler {
       })),
       headRows: [],
     };
-    const producers: Sequence[] = [...decode];
-    plan.headRows = decode.map((_, i) => i);
+    // Head rows: one per sequence that samples this step, then (prompt log probabilities) prompt rows,
+    // where the row of position q predicts prompt token q + 1.
+    const chunkStart: number[] = [];
     let row = decode.length;
+    for (const chunk of chunks) {
+      chunkStart.push(row);
+      row += chunk.length;
+    }
+    const completesPrompt = prefill.map((s, i) => s.processed + chunks[i].length === s.prompt.length);
+    const producers: Sequence[] = [...decode, ...prefill.filter((_, i) => completesPrompt[i])];
+    plan.headRows = [...decode.map((_, i) => i), ...chunkStart.flatMap((start, i) => (completesPrompt[i] ? [start + chunks[i].length - 1] : []))];
+    const promptRows: { seq: Sequence; position: number }[] = [];
     prefill.forEach((s, i) => {
-      row += chunks[i].length;
-      if (s.processed + chunks[i].length === s.prompt.length) {
-        producers.push(s);
-        plan.headRows.push(row - 1);
+      if (!s.wantsPromptLogprobs) return;
+      for (let j = 0; j < chunks[i].length && s.processed + j + 1 < s.prompt.length; j++) {
+        plan.headRows.push(chunkStart[i] + j);
+        promptRows.push({ seq: s, position: s.processed + j + 1 });
       }
     });
 
@@ -153,11 +162,29 @@ export class Scheduler {
     const V = this.manifest.config.vocab;
     // Padded lm_head rows beyond the tokenizer's pieces are never sampled: they have no text.
     const sampleable = Math.min(V, this.manifest.tokenizer.vocabSize ?? V);
-    producers.forEach((s, i) => {
+    const rowOf = (i: number) => logits.subarray(i * V, (i + 1) * V);
+    promptRows.forEach((p, k) => p.seq.notePromptLogprob(p.position, rowOf(producers.length + k).subarray(0, sampleable)));
+    // The other choices of an n > 1 request start here, from the prompt's KV, sampling the same row.
+    const samplers = producers.flatMap((s, i) => {
+      const forks = s.done || s.aborted ? [] : s.fork();
+      this.running.push(...forks);
+      return [{ s, i }, ...forks.map((f) => ({ s: f, i }))];
+    });
+    // Constrained choices wait for their grammar's mask; a step without any awaits nothing.
+    const pending = samplers.map(({ s }) => s.nextMask());
+    let masks: (Int32Array | undefined)[] = [];
+    try {
+      if (pending.some((m) => m !== undefined)) masks = await Promise.all(pending);
+    } catch (err) {
+      for (const { s } of samplers) s.fail(new Error(`the output grammar failed: ${(err as Error).message}`, { cause: err }));
+      this.reap();
+      return;
+    }
+    samplers.forEach(({ s, i }, k) => {
       if (s.done || s.aborted) return; // an abort during the step wins over its token
       try {
         const before = s.generated.length;
-        s.accept(logits.subarray(i * V, (i + 1) * V), sampleable);
+        s.accept(rowOf(i), sampleable, masks[k]);
         this.generatedTokens += s.generated.length - before;
       } catch (err) {
         s.fail(err as Error); // this request's own sampling or onToken problem

@@ -1,4 +1,7 @@
 /** The generation engine's public contract (used by the CLI, the HTTP API and benchmarks). */
+import type { TokenLogprob } from '@unimoe/shared/model/logprobs';
+
+export type { TokenLogprob } from '@unimoe/shared/model/logprobs';
 
 export interface SamplingParams {
   /** Stop after this many generated tokens (finish_reason 'length'). */
@@ -13,6 +16,30 @@ export interface SamplingParams {
   seed?: number;
   /** Token ids that end generation (finish_reason 'stop'); the model's EOS is always included. */
   stopTokenIds?: number[];
+  /** vLLM's penalties (shared/src/model/penalties.ts); absent = 0, 0 and 1 (off). */
+  presencePenalty?: number;
+  frequencyPenalty?: number;
+  repetitionPenalty?: number;
+  /** EOS and stopTokenIds cannot be sampled before this many tokens (vLLM `min_tokens`). */
+  minTokens?: number;
+  /** EOS does not end generation (vLLM `ignore_eos`); stopTokenIds still do. */
+  ignoreEos?: boolean;
+  /** Report each generated token's log probability and this many top alternatives (0..20). */
+  logprobs?: number;
+}
+
+/**
+ * Restricts which ids may come next (structured output): asked before every sampling, told every
+ * sampled id. One instance per choice; the engine disposes of it when the choice ends.
+ */
+export interface TokenConstraint {
+  /** Allowed ids as a bitmask: id i is allowed when bit (i & 31) of word (i >> 5) is set. */
+  allowed(): Promise<Int32Array>;
+  /** Advances past `id`; false when the grammar rejects it. */
+  accept(id: number): boolean;
+  /** The grammar is complete (it accepted a stop id): the choice ends with 'stop'. */
+  isTerminated(): boolean;
+  dispose(): void;
 }
 
 /**
@@ -37,17 +64,38 @@ export interface GenerationRequest {
   embeddings?: PromptEmbedding[];
   /** Aborting removes the sequence before the next step and frees its KV cache at once. */
   signal?: AbortSignal;
-  /** Called for each generated token as soon as it is sampled (streaming). */
-  onToken?: (id: number) => void;
+  /**
+   * Independent completions of the same prompt (default 1). The prompt is prefilled once; its KV cache
+   * is copied to every choice when the first token is sampled.
+   */
+  n?: number;
+  /** One per choice (length n) when the output is constrained. */
+  constraints?: TokenConstraint[];
+  /** Also report the prompt tokens' log probabilities, with this many top alternatives each. */
+  promptLogprobs?: number;
+  /**
+   * Called for each generated token as soon as it is sampled (streaming); `logprob` when
+   * `params.logprobs` is set. Returning 'stop' ends that choice there (a stop string completed).
+   */
+  onToken?: (id: number, choice: number, logprob?: TokenLogprob) => void | 'stop';
 }
 
 export type FinishReason = 'stop' | 'length' | 'abort';
 
-export interface GenerationResult {
+export interface ChoiceResult {
   ids: number[];
   finishReason: FinishReason;
-  promptTokens: number;
   completionTokens: number;
+  /** One per generated id when `params.logprobs` was set. */
+  logprobs?: TokenLogprob[];
+}
+
+/** The first choice's fields, plus every choice (n of them) and the prompt's own figures. */
+export interface GenerationResult extends ChoiceResult {
+  promptTokens: number;
+  choices: ChoiceResult[];
+  /** With `promptLogprobs`: null for the first prompt token (nothing predicts it), then one per token. */
+  promptLogprobs?: (TokenLogprob | null)[];
 }
 
 export interface EngineStats {

@@ -19,6 +19,7 @@
  *
  * Caches use [B, P, KV, D] ("BSND") so that one sequence's cache prefix is one contiguous block.
  */
+import type { TokenizerKind } from '../tokenizer/text-tokenizer';
 import type { ModelConfig } from '../model/config';
 
 export const BUNDLE_FORMAT = 'unimoe-bundle';
@@ -59,7 +60,8 @@ export interface Manifest {
    * `vocabSize` is the tokenizer's piece count. When the model's vocabulary is larger (padded lm_head
    * rows), the engine samples only ids the tokenizer can decode.
    */
-  tokenizer: { file: string; sha256: string; bos: number; eos: number; pad: number; unk: number; vocabSize?: number };
+  /** `kind` absent: a bundle from before Hugging Face tokenizers, i.e. SentencePiece. */
+  tokenizer: { kind?: TokenizerKind; file: string; sha256: string; bos: number; eos: number; pad: number; unk?: number; vocabSize?: number };
   template: 'vicuna_v1';
   modalities: string[];
   /** Prompt tokens one input contributes: per image, per video (frames averaged), per audio chunk. */

@@ -282,10 +282,15 @@ describe('convertCheckpoint failures leave no bundle and no temporary directory'
     );
   });
 
-  it('missing tokenizer.model', async () => {
+  it('no tokenizer in the checkpoint and none given', async () => {
     const { parent, ckpt, bundle } = await stage('mixtral', { tokenizer: false });
-    await expect(convertCheckpoint({ checkpointDir: ckpt, bundleDir: bundle })).rejects.toThrow(/tokenizer\.model: cannot read the tokenizer \(ENOENT\)/);
+    await expect(convertCheckpoint({ checkpointDir: ckpt, bundleDir: bundle })).rejects.toThrow(/no tokenizer\.model .* or tokenizer\.json .* found; pass --tokenizer PATH/);
     expect(await readdir(parent)).toEqual(['ckpt']);
+  });
+
+  it('--tokenizer names a file that is not there', async () => {
+    const { parent, ckpt, bundle } = await stage('mixtral', { tokenizer: false });
+    await expect(convertCheckpoint({ checkpointDir: ckpt, bundleDir: bundle, tokenizer: join(parent, 'nope.json') })).rejects.toThrow(/nope\.json: cannot read the tokenizer \(ENOENT\)/);
   });
 
   it('unknown layout', async () => {

@@ -11,7 +11,9 @@ import { BUNDLE_FORMAT, BUNDLE_VERSION, unitName, type Manifest, type UnitKind, 
 import { openCheckpoint } from '../checkpoint/open';
 import type { Checkpoint } from '../checkpoint/types';
 import type { ModelConfig } from '../model/config';
+import { loadTokenizer, tokenizerKindOf } from '../tokenizer/load';
 import { parseModelProto } from '../tokenizer/model-proto';
+import type { TokenizerKind } from '../tokenizer/text-tokenizer';
 import { openPeftAdapter, readJson, type PeftAdapter } from './adapter';
 import { detectModel } from './detect';
 import { attnIO, buildAttnUnit } from './units/attn';
@@ -32,10 +34,13 @@ export interface ConvertOptions {
   visionTower?: string;
   /** HF Whisper directory (`--audio-tower`): adds the `audio.encoder` unit. */
   audioTower?: string;
+  /** `tokenizer.model` or `tokenizer.json` to bundle (`--tokenizer`), for checkpoints that ship none. */
+  tokenizer?: string;
   onProgress?: (msg: string) => void;
 }
 
-const TOKENIZER_FILE = 'tokenizer.model';
+/** Tokenizer files looked for in a checkpoint directory, in this order. */
+const TOKENIZER_FILES = ['tokenizer.model', 'tokenizer.json'];
 
 /** One unit to write: its manifest identity and how to build its ONNX bytes. */
 interface UnitPlan {
@@ -58,11 +63,13 @@ export async function convertCheckpoint(opts: ConvertOptions): Promise<Manifest>
   if ((await readdir(bundleDir).catch(() => [])).length > 0 || (await stat(bundleDir).catch(() => undefined))?.isFile()) {
     throw new Error(`${bundleDir} already exists and is not an empty directory; remove it or choose another bundle directory`);
   }
-  const tokenizerPath = join(checkpointDir, TOKENIZER_FILE);
+  const tokenizerPath = await findTokenizer(checkpointDir, opts.tokenizer);
   const tokenizerBytes = await readFile(tokenizerPath).catch((err: NodeJS.ErrnoException) => {
-    throw new Error(`${tokenizerPath}: cannot read the tokenizer (${err.code ?? err.message}); a bundle needs the checkpoint's SentencePiece ${TOKENIZER_FILE}`);
+    throw new Error(`${tokenizerPath}: cannot read the tokenizer (${err.code ?? err.message})`);
   });
-  const tokenizerIds = readTokenizerIds(tokenizerBytes, tokenizerPath);
+  const tokenizerKind = tokenizerKindOf(tokenizerPath);
+  const tokenizerFile = TOKENIZER_FILES[tokenizerKind === 'huggingface' ? 1 : 0]!;
+  const tokenizerIds = readTokenizerIds(tokenizerBytes, tokenizerPath, tokenizerKind);
 
   const configPath = join(checkpointDir, 'config.json');
   const configJson = await readJson(configPath);
@@ -101,14 +108,23 @@ export async function convertCheckpoint(opts: ConvertOptions): Promise<Manifest>
     await mkdir(tempDir, { recursive: true });
     try {
       const units = await writeUnits(plans, weights, tempDir, progress);
-      await copyFile(tokenizerPath, join(tempDir, TOKENIZER_FILE));
+      await copyFile(tokenizerPath, join(tempDir, tokenizerFile));
       const manifest: Manifest = {
         format: BUNDLE_FORMAT,
         version: BUNDLE_VERSION,
         name: opts.name ?? basename(checkpointDir),
         dtype,
         config,
-        tokenizer: { file: TOKENIZER_FILE, sha256: sha256(tokenizerBytes), bos: config.bos, eos: config.eos, pad: config.pad, unk: tokenizerIds.unk, vocabSize: tokenizerIds.vocabSize },
+        tokenizer: {
+          kind: tokenizerKind,
+          file: tokenizerFile,
+          sha256: sha256(tokenizerBytes),
+          bos: config.bos,
+          eos: config.eos,
+          pad: config.pad,
+          ...(tokenizerIds.unk !== undefined ? { unk: tokenizerIds.unk } : {}),
+          vocabSize: tokenizerIds.vocabSize,
+        },
         template: 'vicuna_v1',
         modalities: ['text', ...towers.modalities],
         ...(towers.units.length > 0 ? { modalityTokens: towers.modalityTokens, preprocessing: towers.preprocessing } : {}),
@@ -214,14 +230,31 @@ async function writeUnits(plans: UnitPlan[], weights: WeightReader, dir: string,
 }
 
 interface TokenizerIds {
-  unk: number;
-  bos: number;
-  eos: number;
+  unk?: number;
+  /** SentencePiece models name their own BOS/EOS; tokenizer.json leaves them to config.json. */
+  bos?: number;
+  eos?: number;
   vocabSize: number;
 }
 
-function readTokenizerIds(bytes: Uint8Array, path: string): TokenizerIds {
+/** `--tokenizer PATH` when given, else the checkpoint's tokenizer.model, else its tokenizer.json. */
+async function findTokenizer(checkpointDir: string, given: string | undefined): Promise<string> {
+  if (given !== undefined) return resolve(given);
+  for (const file of TOKENIZER_FILES) {
+    const path = join(checkpointDir, file);
+    if ((await stat(path).catch(() => undefined))?.isFile()) return path;
+  }
+  throw new Error(`${checkpointDir}: no tokenizer.model (SentencePiece) or tokenizer.json (Hugging Face) found; pass --tokenizer PATH`);
+}
+
+function readTokenizerIds(bytes: Uint8Array, path: string, kind: TokenizerKind): TokenizerIds {
   try {
+    if (kind === 'huggingface') {
+      const tokenizer = loadTokenizer(kind, bytes);
+      const model = (JSON.parse(new TextDecoder().decode(bytes)) as { model: { unk_token?: string | null; vocab?: Record<string, number> } }).model;
+      const unk = model.unk_token ? model.vocab?.[model.unk_token] : undefined;
+      return { vocabSize: tokenizer.vocabSize, ...(unk !== undefined ? { unk } : {}) };
+    }
     const model = parseModelProto(bytes);
     const { unkId, bosId, eosId } = model.trainerSpec;
     return { unk: unkId, bos: bosId, eos: eosId, vocabSize: model.pieces.length };
@@ -233,7 +266,7 @@ function readTokenizerIds(bytes: Uint8Array, path: string): TokenizerIds {
 /** The bundle trusts config.json's ids; a tokenizer that disagrees is worth a warning. */
 function tokenizerWarnings(cfg: ModelConfig, ids: TokenizerIds, path: string): string[] {
   const warnings: string[] = [];
-  if (ids.bos !== cfg.bos || ids.eos !== cfg.eos) {
+  if (ids.bos !== undefined && (ids.bos !== cfg.bos || ids.eos !== cfg.eos)) {
     warnings.push(`${path}: tokenizer bos/eos ${ids.bos}/${ids.eos} differ from config.json's ${cfg.bos}/${cfg.eos}; the bundle uses config.json's`);
   }
   if (ids.vocabSize > cfg.vocab) warnings.push(`${path}: tokenizer has ${ids.vocabSize} pieces but the model's vocabulary is ${cfg.vocab}`);

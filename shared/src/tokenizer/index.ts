@@ -14,3 +14,6 @@ export {
   type Modality,
   type PromptPart,
 } from './template';
+export { loadTokenizer, sentencePieceText, tokenizerKindOf } from './load';
+export { loadHuggingFaceTokenizer } from './huggingface';
+export type { TextTokenizer, TokenizerKind, GrammarVocabType } from './text-tokenizer';

@@ -3,11 +3,11 @@ import { CliError, parseCommand } from '../args';
 
 const USAGE =
   'unimoe convert <checkpoint-dir> <bundle-dir> [--adapter <peft-dir>] [--dtype float32|float16] [--name NAME]\n' +
-  '  [--vision-tower <clip-dir>] [--audio-tower <whisper-dir>]';
+  '  [--vision-tower <clip-dir>] [--audio-tower <whisper-dir>] [--tokenizer <tokenizer.model|tokenizer.json>]';
 
 export async function run(argv: string[]): Promise<number> {
   const s = { type: 'string' } as const;
-  const options = { adapter: s, dtype: s, name: s, 'vision-tower': s, 'audio-tower': s, quiet: { type: 'boolean' } } as const;
+  const options = { adapter: s, dtype: s, name: s, 'vision-tower': s, 'audio-tower': s, tokenizer: s, quiet: { type: 'boolean' } } as const;
   const { values, positionals } = parseCommand(argv, options, USAGE);
   if (positionals.length !== 2) throw new CliError(`expected <checkpoint-dir> <bundle-dir>\nusage: ${USAGE}`);
   const dtype = values.dtype ?? 'float32';
@@ -22,6 +22,7 @@ export async function run(argv: string[]): Promise<number> {
     name: values.name,
     visionTower: values['vision-tower'],
     audioTower: values['audio-tower'],
+    tokenizer: values.tokenizer,
     onProgress: values.quiet ? undefined : (msg) => console.error(msg),
   });
   for (const warning of manifest.source.warnings) console.error(`warning: ${warning}`);

@@ -1,4 +1,4 @@
-import { buildPrompt, createStreamDecoder, encodePrompt } from '@unimoe/shared/tokenizer/index';
+import { buildPrompt, encodePrompt } from '@unimoe/shared/tokenizer/index';
 import { CliError, parseCommand, parseIds, parseNumber } from '../args';
 import { openEngine, openTokenizer } from '../bundle-access';
 
@@ -30,15 +30,16 @@ export async function run(argv: string[]): Promise<number> {
       const bad = promptIds.find((id) => id >= manifest.config.vocab);
       if (bad !== undefined) throw new CliError(`--ids: token id ${bad} is outside the vocabulary (size ${manifest.config.vocab})`);
     } else if (values.chat) {
-      promptIds = encodePrompt(tokenizer, buildPrompt([{ role: 'user', content: values.prompt! }])).ids;
+      const { bos, eos } = manifest.tokenizer;
+      promptIds = encodePrompt({ encode: (t) => tokenizer.encode(t), bos, eos }, buildPrompt([{ role: 'user', content: values.prompt! }])).ids;
     } else {
-      promptIds = [tokenizer.bos, ...tokenizer.encode(values.prompt!)];
+      promptIds = [manifest.tokenizer.bos, ...tokenizer.encode(values.prompt!)];
     }
-    const stream = createStreamDecoder(tokenizer);
+    const stream = tokenizer.streamDecoder();
     const result = await engine.generate({
       promptIds,
       params,
-      onToken: values.json ? undefined : (id) => process.stdout.write(stream.push(id)),
+      onToken: values.json ? undefined : (id) => void process.stdout.write(stream.push(id)),
     });
     const text = tokenizer.decode(result.ids);
     if (values.json) console.log(JSON.stringify({ ids: result.ids, text }));

@@ -11,6 +11,6 @@ export async function run(argv: string[]): Promise<number> {
   const bundleDir = await resolveBundle(positionals[0]!, noUnits);
   const manifest = await readManifest(bundleDir);
   const tokenizer = await openTokenizer(bundleDir, manifest);
-  console.log(JSON.stringify({ ids: [tokenizer.bos, ...tokenizer.encode(values.text)] }));
+  console.log(JSON.stringify({ ids: [manifest.tokenizer.bos, ...tokenizer.encode(values.text)] }));
   return 0;
 }

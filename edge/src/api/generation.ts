@@ -1,0 +1,251 @@
+/**
+ * What chat and text completions share once a request is validated: the generation runs (one per
+ * prompt, n choices each), the request timeout and client aborts, the JSON or SSE response, metrics
+ * and the usage row. Each endpoint supplies how to prepare its body and how its responses look.
+ */
+import type { Context } from 'hono';
+import { streamSSE, type SSEStreamingApi } from 'hono/streaming';
+import type { Manifest } from '@unimoe/shared/bundle/manifest';
+import type { Store } from '../db/store';
+import type { GenerationEngine, PromptEmbedding, SamplingParams, TokenLogprob } from '../engine/types';
+import type { OutputGrammar } from '../grammar/xgrammar';
+import { MediaInputError } from '../multimodal/errors';
+import type { MultimodalPipeline } from '../multimodal/pipeline';
+import type { ApiConfig } from './config';
+import type { ChatTokenizer } from './chat-tokenizer';
+import { runCompletion, type ChoiceOutcome, type CompletionOutcome } from './completion';
+import type { Modality } from './content';
+import { ApiError, internalError, notFound, timedOut, unavailable } from './errors';
+import { preview } from './request';
+import { observeCompletion } from './metrics';
+import type { CompiledOutput } from '../grammar/xgrammar';
+
+export interface GenerationDeps {
+  engine: GenerationEngine;
+  tokenizer: ChatTokenizer;
+  manifest: Manifest;
+  store: Store;
+  config: ApiConfig;
+  /** Modalities this server takes for this model. */
+  modalities: readonly string[];
+  /** Encodes media for the engine; absent on a text-only server. */
+  multimodal?: MultimodalPipeline;
+  /** Constrained decoding for response_format; absent: response_format json_* is refused. */
+  grammar?: OutputGrammar;
+}
+
+export interface PreparedPrompt {
+  /** Text ids, with the pad id over the positions of modality tokens. */
+  promptIds: number[];
+  /** The modality tokens' embeddings; undefined for a text-only prompt. */
+  embeddings?: PromptEmbedding[];
+  promptTokens: Record<Modality, number>;
+}
+
+export interface PreparedGeneration {
+  stream: boolean;
+  includeUsage: boolean;
+  prompts: PreparedPrompt[];
+  params: SamplingParams;
+  n: number;
+  stops: string[];
+  /** The compiled response_format, when one constrains the output. */
+  output?: CompiledOutput;
+  /** Prompt tokens' log probabilities with this many alternatives (completions: echo + logprobs). */
+  promptLogprobs?: number;
+}
+
+/** One choice as the endpoint formats it: `index` counts over all prompts (prompt * n + choice). */
+export interface ChoiceContext {
+  index: number;
+  prompt: PreparedPrompt;
+}
+
+export interface Endpoint<P extends PreparedGeneration> {
+  /** `chatcmpl` or `cmpl`. */
+  idPrefix: string;
+  object: string;
+  chunkObject: string;
+  prepare(body: unknown): Promise<P>;
+  /** A JSON response's choice. */
+  choice(p: P, c: ChoiceContext, outcome: ChoiceOutcome, run: CompletionOutcome): object;
+  /** Streaming: what a choice's first chunk carries before any token (chat: the role; completions: the echoed prompt), or null. */
+  opening(p: P, c: ChoiceContext): object | null;
+  /** Streaming: a choice's piece of text with the log probabilities of the tokens it came from. */
+  delta(p: P, c: ChoiceContext, text: string, logprobs: TokenLogprob[]): object;
+  /** Streaming: a choice's last chunk. */
+  finish(p: P, c: ChoiceContext, outcome: ChoiceOutcome): object;
+  /** Extra usage fields (chat: prompt_tokens_details with media). */
+  usageDetails?(p: P): object;
+}
+
+export function checkModel(model: string, manifest: Manifest): void {
+  if (model !== manifest.name) {
+    throw notFound(`The model ${preview(model)} does not exist or you do not have access to it. This server serves '${manifest.name}'.`, 'model_not_found');
+  }
+}
+
+/** Status recorded for a client that went away before the response ended (nginx's convention). */
+const CLIENT_CLOSED = 499;
+const NO_TOKENS: Record<Modality, number> = { text: 0, image: 0, audio: 0, video: 0 };
+
+/** `release` is called once, when the request's work is over (after the last SSE event when streaming). */
+export async function handleGeneration<P extends PreparedGeneration>(
+  c: Context,
+  deps: GenerationDeps,
+  endpoint: Endpoint<P>,
+  keyId: number | null,
+  readBody: () => Promise<unknown>,
+  release: () => void,
+): Promise<Response> {
+  const startedAt = performance.now();
+  const model = deps.manifest.name;
+  const record = (status: number, prompt: Record<Modality, number>, completion: number, finishReason: string | null) => {
+    observeCompletion(model, prompt, completion, (performance.now() - startedAt) / 1000);
+    return deps.store
+      .recordUsage({ keyId, model, promptTokens: prompt, completionTokens: completion, latencyMs: performance.now() - startedAt, status, finishReason })
+      .catch((err: unknown) => console.error(`[api] could not record usage: ${(err as Error).message}`));
+  };
+
+  let p: P;
+  try {
+    p = await endpoint.prepare(await readBody());
+  } catch (err) {
+    const apiErr = logged(err);
+    await record(apiErr.status, NO_TOKENS, 0, null);
+    release();
+    return apiErr.toResponse();
+  }
+  const prompt = sumTokens(p.prompts.map((q) => q.promptTokens));
+  const promptLength = p.prompts.reduce((s, q) => s + q.promptIds.length, 0);
+  const timeout = AbortSignal.timeout(deps.config.requestTimeoutMs);
+  const id = `${endpoint.idPrefix}-${crypto.randomUUID().replace(/-/g, '')}`;
+  const created = Math.floor(Date.now() / 1000);
+  const contexts = p.prompts.flatMap((q, i) => Array.from({ length: p.n }, (_, j): ChoiceContext => ({ index: i * p.n + j, prompt: q })));
+  const usageOf = (completionTokens: number) => ({
+    prompt_tokens: promptLength,
+    completion_tokens: completionTokens,
+    total_tokens: promptLength + completionTokens,
+    ...endpoint.usageDetails?.(p),
+  });
+  /** A request's finish_reason for the usage row: the first choice's, or 'abort'. */
+  const rowReason = (runs: CompletionOutcome[]) => runs[0]!.choices[0]!.finishReason;
+
+  /** Every prompt's run, concurrently; `onDelta` gets the global choice index. */
+  const runAll = async (signal: AbortSignal, onDelta?: (c: ChoiceContext, text: string, logprobs: TokenLogprob[]) => void) =>
+    Promise.all(
+      p.prompts.map(async (q, i) =>
+        runCompletion(deps.engine, deps.tokenizer, deps.manifest.tokenizer.eos, {
+          promptIds: q.promptIds,
+          ...(q.embeddings ? { embeddings: q.embeddings } : {}),
+          params: p.params,
+          n: p.n,
+          stops: p.stops,
+          ...(p.output ? { constraints: await Promise.all(Array.from({ length: p.n }, () => p.output!.matcher())) } : {}),
+          ...(p.promptLogprobs !== undefined ? { promptLogprobs: p.promptLogprobs } : {}),
+          signal,
+          startedAt,
+          ...(onDelta ? { onDelta: (choice: number, text: string, lps: TokenLogprob[]) => onDelta(contexts[i * p.n + choice]!, text, lps) } : {}),
+        }),
+      ),
+    );
+  const totalTokens = (runs: CompletionOutcome[]) => runs.reduce((s, r) => s + r.completionTokens, 0);
+
+  if (!p.stream) {
+    try {
+      return await respondJson();
+    } finally {
+      release();
+    }
+  }
+  return streamSSE(c, async (stream) => {
+    try {
+      await respondStream(stream);
+    } finally {
+      release();
+    }
+  });
+
+  async function respondJson(): Promise<Response> {
+    const signal = AbortSignal.any([c.req.raw.signal, timeout]);
+    let runs: CompletionOutcome[];
+    try {
+      runs = await runAll(signal);
+    } catch (err) {
+      const apiErr = logged(err);
+      await record(apiErr.status, prompt, 0, null);
+      return apiErr.toResponse();
+    }
+    if (runs.some((r) => r.aborted)) {
+      const status = timeout.aborted ? 504 : CLIENT_CLOSED;
+      await record(status, prompt, totalTokens(runs), 'abort');
+      return timeout.aborted ? timedOut(deps.config.requestTimeoutMs).toResponse() : new Response(null, { status: CLIENT_CLOSED });
+    }
+    await record(200, prompt, totalTokens(runs), rowReason(runs));
+    const choices = contexts.map((ctx) => {
+      const run = runs[Math.floor(ctx.index / p.n)]!;
+      return endpoint.choice(p, ctx, run.choices[ctx.index % p.n]!, run);
+    });
+    return c.json({ id, object: endpoint.object, created, model, choices, usage: usageOf(totalTokens(runs)) });
+  }
+
+  async function respondStream(stream: SSEStreamingApi): Promise<void> {
+    const gone = new AbortController();
+    stream.onAbort(() => gone.abort());
+    const signal = AbortSignal.any([c.req.raw.signal, gone.signal, timeout]);
+    let writing = Promise.resolve();
+    const send = (payload: object) => {
+      writing = writing.then(() => stream.writeSSE({ data: JSON.stringify(payload) }));
+    };
+    const chunk = (choice: object) => send({ id, object: endpoint.chunkObject, created, model, choices: [choice], ...(p.includeUsage ? { usage: null } : {}) });
+
+    for (const ctx of contexts) {
+      const opening = endpoint.opening(p, ctx);
+      if (opening) chunk(opening);
+    }
+    let runs: CompletionOutcome[];
+    try {
+      runs = await runAll(signal, (ctx, text, lps) => chunk(endpoint.delta(p, ctx, text, lps)));
+    } catch (err) {
+      const apiErr = logged(err);
+      send(apiErr.body());
+      await writing;
+      await record(apiErr.status, prompt, 0, null);
+      return;
+    }
+    if (runs.some((r) => r.aborted)) {
+      if (timeout.aborted) send(timedOut(deps.config.requestTimeoutMs).body());
+      await writing;
+      await record(timeout.aborted ? 504 : CLIENT_CLOSED, prompt, totalTokens(runs), 'abort');
+      return;
+    }
+    for (const ctx of contexts) chunk(endpoint.finish(p, ctx, runs[Math.floor(ctx.index / p.n)]!.choices[ctx.index % p.n]!));
+    if (p.includeUsage) send({ id, object: endpoint.chunkObject, created, model, choices: [], usage: usageOf(totalTokens(runs)) });
+    await record(200, prompt, totalTokens(runs), rowReason(runs));
+    writing = writing.then(() => stream.write('data: [DONE]\n\n').then(() => undefined));
+    await writing;
+  }
+}
+
+function sumTokens(counts: Record<Modality, number>[]): Record<Modality, number> {
+  const total = { ...NO_TOKENS };
+  for (const c of counts) for (const k of Object.keys(total) as Modality[]) total[k] += c[k];
+  return total;
+}
+
+/** An expert or encoder call no pool could answer (no replica, or every retry timed out), found along the cause chain. */
+function unreachableUnit(err: unknown): Error | null {
+  for (let e = err; e instanceof Error; e = e.cause) {
+    if (e.name === 'ExpertDispatchError' || e.name === 'EncoderDispatchError') return e;
+  }
+  return null;
+}
+
+function logged(err: unknown): ApiError {
+  if (err instanceof ApiError) return err;
+  if (err instanceof MediaInputError) return new ApiError(err.status, err.message, 'invalid_request_error', err.param, err.code);
+  const dispatch = unreachableUnit(err);
+  if (dispatch) return unavailable(`The model is not fully served right now: ${dispatch.message}`, 'unit_unavailable');
+  console.error('[api] completion failed:', err);
+  return internalError();
+}

@@ -1,0 +1,103 @@
+/**
+ * POST /v1/completions: a raw prompt (text, token ids, or a batch of either) continued without a chat
+ * template, on the same engine, limits and usage accounting as chat. `echo` puts the prompt in front of
+ * each choice's text; `logprobs` N reports each token's log probability and its N likeliest alternatives
+ * (with echo, the prompt's tokens too).
+ */
+import type { Context } from 'hono';
+import type { TokenLogprob } from '../engine/types';
+import { invalidRequest } from './errors';
+import { checkModel, handleGeneration, type ChoiceContext, type Endpoint, type GenerationDeps, type PreparedGeneration, type PreparedPrompt } from './generation';
+import { completionLogprobs } from './logprobs-format';
+import { parseTextCompletionRequest, type TextCompletionRequest } from './request';
+import { compileResponseFormat } from './response-format';
+import { resolveMaxTokens, samplingParams, stopStrings } from './sampling';
+
+/** OpenAI's default for completions when max_tokens is not given. */
+const DEFAULT_MAX_TOKENS = 16;
+
+interface PreparedText extends PreparedGeneration {
+  /** Per prompt: the text echo puts in front ('' without echo). */
+  echoText: string[];
+  logprobs?: number;
+}
+
+export function handleTextCompletion(c: Context, deps: GenerationDeps, keyId: number | null, readBody: () => Promise<unknown>, release: () => void): Promise<Response> {
+  const promptIndex = (p: PreparedText, ctx: ChoiceContext) => p.prompts.indexOf(ctx.prompt);
+  /** Streaming: where each choice's next text starts (for text_offset). */
+  const offsets = new Map<number, number>();
+  const generated = (lps: readonly TokenLogprob[]) => lps.map((lp) => ({ id: lp.id, logprob: lp }));
+
+  const endpoint: Endpoint<PreparedText> = {
+    idPrefix: 'cmpl',
+    object: 'text_completion',
+    chunkObject: 'text_completion',
+    prepare: (body) => prepare(deps, body),
+    choice(p, ctx, o, run) {
+      const echo = p.echoText[promptIndex(p, ctx)]!;
+      let logprobs = null;
+      if (p.logprobs !== undefined) {
+        const prompt = echo ? ctx.prompt.promptIds.map((id, q) => ({ id, logprob: run.promptLogprobs?.[q] ?? null })) : [];
+        logprobs = completionLogprobs(deps.tokenizer, [...prompt, ...generated(o.logprobs ?? [])], 0);
+      }
+      return { index: ctx.index, text: echo + o.text, logprobs, finish_reason: o.finishReason };
+    },
+    opening(p, ctx) {
+      const echo = p.echoText[promptIndex(p, ctx)]!;
+      offsets.set(ctx.index, echo.length);
+      return echo ? { index: ctx.index, text: echo, logprobs: null, finish_reason: null } : null;
+    },
+    delta(p, ctx, text, lps) {
+      const offset = offsets.get(ctx.index) ?? 0;
+      offsets.set(ctx.index, offset + text.length);
+      const logprobs = p.logprobs !== undefined ? completionLogprobs(deps.tokenizer, generated(lps), offset) : null;
+      return { index: ctx.index, text, logprobs, finish_reason: null };
+    },
+    finish: (_, ctx, o) => ({ index: ctx.index, text: '', logprobs: null, finish_reason: o.finishReason }),
+  };
+  return handleGeneration(c, deps, endpoint, keyId, readBody, release);
+}
+
+async function prepare(deps: GenerationDeps, body: unknown): Promise<PreparedText> {
+  const req = parseTextCompletionRequest(body);
+  const { manifest, config, tokenizer } = deps;
+  checkModel(req.model, manifest);
+  const echo = req.echo === true;
+  if (echo && req.logprobs != null && req.stream) {
+    throw invalidRequest("'echo' with 'logprobs' is not supported when streaming; ask without 'stream' to get the prompt's log probabilities.", 'echo', 'unsupported_parameter');
+  }
+  const prompts = promptList(req).map((p, i, all) => {
+    const param = all.length > 1 ? `prompt[${i}]` : 'prompt';
+    if (typeof p === 'string') return { ids: tokenizer.encodeText(p), echo: p, param };
+    p.forEach((id, j) => {
+      if (id >= manifest.config.vocab) throw invalidRequest(`Invalid value for '${param}[${j}]': ${id} is not a token id of this model (vocabulary of ${manifest.config.vocab}).`, `${param}[${j}]`, 'invalid_value');
+    });
+    return { ids: p, echo: tokenizer.decode(p), param };
+  });
+  const maxTokens = Math.min(
+    ...prompts.map((p) => resolveMaxTokens(req.max_tokens ?? null, 'max_tokens', p.ids.length, manifest.config.maxPositions, config.maxTokensCap, p.param, DEFAULT_MAX_TOKENS)),
+  );
+  const logprobs = req.logprobs ?? undefined;
+  const params = samplingParams(req, maxTokens, logprobs, manifest);
+  const output = await compileResponseFormat(deps, req.response_format);
+  return {
+    stream: req.stream === true,
+    includeUsage: req.stream_options?.include_usage === true,
+    prompts: prompts.map((p): PreparedPrompt => ({ promptIds: p.ids, promptTokens: { text: p.ids.length, image: 0, audio: 0, video: 0 } })),
+    params,
+    n: req.n ?? 1,
+    stops: stopStrings(req),
+    ...(output ? { output } : {}),
+    ...(echo && logprobs !== undefined ? { promptLogprobs: logprobs } : {}),
+    echoText: prompts.map((p) => (echo ? p.echo : '')),
+    ...(logprobs !== undefined ? { logprobs } : {}),
+  };
+}
+
+/** The prompt field as a list of prompts: each a string or token ids. */
+function promptList(req: TextCompletionRequest): (string | number[])[] {
+  const p = req.prompt;
+  if (typeof p === 'string') return [p];
+  if (p.every((x) => typeof x === 'number')) return [p as number[]];
+  return p as (string | number[])[];
+}
