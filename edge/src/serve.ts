@@ -11,6 +11,7 @@ import { serve, type ServerType } from '@hono/node-server';
 import { collectDefaultMetrics } from 'prom-client';
 import { readManifest } from '@unimoe/shared/bundle/load';
 import { unitName, type Manifest } from '@unimoe/shared/bundle/manifest';
+import { wireModel } from '@unimoe/shared/wire/subjects';
 import { loadSentencePiece } from '@unimoe/shared/tokenizer/index';
 import { createApp, type Readiness } from './api/app';
 import type { ApiConfig } from './api/config';
@@ -142,7 +143,7 @@ async function openExperts(bundleDir: string, manifest: Manifest, natsUrl?: stri
     return { experts, ready: async () => ({ ok: true, missing: [] }) };
   }
   const { createNatsExpertBackend } = await import('./dispatch/nats-expert-backend');
-  const experts = await createNatsExpertBackend({ natsUrl, model: manifest.name, hidden: manifest.config.hidden });
+  const experts = await createNatsExpertBackend({ natsUrl, model: wireModel(manifest), hidden: manifest.config.hidden });
   const units: string[] = [];
   for (let l = 0; l < manifest.config.layers; l++) for (let e = 0; e < manifest.config.experts; e++) units.push(unitName.expert(l, e));
   return {

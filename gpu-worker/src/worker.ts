@@ -16,7 +16,7 @@ import {
   WireError,
   type WireMessage,
 } from '@unimoe/shared/wire/format';
-import { statsSubject, unitQueueGroup, unitSubject } from '@unimoe/shared/wire/subjects';
+import { statsSubject, unitQueueGroup, unitSubject, wireModel, type WireModel } from '@unimoe/shared/wire/subjects';
 import { RunClock, UnitCoalescer } from './coalescer';
 import { EncoderRequests } from './encoder-requests';
 import { LoadCounters, type StatsMessage } from './stats';
@@ -106,7 +106,7 @@ export async function runWorker(opts: WorkerOptions): Promise<RunningWorker> {
         hosted.push({ spec, session, coalescer });
       }
     }
-    return await join(opts, manifest.name, hidden, hosted, counters, log);
+    return await join(opts, wireModel(manifest), hidden, hosted, counters, log);
   } catch (err) {
     await Promise.all(hosted.map((h) => h.session.release()));
     throw err;
@@ -117,12 +117,13 @@ export async function runWorker(opts: WorkerOptions): Promise<RunningWorker> {
 
 async function join(
   opts: WorkerOptions,
-  model: string,
+  wire: WireModel,
   hidden: number,
   hosted: HostedUnit[],
   counters: LoadCounters,
   log: (line: string) => void,
 ): Promise<RunningWorker> {
+  const model = wire.name;
   // Reconnect forever: a NATS restart must not take a pool down.
   const nc: NatsConnection = await connectNats(opts.natsUrl, `unimoe-worker-${opts.pool}`);
   const replica = `${opts.pool}-${randomBytes(4).toString('hex')}`;
@@ -131,11 +132,11 @@ async function join(
   const encoderRequests = new EncoderRequests(nc, log);
 
   for (const unit of hosted) {
-    const subject = unitSubject(model, unit.spec.name);
+    const subject = unitSubject(wire, unit.spec.name);
     const { spec, coalescer, outItemDims } = unit;
     subs.push(
       nc.subscribe(subject, {
-        queue: unitQueueGroup(model, unit.spec.name),
+        queue: unitQueueGroup(wire, unit.spec.name),
         callback: (err, msg) => {
           if (err) log(`[unimoe worker] subscription ${subject}: ${err.message}`);
           else if (outItemDims) encoderRequests.handle(msg, { spec, coalescer, outItemDims });
@@ -149,7 +150,7 @@ async function join(
   const publishStats = () => {
     const { intervalMs, units } = counters.take();
     const msg: StatsMessage = { model, pool: opts.pool, replica, executionProvider, intervalMs, at: new Date().toISOString(), units };
-    if (!nc.isClosed()) nc.publish(statsSubject(model, opts.pool), JSON.stringify(msg));
+    if (!nc.isClosed()) nc.publish(statsSubject(wire, opts.pool), JSON.stringify(msg));
   };
   const statsTimer = setInterval(publishStats, opts.statsIntervalMs ?? 5000);
   statsTimer.unref();

@@ -7,6 +7,7 @@ import { loadSentencePiece, type SentencePieceTokenizer } from '@unimoe/shared/t
 import { createEngine } from '../engine/engine';
 import type { GenerationEngine } from '../engine/types';
 import { resolveBundle, withoutExperts } from './resolve-bundle';
+import { wireModel } from '@unimoe/shared/wire/subjects';
 
 export async function openTokenizer(bundleDir: string, manifest: Manifest): Promise<SentencePieceTokenizer> {
   return loadSentencePiece(new Uint8Array(await readFile(join(bundleDir, manifest.tokenizer.file))));
@@ -24,7 +25,7 @@ export async function openEngine(bundle: string, opts: { natsUrl?: string } = {}
   const manifest = await readManifest(bundleDir);
   if (!opts.natsUrl) return { bundleDir, manifest, engine: await createEngine({ bundleDir }) };
   const { createNatsExpertBackend } = await import('../dispatch/nats-expert-backend');
-  const experts = await createNatsExpertBackend({ natsUrl: opts.natsUrl, model: manifest.name, hidden: manifest.config.hidden });
+  const experts = await createNatsExpertBackend({ natsUrl: opts.natsUrl, model: wireModel(manifest), hidden: manifest.config.hidden });
   const engine = await createEngine({ bundleDir, experts });
   // The engine leaves a backend it was given to its owner: close both together.
   const close = engine.close.bind(engine);

@@ -22,15 +22,15 @@ import {
   readFetchIndex,
 } from '@unimoe/shared/wire/encoder-format';
 import { decodeValues, encodeErrorReply, encodeValues, readErrorReply, WIRE_DTYPE_BYTES, WireError, type WireDType } from '@unimoe/shared/wire/format';
-import { unitSubject } from '@unimoe/shared/wire/subjects';
+import { unitSubject, wireModel } from '@unimoe/shared/wire/subjects';
 import type { EncodedTensor, EncoderBackend } from '../engine/encoder-backend';
 import type { DispatchStats, UnitsAvailability } from './nats-expert-backend';
 import { connectNats } from '@unimoe/shared/runtime/nats-connect';
 
 export interface NatsEncoderBackendOptions {
   natsUrl: string;
-  /** The bundle's manifest: its name is in every subject, its encoder units' shapes are checked both ways. */
-  manifest: Pick<Manifest, 'name' | 'units'>;
+  /** The bundle's manifest: its name and hash are in every subject, its encoder units' shapes are checked both ways. */
+  manifest: Manifest;
   /** Deadline of each request attempt (parts and the run included); default 30000 ms. */
   timeoutMs?: number;
   /** Further attempts after a timeout, "no responders" or an `internal` failure; default 2. */
@@ -88,6 +88,7 @@ export async function createNatsEncoderBackend(opts: NatsEncoderBackendOptions):
   const retries = opts.retries ?? 2;
   const dtype = opts.dtype ?? 'f32';
   const model = opts.manifest.name;
+  const wire = wireModel(opts.manifest);
   const units = new Map(opts.manifest.units.filter((u) => ENCODER_KINDS.has(u.kind)).map((u) => [u.name, u]));
   const nc: NatsConnection = await connectNats(opts.natsUrl, 'unimoe-edge-encoders');
   const serverMax = nc.info?.max_payload ?? 1024 * 1024;
@@ -170,7 +171,7 @@ export async function createNatsEncoderBackend(opts: NatsEncoderBackendOptions):
       const h = natsHeaders();
       for (const [k, v] of Object.entries(headers)) h.set(k, v);
       try {
-        nc.publish(unitSubject(model, spec.name), first, { reply: inbox, headers: h });
+        nc.publish(unitSubject(wire, spec.name), first, { reply: inbox, headers: h });
       } catch (e) {
         finish({ kind: 'bad-reply', message: `NATS publish failed: ${(e as Error).message}` });
       }
@@ -220,7 +221,7 @@ export async function createNatsEncoderBackend(opts: NatsEncoderBackendOptions):
     } finally {
       transfers.delete(requestId);
     }
-    const subject = unitSubject(model, unit);
+    const subject = unitSubject(wire, unit);
     if (lastFailure === 'no-responders') throw new EncoderDispatchError(unit, 'no-responders', `no worker hosts unit ${unit} (nobody answers ${subject}; is a pool started with --encoders serving it?)`);
     if (lastFailure === 'internal') throw new EncoderDispatchError(unit, 'error-reply', `unit ${unit}: worker failed ${retries + 1} times: ${lastMessage}`);
     throw new EncoderDispatchError(unit, 'timeout', `unit ${unit}: no complete reply on ${subject} within ${timeoutMs} ms, ${retries + 1} attempts`);
@@ -269,7 +270,7 @@ export async function createNatsEncoderBackend(opts: NatsEncoderBackendOptions):
           const zero = [0, ...spec.inputs[0]!.shape.slice(1).map(Number)];
           const h = natsHeaders();
           for (const [k, v] of Object.entries(encodeEnvelopeHeaders({ dtype, dims: zero, part: { index: 0, count: 1, stride } }))) h.set(k, v);
-          return nc.request(unitSubject(model, unit), new Uint8Array(0), { timeout: probeTimeoutMs, headers: h }).then(
+          return nc.request(unitSubject(wire, unit), new Uint8Array(0), { timeout: probeTimeoutMs, headers: h }).then(
             (reply) => !readErrorReply(reply.headers),
             () => false,
           );

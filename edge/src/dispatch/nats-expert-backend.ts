@@ -7,14 +7,14 @@ import { ErrorCode, headers as natsHeaders, type Msg, type NatsConnection, type 
 import { unitName } from '@unimoe/shared/bundle/manifest';
 import { decodeTensorMessage, encodeTensorMessage, readErrorReply, WIRE_HEADERS, WireError, type WireDType } from '@unimoe/shared/wire/format';
 import { maxRowsPerMessage, rowRanges } from '@unimoe/shared/wire/split';
-import { unitSubject } from '@unimoe/shared/wire/subjects';
+import { unitSubject, type WireModel } from '@unimoe/shared/wire/subjects';
 import type { ExpertBackend, ExpertBatch } from '../engine/expert-backend';
 import { connectNats } from '@unimoe/shared/runtime/nats-connect';
 
 export interface NatsExpertBackendOptions {
   natsUrl: string;
-  /** The manifest's model name (it is part of every subject). */
-  model: string;
+  /** The bundle's name and hash (`wireModel(manifest)`; part of every subject). */
+  model: WireModel;
   hidden: number;
   /** Deadline of each request attempt; default 10000 ms. */
   timeoutMs?: number;
