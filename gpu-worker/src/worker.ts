@@ -22,6 +22,7 @@ import { EncoderRequests } from './encoder-requests';
 import { LoadCounters, type StatsMessage } from './stats';
 import { selectEncoderUnits, selectExpertUnits, type EncoderName } from './units';
 import { connectNats } from '@unimoe/shared/runtime/nats-connect';
+import type { NatsSecurity } from '@unimoe/shared/runtime/nats-auth';
 
 export interface WorkerOptions {
   /** Bundle directory or s3://bucket/prefix. */
@@ -34,6 +35,8 @@ export interface WorkerOptions {
   /** Modality encoder units to host (`vision` -> vision.encoder, `audio` -> audio.encoder). */
   encoders?: EncoderName[];
   natsUrl: string;
+  /** Credentials and TLS; default: from the environment (shared/src/runtime/nats-auth.ts). */
+  natsSecurity?: NatsSecurity;
   /** How often load statistics are published; default 5000. */
   statsIntervalMs?: number;
   /** Bound on rows coalesced into one onnxruntime run; default 4096. */
@@ -125,7 +128,7 @@ async function join(
 ): Promise<RunningWorker> {
   const model = wire.name;
   // Reconnect forever: a NATS restart must not take a pool down.
-  const nc: NatsConnection = await connectNats(opts.natsUrl, `unimoe-worker-${opts.pool}`);
+  const nc: NatsConnection = await connectNats(opts.natsUrl, `unimoe-worker-${opts.pool}`, { role: { kind: 'worker', pool: opts.pool }, security: opts.natsSecurity });
   const replica = `${opts.pool}-${randomBytes(4).toString('hex')}`;
   const executionProvider = hosted[0].session.executionProvider;
   const subs: Subscription[] = [];

@@ -26,9 +26,12 @@ import { unitSubject, wireModel } from '@unimoe/shared/wire/subjects';
 import type { EncodedTensor, EncoderBackend } from '../engine/encoder-backend';
 import type { DispatchStats, UnitsAvailability } from './nats-expert-backend';
 import { connectNats } from '@unimoe/shared/runtime/nats-connect';
+import { roleInboxPrefix, type NatsSecurity } from '@unimoe/shared/runtime/nats-auth';
 
 export interface NatsEncoderBackendOptions {
   natsUrl: string;
+  /** Credentials and TLS; default: from the environment (shared/src/runtime/nats-auth.ts). */
+  natsSecurity?: NatsSecurity;
   /** The bundle's manifest: its name and hash are in every subject, its encoder units' shapes are checked both ways. */
   manifest: Manifest;
   /** Deadline of each request attempt (parts and the run included); default 30000 ms. */
@@ -82,6 +85,7 @@ type Attempt =
 
 const NO_RESPONDER_BACKOFF_MS = 25;
 const ENCODER_KINDS = new Set(['vision', 'audio']);
+const EDGE = { kind: 'edge' } as const;
 
 export async function createNatsEncoderBackend(opts: NatsEncoderBackendOptions): Promise<NatsEncoderBackend> {
   const timeoutMs = opts.timeoutMs ?? 30_000;
@@ -90,7 +94,7 @@ export async function createNatsEncoderBackend(opts: NatsEncoderBackendOptions):
   const model = opts.manifest.name;
   const wire = wireModel(opts.manifest);
   const units = new Map(opts.manifest.units.filter((u) => ENCODER_KINDS.has(u.kind)).map((u) => [u.name, u]));
-  const nc: NatsConnection = await connectNats(opts.natsUrl, 'unimoe-edge-encoders');
+  const nc: NatsConnection = await connectNats(opts.natsUrl, 'unimoe-edge-encoders', { role: EDGE, security: opts.natsSecurity });
   const serverMax = nc.info?.max_payload ?? 1024 * 1024;
   const payload = Math.min(opts.maxPayload ?? serverMax, serverMax);
   const stride = partStride(payload);
@@ -99,7 +103,7 @@ export async function createNatsEncoderBackend(opts: NatsEncoderBackendOptions):
 
   // Bodies of multi-part requests, by request id, until their request is answered or given up.
   const transfers = new Map<string, Uint8Array>();
-  const fetchSubject = createInbox();
+  const fetchSubject = createInbox(roleInboxPrefix(EDGE));
   const fetchSub: Subscription = nc.subscribe(fetchSubject, { callback: (err, msg) => !err && serveFetch(msg) });
   await nc.flush();
 
@@ -126,7 +130,7 @@ export async function createNatsEncoderBackend(opts: NatsEncoderBackendOptions):
   /** One attempt: publish part 0 with a private reply inbox, collect every reply part or stop at the deadline. */
   function attempt(spec: UnitSpec, headers: Record<string, string>, first: Uint8Array, outDims: number[]): Promise<Attempt> {
     return new Promise((resolve) => {
-      const inbox = createInbox();
+      const inbox = createInbox(roleInboxPrefix(EDGE));
       let parts: PartAssembler | undefined;
       let layout = '';
       let replyBytes = 0;

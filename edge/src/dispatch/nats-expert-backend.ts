@@ -10,9 +10,12 @@ import { maxRowsPerMessage, rowRanges } from '@unimoe/shared/wire/split';
 import { unitSubject, type WireModel } from '@unimoe/shared/wire/subjects';
 import type { ExpertBackend, ExpertBatch } from '../engine/expert-backend';
 import { connectNats } from '@unimoe/shared/runtime/nats-connect';
+import type { NatsSecurity } from '@unimoe/shared/runtime/nats-auth';
 
 export interface NatsExpertBackendOptions {
   natsUrl: string;
+  /** Credentials and TLS; default: from the environment (shared/src/runtime/nats-auth.ts). */
+  natsSecurity?: NatsSecurity;
   /** The bundle's name and hash (`wireModel(manifest)`; part of every subject). */
   model: WireModel;
   hidden: number;
@@ -89,7 +92,7 @@ export async function createNatsExpertBackend(opts: NatsExpertBackendOptions): P
   const retries = opts.retries ?? 2;
   const dtype = opts.dtype ?? 'f32';
   const { hidden, model } = opts;
-  const nc: NatsConnection = await connectNats(opts.natsUrl, 'unimoe-edge');
+  const nc: NatsConnection = await connectNats(opts.natsUrl, 'unimoe-edge', { role: { kind: 'edge' }, security: opts.natsSecurity });
   const serverMax = nc.info?.max_payload ?? 1024 * 1024;
   const maxRows = maxRowsPerMessage(Math.min(opts.maxPayload ?? serverMax, serverMax), hidden, dtype);
   let nextId = 0;

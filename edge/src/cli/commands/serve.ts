@@ -6,9 +6,11 @@
 import { DEFAULT_API_CONFIG } from '../../api/config';
 import { startServer } from '../../serve';
 import { CliError, parseCommand, parseNumber } from '../args';
+import { NATS_SECURITY_FLAGS, natsSecurityFromFlags } from '@unimoe/shared/runtime/nats-auth';
 
 const USAGE =
   'unimoe serve <bundle-or-s3-uri> [--nats URL [--local-encoders]] [--port 8000] [--host 0.0.0.0] [--database-url URL] [--no-auth]\n' +
+  '  [--nats-creds FILE | --nats-nkey-seed FILE] [--nats-tls-ca FILE [--nats-tls-cert FILE --nats-tls-key FILE]]\n' +
   '  [--max-tokens-cap N] [--body-limit-mb N] [--rate-limit RPM] [--max-concurrent N] [--timeout-s N] [--max-batch 16] [--prefill-chunk 128]';
 
 export async function run(argv: string[]): Promise<number> {
@@ -29,6 +31,7 @@ export async function run(argv: string[]): Promise<number> {
       'timeout-s': s,
       'max-batch': s,
       'prefill-chunk': s,
+      ...NATS_SECURITY_FLAGS,
     },
     USAGE,
   );
@@ -41,6 +44,7 @@ export async function run(argv: string[]): Promise<number> {
   const server = await startServer({
     bundle: positionals[0]!,
     natsUrl,
+    natsSecurity: natsSecurityFromFlags(values),
     localEncoders,
     port: parseNumber(values.port, '--port', 8000, { integer: true, min: 0, max: 65535 }),
     host: values.host ?? '0.0.0.0',
