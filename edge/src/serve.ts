@@ -38,6 +38,7 @@ export interface ServeOptions {
   natsSecurity?: NatsSecurity;
   /** 0 picks a free port. */
   port: number;
+  /** Default 127.0.0.1: reachable from other machines only when asked (`--host 0.0.0.0`). */
   host?: string;
   /** Default: DATABASE_URL, else a SQLite file under ./data/. */
   databaseUrl?: string;
@@ -63,6 +64,8 @@ export interface RunningServer {
   store: Store;
   close(): Promise<void>;
 }
+
+export const DEFAULT_HOST = '127.0.0.1';
 
 let defaultMetricsOn = false;
 
@@ -96,7 +99,7 @@ export async function startServer(opts: ServeOptions): Promise<RunningServer> {
       collectDefaultMetrics({ register: registry, prefix: 'unimoe_process_' });
       defaultMetricsOn = true;
     }
-    const server = await listen(app.fetch, opts.port, opts.host ?? '0.0.0.0');
+    const server = await listen(app.fetch, opts.port, opts.host ?? DEFAULT_HOST);
     cleanup.push(() => closeServer(server));
     const port = (server.address() as AddressInfo).port;
     const host = opts.host && opts.host !== '0.0.0.0' ? opts.host : '127.0.0.1';

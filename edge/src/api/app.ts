@@ -2,7 +2,7 @@
  * The edge HTTP API as a Hono app. Web-standard core (Request, Response, streams) so it runs on Node
  * (edge/src/serve.ts) and on Workers alike; everything it uses is injected.
  */
-import { Hono } from 'hono';
+import { Hono, type MiddlewareHandler } from 'hono';
 import { bodyLimit } from 'hono/body-limit';
 import { HTTPException } from 'hono/http-exception';
 import type { Manifest } from '@unimoe/shared/bundle/manifest';
@@ -16,6 +16,7 @@ import { ApiError, internalError, invalidRequest, notFound, tooLarge, unauthoriz
 import { KeyLimiter } from './limits';
 import { preview } from './request';
 import { countHttpRequest, registry, setEngineStatsSource } from './metrics';
+import { cachedReadiness } from './readiness';
 
 export interface Readiness {
   ok: boolean;
@@ -56,11 +57,13 @@ export function createApp(deps: ApiDeps): Hono<Env> {
   });
 
   app.get('/healthz', (c) => c.json({ status: 'ok' }));
-  app.get('/readyz', async (c) => {
-    const r = await deps.ready();
+  const ready = cachedReadiness(deps.ready, config.readyCacheMs);
+  const opsAuth = opsTokenCheck(config.metricsToken);
+  app.get('/readyz', opsAuth, async (c) => {
+    const r = await ready();
     return c.json({ status: r.ok ? 'ready' : 'not_ready', missing: r.missing }, r.ok ? 200 : 503);
   });
-  app.get('/metrics', async (c) => c.body(await registry.metrics(), 200, { 'Content-Type': registry.contentType }));
+  app.get('/metrics', opsAuth, async (c) => c.body(await registry.metrics(), 200, { 'Content-Type': registry.contentType }));
 
   app.use('/v1/*', async (c, next) => {
     if (config.noAuth) {
@@ -115,6 +118,23 @@ async function parseJsonBody(req: Request): Promise<unknown> {
       'invalid_json',
     );
   }
+}
+
+/** Guards the operators' endpoints with a shared bearer token when one is configured. */
+function opsTokenCheck(token: string | undefined): MiddlewareHandler {
+  return async (_c, next) => {
+    if (token === undefined) return next();
+    const match = /^Bearer\s+(\S+)\s*$/i.exec(_c.req.header('Authorization') ?? '');
+    if (!match || !sameSecret(match[1]!, token)) throw unauthorized('This endpoint needs the metrics token: send it as Authorization: Bearer <METRICS_TOKEN>.');
+    return next();
+  };
+}
+
+/** Compares without stopping at the first difference, so response timing does not reveal the token's prefix. */
+function sameSecret(given: string, expected: string): boolean {
+  let diff = given.length ^ expected.length;
+  for (let i = 0; i < expected.length; i++) diff |= (given.charCodeAt(i) | 0) ^ expected.charCodeAt(i);
+  return diff === 0;
 }
 
 /** Shows a key's beginning and end only, as OpenAI does. */
