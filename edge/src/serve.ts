@@ -12,6 +12,7 @@ import { collectDefaultMetrics } from 'prom-client';
 import { readManifest } from '@unimoe/shared/bundle/load';
 import { unitName, type Manifest } from '@unimoe/shared/bundle/manifest';
 import { wireModel } from '@unimoe/shared/wire/subjects';
+import { log } from '@unimoe/shared/log';
 import type { NatsSecurity } from '@unimoe/shared/runtime/nats-auth';
 import { loadSentencePiece } from '@unimoe/shared/tokenizer/index';
 import { createApp, type Readiness } from './api/app';
@@ -79,7 +80,7 @@ export async function startServer(opts: ServeOptions): Promise<RunningServer> {
   const tokenizer = createChatTokenizer(loadSentencePiece(new Uint8Array(await readFile(join(bundleDir, manifest.tokenizer.file)))), manifest);
   const cleanup: (() => Promise<void>)[] = [];
   const closeAll = async () => {
-    for (const fn of cleanup.reverse()) await fn().catch((err: unknown) => console.error(`[serve] while closing: ${(err as Error).message}`));
+    for (const fn of cleanup.reverse()) await fn().catch((err: unknown) => log.error({ err }, 'error while closing'));
   };
   try {
     const store = opts.store ?? (await openStore(opts.databaseUrl));

@@ -6,6 +6,7 @@ import { parseArgs } from 'node:util';
 import { parseIndexList } from './index-list';
 import { parseEncoderList } from './units';
 import { runWorker } from './worker';
+import { log } from '@unimoe/shared/log';
 import { NATS_SECURITY_FLAGS, natsSecurityFromFlags } from '@unimoe/shared/runtime/nats-auth';
 
 const USAGE =
@@ -74,7 +75,7 @@ export async function workerCommand(argv: string[]): Promise<number> {
     return 1;
   }
   const onSignal = (sig: string) => {
-    console.log(`[unimoe worker] ${sig}: draining`);
+    log.info(`${sig}: draining`);
     void worker.stop();
   };
   process.once('SIGTERM', () => onSignal('SIGTERM'));

@@ -22,6 +22,7 @@ import { EncoderRequests } from './encoder-requests';
 import { LoadCounters, type StatsMessage } from './stats';
 import { selectEncoderUnits, selectExpertUnits, type EncoderName } from './units';
 import { connectNats } from '@unimoe/shared/runtime/nats-connect';
+import { log as logger, parseTraceHeader, TRACE_HEADER, withRequestIds } from '@unimoe/shared/log';
 import type { NatsSecurity } from '@unimoe/shared/runtime/nats-auth';
 
 export interface WorkerOptions {
@@ -74,7 +75,7 @@ interface HostedUnit {
 
 /** Loads everything first and joins NATS only when every unit verified and loaded (or throws why not). */
 export async function runWorker(opts: WorkerOptions): Promise<RunningWorker> {
-  const log = opts.log ?? ((line: string) => console.log(line));
+  const log = opts.log ?? ((line: string) => logger.info({ pool: opts.pool }, line));
   const store = await openModelStore(opts.store, { cacheDir: opts.cacheDir });
   const hosted: HostedUnit[] = [];
   let manifest;
@@ -141,9 +142,13 @@ async function join(
       nc.subscribe(subject, {
         queue: unitQueueGroup(wire, unit.spec.name),
         callback: (err, msg) => {
-          if (err) log(`[unimoe worker] subscription ${subject}: ${err.message}`);
-          else if (outItemDims) encoderRequests.handle(msg, { spec, coalescer, outItemDims });
-          else handle(msg, unit, hidden);
+          if (err) return log(`[unimoe worker] subscription ${subject}: ${err.message}`);
+          // The edge's request ids ride along, so this worker's log lines about the message name them.
+          withRequestIds(parseTraceHeader(msg.headers?.get(TRACE_HEADER)), () => {
+            logger.debug({ unit: spec.name, bytes: msg.data.length }, 'unit request');
+            if (outItemDims) encoderRequests.handle(msg, { spec, coalescer, outItemDims });
+            else handle(msg, unit, hidden);
+          });
         },
       }),
     );
@@ -213,11 +218,13 @@ function handle(msg: Msg, unit: HostedUnit, hidden: number): void {
 
 function reply(msg: Msg, m: WireMessage): void {
   if (!msg.reply) return; // a publish without a reply subject gets no answer
+  const error = m.headers[WIRE_HEADERS.error];
+  if (error) logger.warn({ subject: msg.subject, error }, 'error reply');
   try {
     const h = natsHeaders();
     for (const [k, v] of Object.entries(m.headers)) h.set(k, v);
     msg.respond(m.body, { headers: h });
   } catch (err) {
-    console.error(`[unimoe worker] could not reply on ${msg.subject}: ${(err as Error).message}`);
+    logger.error({ subject: msg.subject, err }, 'could not reply');
   }
 }

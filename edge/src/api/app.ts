@@ -17,6 +17,7 @@ import { KeyLimiter } from './limits';
 import { preview } from './request';
 import { countHttpRequest, registry, setEngineStatsSource } from './metrics';
 import { cachedReadiness } from './readiness';
+import { isRequestId, log, withRequestIds } from '@unimoe/shared/log';
 
 export interface Readiness {
   ok: boolean;
@@ -52,7 +53,13 @@ export function createApp(deps: ApiDeps): Hono<Env> {
   const app = new Hono<Env>();
 
   app.use('*', async (c, next) => {
-    await next();
+    // The client's X-Request-Id when it is a sane token, else a new one; returned, logged, sent to the workers.
+    const given = c.req.header('X-Request-Id');
+    const requestId = given !== undefined && isRequestId(given) ? given : crypto.randomUUID();
+    const startedAt = performance.now();
+    await withRequestIds([requestId], next);
+    c.res.headers.set('X-Request-Id', requestId);
+    withRequestIds([requestId], () => log.info({ method: c.req.method, path: c.req.path, status: c.res.status, ms: Math.round(performance.now() - startedAt) }, 'request'));
     countHttpRequest(ROUTES.has(c.req.path) || c.req.path.startsWith('/v1/models/') ? c.req.path.replace(/^\/v1\/models\/.+$/, '/v1/models/:id') : 'other', c.res.status);
   });
 
@@ -101,7 +108,7 @@ export function createApp(deps: ApiDeps): Hono<Env> {
   app.onError((err) => {
     if (err instanceof ApiError) return err.toResponse();
     if (err instanceof HTTPException && err.status === 413) return tooLarge(config.bodyLimitBytes).toResponse();
-    console.error('[api] unhandled error:', err);
+    log.error({ err }, 'unhandled error');
     return internalError().toResponse();
   });
   return app;

@@ -1,5 +1,6 @@
 /** POST /v1/chat/completions: validation, prompt, generation, the JSON or SSE response, the usage row. */
 import type { Context } from 'hono';
+import { log } from '@unimoe/shared/log';
 import { streamSSE, type SSEStreamingApi } from 'hono/streaming';
 import type { Manifest } from '@unimoe/shared/bundle/manifest';
 import type { Store } from '../db/store';
@@ -39,7 +40,7 @@ export async function handleChatCompletion(c: Context, deps: ChatDeps, keyId: nu
     observeCompletion(model, prompt, completion, (performance.now() - startedAt) / 1000);
     return deps.store
       .recordUsage({ keyId, model, promptTokens: prompt, completionTokens: completion, latencyMs: performance.now() - startedAt, status, finishReason })
-      .catch((err: unknown) => console.error(`[api] could not record usage: ${(err as Error).message}`));
+      .catch((err: unknown) => log.error({ err }, 'could not record usage'));
   };
   const noTokens = { text: 0, image: 0, audio: 0, video: 0 };
 
@@ -247,6 +248,6 @@ function logged(err: unknown): ApiError {
   if (err instanceof MediaInputError) return new ApiError(err.status, err.message, 'invalid_request_error', err.param, err.code);
   const dispatch = unreachableUnit(err);
   if (dispatch) return unavailable(`The model is not fully served right now: ${dispatch.message}`, 'unit_unavailable');
-  console.error('[api] chat completion failed:', err);
+  log.error({ err }, 'chat completion failed');
   return internalError();
 }

@@ -27,6 +27,7 @@ import type { EncodedTensor, EncoderBackend } from '../engine/encoder-backend';
 import type { DispatchStats, UnitsAvailability } from './nats-expert-backend';
 import { connectNats } from '@unimoe/shared/runtime/nats-connect';
 import { roleInboxPrefix, type NatsSecurity } from '@unimoe/shared/runtime/nats-auth';
+import { TRACE_HEADER, traceHeaderValue } from '@unimoe/shared/log';
 
 export interface NatsEncoderBackendOptions {
   natsUrl: string;
@@ -174,6 +175,8 @@ export async function createNatsEncoderBackend(opts: NatsEncoderBackendOptions):
       const timer = setTimeout(() => finish({ kind: 'timeout' }), timeoutMs);
       const h = natsHeaders();
       for (const [k, v] of Object.entries(headers)) h.set(k, v);
+      const trace = traceHeaderValue();
+      if (trace) h.set(TRACE_HEADER, trace);
       try {
         nc.publish(unitSubject(wire, spec.name), first, { reply: inbox, headers: h });
       } catch (e) {

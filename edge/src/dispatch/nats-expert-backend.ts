@@ -11,6 +11,7 @@ import { unitSubject, type WireModel } from '@unimoe/shared/wire/subjects';
 import type { ExpertBackend, ExpertBatch } from '../engine/expert-backend';
 import { connectNats } from '@unimoe/shared/runtime/nats-connect';
 import type { NatsSecurity } from '@unimoe/shared/runtime/nats-auth';
+import { TRACE_HEADER, traceHeaderValue } from '@unimoe/shared/log';
 
 export interface NatsExpertBackendOptions {
   natsUrl: string;
@@ -105,6 +106,8 @@ export async function createNatsExpertBackend(opts: NatsExpertBackendOptions): P
     const message = encodeTensorMessage({ dtype, rows, hidden, data: x, requestId });
     const h = natsHeaders();
     for (const [k, v] of Object.entries(message.headers)) h.set(k, v);
+    const trace = traceHeaderValue();
+    if (trace) h.set(TRACE_HEADER, trace);
     let lastFailure = '';
     for (let attempt = 0; attempt <= retries; attempt++) {
       let reply: Msg;

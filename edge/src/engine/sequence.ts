@@ -2,6 +2,7 @@
  * One request inside the engine: its prompt, sampling state, KV cache and how it ends. A sequence is
  * either generating tokens or (for `logits()`) only wants the last prompt position's logits.
  */
+import { currentRequestIds } from '@unimoe/shared/log';
 import { Rng, sample } from '@unimoe/shared/model/sampling';
 import type { FinishReason, GenerationRequest, GenerationResult, PromptEmbedding } from './types';
 import { SequenceKvCache, type KvShape } from './kv-cache';
@@ -13,6 +14,8 @@ const INITIAL_HEADROOM = 64;
 
 export class Sequence {
   readonly generated: number[] = [];
+  /** The API requests this sequence serves (from the log context it was submitted in). */
+  readonly requestIds = currentRequestIds();
   /** Positions already in the KV cache. */
   processed = 0;
   cache: SequenceKvCache | null = null;

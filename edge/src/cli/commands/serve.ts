@@ -3,6 +3,7 @@
  * With --nats, experts and modality encoders run on the pools (`unimoe worker --encoders`); with
  * --local-encoders the encoders run in this process instead.
  */
+import { log } from '@unimoe/shared/log';
 import { DEFAULT_API_CONFIG } from '../../api/config';
 import { startServer } from '../../serve';
 import { CliError, parseCommand, parseNumber } from '../args';
@@ -74,12 +75,12 @@ export async function run(argv: string[]): Promise<number> {
   const hasEncoders = server.manifest.units.some((u) => u.kind === 'vision' || u.kind === 'audio');
   const encoders = !hasEncoders ? '' : localEncoders ? ', encoders in-process' : ', encoders on NATS pools';
   const mode = natsUrl ? `experts on NATS pools (${natsUrl})${encoders}` : 'all units in-process';
-  console.error(`[serve] ${server.manifest.name}: ${mode}`);
+  log.info({ model: server.manifest.name, url: server.url }, `serving ${server.manifest.name}: ${mode}`);
   console.log(`listening on ${server.url}  (POST /v1/chat/completions, GET /v1/models, /healthz, /readyz, /metrics)`);
 
   await new Promise<void>((resolve) => {
     const stop = (signal: string) => {
-      console.error(`[serve] ${signal}: shutting down`);
+      log.info(`${signal}: shutting down`);
       resolve();
     };
     process.once('SIGINT', () => stop('SIGINT'));
