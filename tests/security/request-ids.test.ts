@@ -88,7 +88,7 @@ describe('request ids in logs across edge and workers', () => {
   });
 
   it('makes an id when the client sends none or an unusable one', async () => {
-    for (const headers of [{}, { 'X-Request-Id': 'has space, and comma' }, { 'X-Request-Id': 'x'.repeat(200) }]) {
+    for (const headers of [{}, { 'X-Request-Id': 'has space, and comma' }, { 'X-Request-Id': 'x'.repeat(200) }] as Record<string, string>[]) {
       const res = await chat(headers);
       expect(res.status).toBe(200);
       expect(res.headers.get('x-request-id')).toMatch(/^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/);
