@@ -9,6 +9,9 @@ import { serve, type ServerType } from '@hono/node-server';
 import { collectDefaultMetrics } from 'prom-client';
 import { readManifest } from '@unimoe/shared/bundle/load';
 import { unitName, type Manifest } from '@unimoe/shared/bundle/manifest';
+import { wireModel } from '@unimoe/shared/wire/subjects';
+import { log } from '@unimoe/shared/log';
+import type { NatsSecurity } from '@unimoe/shared/runtime/nats-auth';
 import { openTokenizer } from './cli/bundle-access';
 import { createApp, type Readiness } from './api/app';
 import type { ApiConfig } from './api/config';
@@ -31,8 +34,11 @@ export interface ServeOptions {
   bundle: string;
   /** Run experts on the pools behind this NATS server; without it every unit runs in this process. */
   natsUrl?: string;
+  /** NATS credentials and TLS; default: from the environment (shared/src/runtime/nats-auth.ts). */
+  natsSecurity?: NatsSecurity;
   /** 0 picks a free port. */
   port: number;
+  /** Default 127.0.0.1: reachable from other machines only when asked (`--host 0.0.0.0`). */
   host?: string;
   /** Default: DATABASE_URL, else a SQLite file under ./data/. */
   databaseUrl?: string;
@@ -59,6 +65,8 @@ export interface RunningServer {
   close(): Promise<void>;
 }
 
+export const DEFAULT_HOST = '127.0.0.1';
+
 let defaultMetricsOn = false;
 
 export async function startServer(opts: ServeOptions): Promise<RunningServer> {
@@ -72,17 +80,17 @@ export async function startServer(opts: ServeOptions): Promise<RunningServer> {
   const tokenizer = createChatTokenizer(textTokenizer, manifest);
   const cleanup: (() => Promise<void>)[] = [];
   const closeAll = async () => {
-    for (const fn of cleanup.reverse()) await fn().catch((err: unknown) => console.error(`[serve] while closing: ${(err as Error).message}`));
+    for (const fn of cleanup.reverse()) await fn().catch((err: unknown) => log.error({ err }, 'error while closing'));
   };
   try {
     const store = opts.store ?? (await openStore(opts.databaseUrl));
     if (!opts.store) cleanup.push(() => store.close());
-    const { experts, ready: expertsReady } = await openExperts(bundleDir, manifest, opts.natsUrl);
+    const { experts, ready: expertsReady } = await openExperts(bundleDir, manifest, opts.natsUrl, opts.natsSecurity);
     cleanup.push(() => experts.close());
     const engine = await createEngine({ bundleDir, experts: instrumentExperts(experts), ...opts.engine });
     cleanup.push(() => engine.close());
     const remoteEncoders = opts.natsUrl && !opts.encoders && !opts.localEncoders ? opts.natsUrl : undefined;
-    const { multimodal, ready: encodersReady } = await openMultimodal(bundleDir, manifest, opts.encoders, remoteEncoders, cleanup);
+    const { multimodal, ready: encodersReady } = await openMultimodal(bundleDir, manifest, opts.encoders, remoteEncoders, cleanup, opts.natsSecurity);
     const ready = async (): Promise<Readiness> => {
       const [e, m] = await Promise.all([expertsReady(), encodersReady()]);
       return { ok: e.ok && m.ok, missing: [...e.missing, ...m.missing] };
@@ -96,7 +104,7 @@ export async function startServer(opts: ServeOptions): Promise<RunningServer> {
       collectDefaultMetrics({ register: registry, prefix: 'unimoe_process_' });
       defaultMetricsOn = true;
     }
-    const server = await listen(app.fetch, opts.port, opts.host ?? '0.0.0.0');
+    const server = await listen(app.fetch, opts.port, opts.host ?? DEFAULT_HOST);
     cleanup.push(() => closeServer(server));
     const port = (server.address() as AddressInfo).port;
     const host = opts.host && opts.host !== '0.0.0.0' ? opts.host : '127.0.0.1';
@@ -117,6 +125,7 @@ async function openMultimodal(
   injected: EncoderBackend | undefined,
   natsUrl: string | undefined,
   cleanup: (() => Promise<void>)[],
+  natsSecurity?: NatsSecurity,
 ): Promise<{ multimodal?: MultimodalPipeline; ready: () => Promise<Readiness> }> {
   const always = async () => ({ ok: true, missing: [] });
   const units = manifest.units.filter((u) => u.kind === 'vision' || u.kind === 'audio').map((u) => u.name);
@@ -128,7 +137,7 @@ async function openMultimodal(
     return { multimodal: new MultimodalPipeline(manifest, local), ready: always };
   }
   const { createNatsEncoderBackend } = await import('./dispatch/nats-encoder-backend');
-  const remote = await createNatsEncoderBackend({ natsUrl, manifest });
+  const remote = await createNatsEncoderBackend({ natsUrl, manifest, natsSecurity });
   cleanup.push(() => remote.close());
   return {
     multimodal: new MultimodalPipeline(manifest, remote),
@@ -139,14 +148,14 @@ async function openMultimodal(
   };
 }
 
-async function openExperts(bundleDir: string, manifest: Manifest, natsUrl?: string): Promise<{ experts: ExpertBackend; ready: () => Promise<Readiness> }> {
+async function openExperts(bundleDir: string, manifest: Manifest, natsUrl?: string, natsSecurity?: NatsSecurity): Promise<{ experts: ExpertBackend; ready: () => Promise<Readiness> }> {
   if (!natsUrl) {
     // Embedded: loading every expert up front means ready() is true once the server listens.
     const experts = await LocalExpertBackend.open(bundleDir, { eager: true }, manifest);
     return { experts, ready: async () => ({ ok: true, missing: [] }) };
   }
   const { createNatsExpertBackend } = await import('./dispatch/nats-expert-backend');
-  const experts = await createNatsExpertBackend({ natsUrl, model: manifest.name, hidden: manifest.config.hidden });
+  const experts = await createNatsExpertBackend({ natsUrl, natsSecurity, model: wireModel(manifest), hidden: manifest.config.hidden });
   const units: string[] = [];
   for (let l = 0; l < manifest.config.layers; l++) for (let e = 0; e < manifest.config.experts; e++) units.push(unitName.expert(l, e));
   return {

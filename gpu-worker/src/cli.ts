@@ -6,10 +6,13 @@ import { parseArgs } from 'node:util';
 import { parseIndexList } from './index-list';
 import { parseEncoderList } from './units';
 import { runWorker } from './worker';
+import { log } from '@unimoe/shared/log';
+import { NATS_SECURITY_FLAGS, natsSecurityFromFlags } from '@unimoe/shared/runtime/nats-auth';
 
 const USAGE =
   'usage: unimoe worker <bundle-dir|s3://bucket/prefix> --pool NAME [--experts LIST [--layers LIST]] [--encoders vision,audio]\n' +
-  '       [--nats URL] [--stats-interval MS] [--threads N]   (LIST like 0-3 or 0,2,5; at least one of --experts and\n' +
+  '       [--nats URL] [--nats-creds FILE | --nats-nkey-seed FILE] [--nats-tls-ca FILE [--nats-tls-cert FILE --nats-tls-key FILE]]\n' +
+  '       [--stats-interval MS] [--threads N]   (LIST like 0-3 or 0,2,5; at least one of --experts and\n' +
   '       --encoders; --nats defaults to NATS_URL)';
 
 /** Resolves to the process exit code: 0 after a clean drain, 1 when the worker cannot start or loses NATS, 2 on usage errors. */
@@ -27,6 +30,7 @@ export async function workerCommand(argv: string[]): Promise<number> {
         nats: { type: 'string' },
         'stats-interval': { type: 'string' },
         threads: { type: 'string' },
+        ...NATS_SECURITY_FLAGS,
         help: { type: 'boolean', short: 'h' },
       },
     });
@@ -54,6 +58,7 @@ export async function workerCommand(argv: string[]): Promise<number> {
       encoders: values.encoders === undefined ? undefined : parseEncoderList(values.encoders),
       layers: values.layers === undefined ? undefined : parseIndexList(values.layers, '--layers'),
       natsUrl,
+      natsSecurity: natsSecurityFromFlags(values),
       statsIntervalMs: positiveInt(values['stats-interval'], '--stats-interval'),
       threads: positiveInt(values.threads, '--threads'),
     };
@@ -70,7 +75,7 @@ export async function workerCommand(argv: string[]): Promise<number> {
     return 1;
   }
   const onSignal = (sig: string) => {
-    console.log(`[unimoe worker] ${sig}: draining`);
+    log.info(`${sig}: draining`);
     void worker.stop();
   };
   process.once('SIGTERM', () => onSignal('SIGTERM'));

@@ -16,12 +16,14 @@ import {
   WireError,
   type WireMessage,
 } from '@unimoe/shared/wire/format';
-import { statsSubject, unitQueueGroup, unitSubject } from '@unimoe/shared/wire/subjects';
+import { statsSubject, unitQueueGroup, unitSubject, wireModel, type WireModel } from '@unimoe/shared/wire/subjects';
 import { RunClock, UnitCoalescer } from './coalescer';
 import { EncoderRequests } from './encoder-requests';
 import { LoadCounters, type StatsMessage } from './stats';
 import { selectEncoderUnits, selectExpertUnits, type EncoderName } from './units';
 import { connectNats } from '@unimoe/shared/runtime/nats-connect';
+import { log as logger, parseTraceHeader, TRACE_HEADER, withRequestIds } from '@unimoe/shared/log';
+import type { NatsSecurity } from '@unimoe/shared/runtime/nats-auth';
 
 export interface WorkerOptions {
   /** Bundle directory or s3://bucket/prefix. */
@@ -34,6 +36,8 @@ export interface WorkerOptions {
   /** Modality encoder units to host (`vision` -> vision.encoder, `audio` -> audio.encoder). */
   encoders?: EncoderName[];
   natsUrl: string;
+  /** Credentials and TLS; default: from the environment (shared/src/runtime/nats-auth.ts). */
+  natsSecurity?: NatsSecurity;
   /** How often load statistics are published; default 5000. */
   statsIntervalMs?: number;
   /** Bound on rows coalesced into one onnxruntime run; default 4096. */
@@ -71,7 +75,7 @@ interface HostedUnit {
 
 /** Loads everything first and joins NATS only when every unit verified and loaded (or throws why not). */
 export async function runWorker(opts: WorkerOptions): Promise<RunningWorker> {
-  const log = opts.log ?? ((line: string) => console.log(line));
+  const log = opts.log ?? ((line: string) => logger.info({ pool: opts.pool }, line));
   const store = await openModelStore(opts.store, { cacheDir: opts.cacheDir });
   const hosted: HostedUnit[] = [];
   let manifest;
@@ -106,7 +110,7 @@ export async function runWorker(opts: WorkerOptions): Promise<RunningWorker> {
         hosted.push({ spec, session, coalescer });
       }
     }
-    return await join(opts, manifest.name, hidden, hosted, counters, log);
+    return await join(opts, wireModel(manifest), hidden, hosted, counters, log);
   } catch (err) {
     await Promise.all(hosted.map((h) => h.session.release()));
     throw err;
@@ -117,29 +121,34 @@ export async function runWorker(opts: WorkerOptions): Promise<RunningWorker> {
 
 async function join(
   opts: WorkerOptions,
-  model: string,
+  wire: WireModel,
   hidden: number,
   hosted: HostedUnit[],
   counters: LoadCounters,
   log: (line: string) => void,
 ): Promise<RunningWorker> {
+  const model = wire.name;
   // Reconnect forever: a NATS restart must not take a pool down.
-  const nc: NatsConnection = await connectNats(opts.natsUrl, `unimoe-worker-${opts.pool}`);
+  const nc: NatsConnection = await connectNats(opts.natsUrl, `unimoe-worker-${opts.pool}`, { role: { kind: 'worker', pool: opts.pool }, security: opts.natsSecurity });
   const replica = `${opts.pool}-${randomBytes(4).toString('hex')}`;
   const executionProvider = hosted[0].session.executionProvider;
   const subs: Subscription[] = [];
   const encoderRequests = new EncoderRequests(nc, log);
 
   for (const unit of hosted) {
-    const subject = unitSubject(model, unit.spec.name);
+    const subject = unitSubject(wire, unit.spec.name);
     const { spec, coalescer, outItemDims } = unit;
     subs.push(
       nc.subscribe(subject, {
-        queue: unitQueueGroup(model, unit.spec.name),
+        queue: unitQueueGroup(wire, unit.spec.name),
         callback: (err, msg) => {
-          if (err) log(`[unimoe worker] subscription ${subject}: ${err.message}`);
-          else if (outItemDims) encoderRequests.handle(msg, { spec, coalescer, outItemDims });
-          else handle(msg, unit, hidden);
+          if (err) return log(`[unimoe worker] subscription ${subject}: ${err.message}`);
+          // The edge's request ids ride along, so this worker's log lines about the message name them.
+          withRequestIds(parseTraceHeader(msg.headers?.get(TRACE_HEADER)), () => {
+            logger.debug({ unit: spec.name, bytes: msg.data.length }, 'unit request');
+            if (outItemDims) encoderRequests.handle(msg, { spec, coalescer, outItemDims });
+            else handle(msg, unit, hidden);
+          });
         },
       }),
     );
@@ -149,7 +158,7 @@ async function join(
   const publishStats = () => {
     const { intervalMs, units } = counters.take();
     const msg: StatsMessage = { model, pool: opts.pool, replica, executionProvider, intervalMs, at: new Date().toISOString(), units };
-    if (!nc.isClosed()) nc.publish(statsSubject(model, opts.pool), JSON.stringify(msg));
+    if (!nc.isClosed()) nc.publish(statsSubject(wire, opts.pool), JSON.stringify(msg));
   };
   const statsTimer = setInterval(publishStats, opts.statsIntervalMs ?? 5000);
   statsTimer.unref();
@@ -209,11 +218,13 @@ function handle(msg: Msg, unit: HostedUnit, hidden: number): void {
 
 function reply(msg: Msg, m: WireMessage): void {
   if (!msg.reply) return; // a publish without a reply subject gets no answer
+  const error = m.headers[WIRE_HEADERS.error];
+  if (error) logger.warn({ subject: msg.subject, error }, 'error reply');
   try {
     const h = natsHeaders();
     for (const [k, v] of Object.entries(m.headers)) h.set(k, v);
     msg.respond(m.body, { headers: h });
   } catch (err) {
-    console.error(`[unimoe worker] could not reply on ${msg.subject}: ${(err as Error).message}`);
+    logger.error({ subject: msg.subject, err }, 'could not reply');
   }
 }

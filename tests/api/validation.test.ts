@@ -18,7 +18,7 @@ function apiError(fn: () => unknown): ApiError {
 }
 
 const ok = { model: 'm', messages: [{ role: 'user', content: 'hi' }] };
-const limits = { maxMediaBytes: 1000 };
+const limits = { maxMediaBytes: 1000, maxMediaItems: 16, maxMediaTotalBytes: 16_000 };
 
 describe('parseTextCompletionRequest', () => {
   const text = { model: 'm', prompt: 'Once upon' };

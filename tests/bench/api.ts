@@ -18,6 +18,7 @@ import { makeTempDir } from '../helpers/tmp';
 import { REPO, spawnWorker } from '../split/cluster';
 import { realisticBundle } from './realistic-model';
 import { fmt, percentile, printTable } from './table';
+import { wireModel } from '@unimoe/shared/wire/subjects';
 
 const MAX_TOKENS = 16;
 /** Knobs (environment): BENCH_CLIENTS (default 16,64), BENCH_MODES (default embedded,split). */
@@ -104,7 +105,7 @@ async function main() {
       const natsUrl = mode === 'split' ? nats.url : undefined;
       for (const n of CLIENTS) {
         // Engine alone, same prompts and lengths (greedy, no stop strings, so the same tokens).
-        const experts = natsUrl ? await createNatsExpertBackend({ natsUrl, model: manifest.name, hidden: manifest.config.hidden }) : undefined;
+        const experts = natsUrl ? await createNatsExpertBackend({ natsUrl, model: wireModel(manifest), hidden: manifest.config.hidden }) : undefined;
         const engine = await createEngine({ bundleDir, experts });
         const prompts = Array.from({ length: n }, (_, i) => tokenizer.encodeChat([{ role: 'user', text: question(i), media: [] }]));
         await engine.generate({ promptIds: prompts[0]!, params: { maxTokens: 2, temperature: 0, topP: 1, topK: 0 } });

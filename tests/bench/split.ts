@@ -24,6 +24,7 @@ import { REPO, spawnWorker, type WorkerProcess } from '../split/cluster';
 import { realisticBundle, REALISTIC } from './realistic-model';
 import { criticalComputeMs, LayerRecorder, type LayerRecord } from './split-recorder';
 import { fmt, percentile, printTable } from './table';
+import { wireModel } from '@unimoe/shared/wire/subjects';
 
 const PROMPT_LEN = 32;
 const GEN_TOKENS = 32;
@@ -131,7 +132,7 @@ async function main() {
     echoNc = await connect({ servers: nats.url, name: 'unimoe-bench-bare' });
 
     const recorder = new LayerRecorder(routing.topK);
-    backend = await createNatsExpertBackend({ natsUrl: nats.url, model: manifest.name, hidden, dtype: WIRE_DTYPE, observe: recorder.observe });
+    backend = await createNatsExpertBackend({ natsUrl: nats.url, model: wireModel(manifest), hidden, dtype: WIRE_DTYPE, observe: recorder.observe });
     const maxBatch = Math.max(...CONCURRENCY);
     const session = { threads: EDGE_THREADS };
     const split = await createEngine({ bundleDir, experts: recorder.wrap(backend), maxBatch, session });

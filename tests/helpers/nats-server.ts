@@ -1,6 +1,7 @@
 /**
  * A real nats-server (Debian's binary) on a free loopback port, for tests. Headers are on by default
- * (server >= 2.2). `maxPayload` writes a config file, since the server has no flag for it.
+ * (server >= 2.2). `maxPayload` and `config` (nats-server.conf text, e.g. `unimoe nats-auth` output) go into a
+ * config file, since the server has no flags for them.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
@@ -14,13 +15,13 @@ export interface NatsServer {
   stop(): Promise<void>;
 }
 
-export async function startNatsServer(opts: { maxPayload?: number } = {}): Promise<NatsServer> {
+export async function startNatsServer(opts: { maxPayload?: number; config?: string } = {}): Promise<NatsServer> {
   const port = await freePort();
   const dir = await mkdtemp(join(tmpdir(), 'unimoe-nats-'));
   const args = ['-a', '127.0.0.1', '-p', String(port)];
-  if (opts.maxPayload !== undefined) {
+  if (opts.maxPayload !== undefined || opts.config !== undefined) {
     const conf = join(dir, 'nats.conf');
-    await writeFile(conf, `max_payload: ${opts.maxPayload}\n`);
+    await writeFile(conf, `${opts.maxPayload === undefined ? '' : `max_payload: ${opts.maxPayload}\n`}${opts.config ?? ''}`);
     args.push('-c', conf);
   }
   const child = spawn('nats-server', args, { stdio: ['ignore', 'ignore', 'pipe'] });

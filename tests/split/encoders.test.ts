@@ -16,7 +16,7 @@ import { readManifest } from '@unimoe/shared/bundle/load';
 import type { Manifest } from '@unimoe/shared/bundle/manifest';
 import { readEncoderEnvelope } from '@unimoe/shared/wire/encoder-format';
 import { decodeValues, readErrorReply } from '@unimoe/shared/wire/format';
-import { unitSubject } from '@unimoe/shared/wire/subjects';
+import { unitSubject, wireModel } from '@unimoe/shared/wire/subjects';
 import type { StatsMessage } from '@unimoe/gpu-worker/stats';
 import { runWorker, type RunningWorker } from '@unimoe/gpu-worker/worker';
 import { makeTempDir } from '../helpers/tmp';
@@ -133,7 +133,7 @@ describe('encoders on one pool, default 1 MiB max payload', () => {
   });
 
   it('refuses every malformed encoder message with an error reply and keeps serving', async () => {
-    const subject = unitSubject(manifest.name, 'vision.encoder');
+    const subject = unitSubject(wireModel(manifest), 'vision.encoder');
     const good = { 'Unimoe-Wire': '2', 'Unimoe-Dtype': 'f32', 'Unimoe-Shape': '0,3,336,336' };
     const send = async (headers: Record<string, string> | undefined, body: Uint8Array) => {
       const reply = await nc.request(subject, body, { timeout: 5000, headers: headers && toHeaders(headers) });
@@ -204,7 +204,7 @@ describe('placement', () => {
       await expect(backend.encode('audio.encoder', speech)).rejects.toThrow(/no worker hosts unit audio\.encoder \(nobody answers unimoe\.tiny-mm\.unit\.audio\.encoder/);
       expect(performance.now() - started).toBeLessThan(2000);
       // 12 single-part requests the server has routed to the worker before it drains: all are answered.
-      const subject = unitSubject(manifest.name, 'vision.encoder');
+      const subject = unitSubject(wireModel(manifest), 'vision.encoder');
       const pixels = syntheticImage(3).subarray(0, 3 * 336 * 336);
       const small = await startNatsServer({ maxPayload: 2 * 1024 * 1024 }); // one image per message
       const w2 = await runWorker({ store: fx.bundle, pool: 'd', encoders: ['vision'], natsUrl: small.url, threads: 1, log: quiet });

@@ -10,6 +10,7 @@ import { createNatsExpertBackend, type NatsExpertBackend } from '@unimoe/edge/di
 import { createEngine, type Engine } from '@unimoe/edge/engine/engine';
 import { startNatsServer, type NatsServer } from '../helpers/nats-server';
 import { REPO, spawnWorker, tinyBundle, type WorkerProcess } from './cluster';
+import { wireModel } from '@unimoe/shared/wire/subjects';
 
 const expected = JSON.parse(readFileSync(join(REPO, 'tests/fixtures/models/unimoe-4e/expected.json'), 'utf8')) as {
   prompts: Array<{ ids: number[]; last_logits: number[]; greedy: number[] }>;
@@ -29,7 +30,7 @@ beforeAll(async () => {
   workers = [pool('a', '0-1'), pool('a', '0-1'), pool('b', '2,3'), pool('b', '2,3')];
   await Promise.all(workers.map((w) => w.ready));
   const { manifest } = bundle;
-  backend = await createNatsExpertBackend({ natsUrl: nats.url, model: manifest.name, hidden: manifest.config.hidden, timeoutMs: 1000, retries: 3 });
+  backend = await createNatsExpertBackend({ natsUrl: nats.url, model: wireModel(manifest), hidden: manifest.config.hidden, timeoutMs: 1000, retries: 3 });
   split = await createEngine({ bundleDir: bundle.dir, experts: backend, session: { threads: 1 } });
   embedded = await createEngine({ bundleDir: bundle.dir, session: { threads: 1 } });
 });

@@ -15,6 +15,7 @@ import { relativeError } from '../reference/compare';
 import { startNatsServer, type NatsServer } from '../helpers/nats-server';
 import { makeTempDir } from '../helpers/tmp';
 import { modelFixture } from '../helpers/fixtures';
+import { wireModel } from '@unimoe/shared/wire/subjects';
 
 const PROMPTS = [[1, 33, 870, 5, 12, 400], [1, 2, 3]];
 
@@ -39,7 +40,7 @@ describe.each(['unimoe-8e', 'mixtral'] as const)('%s split over two pools', (lay
     for (const [pool, experts] of [['a', half], ['b', half.map((e) => e + E / 2)]] as const) {
       workers.push(await runWorker({ store: bundleDir, pool, experts: [...experts], natsUrl: nats.url, threads: 1, log: () => {} }));
     }
-    const backend = await createNatsExpertBackend({ natsUrl: nats.url, model: manifest.name, hidden: manifest.config.hidden });
+    const backend = await createNatsExpertBackend({ natsUrl: nats.url, model: wireModel(manifest), hidden: manifest.config.hidden });
     const split = await createEngine({ bundleDir, experts: backend, session: { threads: 1 } });
     const single = await createEngine({ bundleDir, session: { threads: 1 } });
     const reference = await loadReferenceModel(modelFixture(layout));

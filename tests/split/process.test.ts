@@ -10,7 +10,7 @@ import { connect, headers as natsHeaders } from 'nats';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createNatsExpertBackend } from '@unimoe/edge/dispatch/nats-expert-backend';
 import { decodeTensorMessage, encodeTensorMessage, readErrorReply } from '@unimoe/shared/wire/format';
-import { unitSubject } from '@unimoe/shared/wire/subjects';
+import { unitSubject, wireModel } from '@unimoe/shared/wire/subjects';
 import { startNatsServer, type NatsServer } from '../helpers/nats-server';
 import { startS3Server, uploadDirectory, type S3Server } from '../helpers/s3-server';
 import { maxErrorVsReference, referenceRows, spawnWorker, tinyBundle } from './cluster';
@@ -53,7 +53,7 @@ describe('unimoe worker as a process', () => {
     expect(code).toBe(1);
     expect(stderr).toMatch(/refusing to join pool bad: .*layer1\.expert2\.onnx: unit layer1\.expert2 sha256 [0-9a-f]{64} does not match the manifest's [0-9a-f]{64}/);
     // It never subscribed: nobody answers for its units.
-    const backend = await createNatsExpertBackend({ natsUrl: nats.url, model: bundle.manifest.name, hidden: bundle.manifest.config.hidden });
+    const backend = await createNatsExpertBackend({ natsUrl: nats.url, model: wireModel(bundle.manifest), hidden: bundle.manifest.config.hidden });
     expect((await backend.unitsAvailable(['layer0.expert2'])).missing).toEqual(['layer0.expert2']);
     await backend.close();
   });
@@ -87,7 +87,7 @@ describe('unimoe worker as a process', () => {
         await w.ready;
         const spec = bundle.manifest.units.find((u) => u.name === 'layer1.expert1')!;
         expect(await readdir(cache)).toEqual([`${spec.sha256}.onnx`]); // only its own unit, keyed by sha256
-        const backend = await createNatsExpertBackend({ natsUrl: nats.url, model: bundle.manifest.name, hidden: bundle.manifest.config.hidden });
+        const backend = await createNatsExpertBackend({ natsUrl: nats.url, model: wireModel(bundle.manifest), hidden: bundle.manifest.config.hidden });
         const { x, rowIndex } = referenceRows(4);
         const [y] = await backend.runExperts([{ layer: 1, expert: 1, x, tokens: 4 }]);
         expect(maxErrorVsReference('layer1.expert1', y, rowIndex)).toBeLessThan(1e-5);
@@ -118,7 +118,7 @@ describe('unimoe worker as a process', () => {
     await w.ready;
     const nc = await connect({ servers: nats.url });
     try {
-      const subject = unitSubject(bundle.manifest.name, 'layer0.expert0');
+      const subject = unitSubject(wireModel(bundle.manifest), 'layer0.expert0');
       const hidden = bundle.manifest.config.hidden;
       const { x, rowIndex } = referenceRows(300);
       const msg = encodeTensorMessage({ dtype: 'f32', rows: 300, hidden, data: x });
@@ -146,7 +146,7 @@ describe('unimoe worker as a process', () => {
     const a = spawnWorker(args);
     const b = spawnWorker(args);
     await Promise.all([a.ready, b.ready]);
-    const backend = await createNatsExpertBackend({ natsUrl: nats.url, model: bundle.manifest.name, hidden: bundle.manifest.config.hidden, timeoutMs: 1000, retries: 3 });
+    const backend = await createNatsExpertBackend({ natsUrl: nats.url, model: wireModel(bundle.manifest), hidden: bundle.manifest.config.hidden, timeoutMs: 1000, retries: 3 });
     try {
       for (let round = 0; round < 40; round++) {
         const { x, rowIndex } = referenceRows(5, round);

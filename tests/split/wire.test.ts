@@ -124,11 +124,13 @@ describe('malformed messages', () => {
 });
 
 describe('subjects and splitting', () => {
-  it('builds subjects with the model name as one safe token', () => {
-    expect(unitSubject('tiny-4e', 'layer1.expert3')).toBe('unimoe.tiny-4e.unit.layer1.expert3');
-    expect(unitSubject('my model.v2*', 'head')).toBe('unimoe.my_model_v2_.unit.head');
-    expect(statsSubject('tiny', 'pool a')).toBe('unimoe.tiny.stats.pool_a');
-    expect(() => unitSubject('m', 'layer1..expert3')).toThrow(/cannot be a NATS subject/);
+  it('builds subjects with the model name as one safe token and the bundle hash', () => {
+    const tiny = { name: 'tiny-4e', hash: '0123456789ab' };
+    expect(unitSubject(tiny, 'layer1.expert3')).toBe('unimoe.tiny-4e.0123456789ab.unit.layer1.expert3');
+    expect(unitSubject({ name: 'my model.v2*', hash: 'ff' }, 'head')).toBe('unimoe.my_model_v2_.ff.unit.head');
+    expect(statsSubject(tiny, 'pool a')).toBe('unimoe.tiny-4e.0123456789ab.stats.pool_a');
+    expect(() => unitSubject(tiny, 'layer1..expert3')).toThrow(/cannot be a NATS subject/);
+    expect(() => unitSubject({ name: 'm', hash: 'a.b' }, 'head')).toThrow(/must be lowercase hex/);
   });
 
   it('fits as many rows as the payload allows after the header allowance', () => {

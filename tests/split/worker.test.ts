@@ -10,7 +10,7 @@ import { createNatsExpertBackend, type NatsExpertBackend } from '@unimoe/edge/di
 import type { Manifest } from '@unimoe/shared/bundle/manifest';
 import { loadUnitSession } from '@unimoe/shared/runtime/ort-unit';
 import { decodeTensorMessage, encodeTensorMessage, readErrorReply } from '@unimoe/shared/wire/format';
-import { statsSubject, unitSubject } from '@unimoe/shared/wire/subjects';
+import { statsSubject, unitSubject, wireModel } from '@unimoe/shared/wire/subjects';
 import { runWorker, type RunningWorker } from '@unimoe/gpu-worker/worker';
 import type { StatsMessage } from '@unimoe/gpu-worker/stats';
 import { startNatsServer, type NatsServer } from '../helpers/nats-server';
@@ -38,7 +38,7 @@ describe('one worker, one nats-server', () => {
     nats = await startNatsServer();
     worker = await runWorker({ store: bundle.dir, pool: 'all', experts: [0, 1, 2, 3], natsUrl: nats.url, threads: 1, statsIntervalMs: 200, log: quiet });
     nc = await connect({ servers: nats.url });
-    backend = await createNatsExpertBackend({ natsUrl: nats.url, model: manifest.name, hidden, timeoutMs: 5000 });
+    backend = await createNatsExpertBackend({ natsUrl: nats.url, model: wireModel(manifest), hidden, timeoutMs: 5000 });
   });
   afterAll(async () => {
     await backend?.close();
@@ -70,7 +70,7 @@ describe('one worker, one nats-server', () => {
   });
 
   it('refuses every malformed message with an error reply and keeps serving', async () => {
-    const subject = unitSubject(manifest.name, 'layer0.expert1');
+    const subject = unitSubject(wireModel(manifest), 'layer0.expert1');
     const good = encodeTensorMessage({ dtype: 'f32', rows: 2, hidden, data: referenceRows(2).x });
     const send = async (headers: Record<string, string> | undefined, body: Uint8Array) => {
       let h;
@@ -104,7 +104,7 @@ describe('one worker, one nats-server', () => {
 
   it('coalesces concurrent requests for one unit into fewer runs, each reply still its own rows', async () => {
     const statsSeen: StatsMessage[] = [];
-    const sub = nc.subscribe(statsSubject(manifest.name, 'all'), { callback: (_e, m) => statsSeen.push(m.json<StatsMessage>()) });
+    const sub = nc.subscribe(statsSubject(wireModel(manifest), 'all'), { callback: (_e, m) => statsSeen.push(m.json<StatsMessage>()) });
     await nc.flush();
     await waitFor(() => statsSeen.length > 0); // start from a fresh interval
     statsSeen.length = 0;
@@ -132,7 +132,7 @@ describe('one worker, one nats-server', () => {
     ['f16', 2e-2],
     ['bf16', 1.5e-1],
   ] as const)('%s on the wire stays within rounding of the float64 reference', async (dtype, tol) => {
-    const b16 = await createNatsExpertBackend({ natsUrl: nats.url, model: manifest.name, hidden, dtype });
+    const b16 = await createNatsExpertBackend({ natsUrl: nats.url, model: wireModel(manifest), hidden, dtype });
     try {
       const { x, rowIndex } = referenceRows(7);
       const [y] = await b16.runExperts([{ layer: 0, expert: 3, x, tokens: 7 }]);
@@ -145,7 +145,7 @@ describe('one worker, one nats-server', () => {
   });
 
   it('the edge surfaces a worker refusal (wrong hidden size) as a clear error without retrying', async () => {
-    const wrong = await createNatsExpertBackend({ natsUrl: nats.url, model: manifest.name, hidden: 16 });
+    const wrong = await createNatsExpertBackend({ natsUrl: nats.url, model: wireModel(manifest), hidden: 16 });
     try {
       await expect(wrong.runExperts([{ layer: 0, expert: 0, x: new Float32Array(16), tokens: 1 }])).rejects.toThrow(
         "unit layer0.expert0: worker refused the batch: bad-hidden hidden size 16 does not match the unit's hidden size 32",
@@ -172,11 +172,11 @@ describe('payloads above the server max payload', () => {
   it('splits a batch by rows into several requests and reassembles the reply', async () => {
     const nats = await startNatsServer({ maxPayload: 4096 }); // (4096 - 1024) / (32 * 4) = 24 rows per message
     const worker = await runWorker({ store: bundle.dir, pool: 'p', experts: [1], layers: [0], natsUrl: nats.url, threads: 1, statsIntervalMs: 100, log: quiet });
-    const backend = await createNatsExpertBackend({ natsUrl: nats.url, model: manifest.name, hidden });
+    const backend = await createNatsExpertBackend({ natsUrl: nats.url, model: wireModel(manifest), hidden });
     const nc = await connect({ servers: nats.url });
     try {
       const stats: StatsMessage[] = [];
-      nc.subscribe(statsSubject(manifest.name, 'p'), { callback: (_e, m) => stats.push(m.json<StatsMessage>()) });
+      nc.subscribe(statsSubject(wireModel(manifest), 'p'), { callback: (_e, m) => stats.push(m.json<StatsMessage>()) });
       await nc.flush();
       const { x, rowIndex } = referenceRows(100, 3);
       expect(x.byteLength).toBeGreaterThan(4096 * 3);
@@ -199,12 +199,12 @@ describe('two pools (disjoint experts) x two replicas', () => {
     const start = (pool: string, experts: number[]) =>
       runWorker({ store: bundle.dir, pool, experts, natsUrl: nats.url, threads: 1, statsIntervalMs: 100, log: quiet });
     const workers = await Promise.all([start('a', [0, 1]), start('a', [0, 1]), start('b', [2, 3]), start('b', [2, 3])]);
-    const backend = await createNatsExpertBackend({ natsUrl: nats.url, model: manifest.name, hidden });
+    const backend = await createNatsExpertBackend({ natsUrl: nats.url, model: wireModel(manifest), hidden });
     const nc = await connect({ servers: nats.url });
     try {
       const perReplica = new Map<string, number>();
       for (const pool of ['a', 'b']) {
-        nc.subscribe(statsSubject(manifest.name, pool), {
+        nc.subscribe(statsSubject(wireModel(manifest), pool), {
           callback: (_e, m) => {
             const s = m.json<StatsMessage>();
             const n = Object.values(s.units).reduce((acc, u) => acc + u.requests, 0);

@@ -2,7 +2,7 @@
  * The edge HTTP API as a Hono app. Web-standard core (Request, Response, streams) so it runs on Node
  * (edge/src/serve.ts) and on Workers alike; everything it uses is injected.
  */
-import { Hono } from 'hono';
+import { Hono, type MiddlewareHandler } from 'hono';
 import { bodyLimit } from 'hono/body-limit';
 import { HTTPException } from 'hono/http-exception';
 import type { Manifest } from '@unimoe/shared/bundle/manifest';
@@ -18,6 +18,8 @@ import { ApiError, internalError, invalidRequest, notFound, tooLarge, unauthoriz
 import { KeyLimiter } from './limits';
 import { preview } from './request';
 import { countHttpRequest, registry, setEngineStatsSource } from './metrics';
+import { cachedReadiness } from './readiness';
+import { isRequestId, log, withRequestIds } from '@unimoe/shared/log';
 
 export interface Readiness {
   ok: boolean;
@@ -55,16 +57,24 @@ export function createApp(deps: ApiDeps): Hono<Env> {
   const app = new Hono<Env>();
 
   app.use('*', async (c, next) => {
-    await next();
+    // The client's X-Request-Id when it is a sane token, else a new one; returned, logged, sent to the workers.
+    const given = c.req.header('X-Request-Id');
+    const requestId = given !== undefined && isRequestId(given) ? given : crypto.randomUUID();
+    const startedAt = performance.now();
+    await withRequestIds([requestId], next);
+    c.res.headers.set('X-Request-Id', requestId);
+    withRequestIds([requestId], () => log.info({ method: c.req.method, path: c.req.path, status: c.res.status, ms: Math.round(performance.now() - startedAt) }, 'request'));
     countHttpRequest(ROUTES.has(c.req.path) || c.req.path.startsWith('/v1/models/') ? c.req.path.replace(/^\/v1\/models\/.+$/, '/v1/models/:id') : 'other', c.res.status);
   });
 
   app.get('/healthz', (c) => c.json({ status: 'ok' }));
-  app.get('/readyz', async (c) => {
-    const r = await deps.ready();
+  const ready = cachedReadiness(deps.ready, config.readyCacheMs);
+  const opsAuth = opsTokenCheck(config.metricsToken);
+  app.get('/readyz', opsAuth, async (c) => {
+    const r = await ready();
     return c.json({ status: r.ok ? 'ready' : 'not_ready', missing: r.missing }, r.ok ? 200 : 503);
   });
-  app.get('/metrics', async (c) => c.body(await registry.metrics(), 200, { 'Content-Type': registry.contentType }));
+  app.get('/metrics', opsAuth, async (c) => c.body(await registry.metrics(), 200, { 'Content-Type': registry.contentType }));
 
   app.use('/v1/*', async (c, next) => {
     if (config.noAuth) {
@@ -104,7 +114,7 @@ export function createApp(deps: ApiDeps): Hono<Env> {
   app.onError((err) => {
     if (err instanceof ApiError) return err.toResponse();
     if (err instanceof HTTPException && err.status === 413) return tooLarge(config.bodyLimitBytes).toResponse();
-    console.error('[api] unhandled error:', err);
+    log.error({ err }, 'unhandled error');
     return internalError().toResponse();
   });
   return app;
@@ -121,6 +131,23 @@ async function parseJsonBody(req: Request): Promise<unknown> {
       'invalid_json',
     );
   }
+}
+
+/** Guards the operators' endpoints with a shared bearer token when one is configured. */
+function opsTokenCheck(token: string | undefined): MiddlewareHandler {
+  return async (_c, next) => {
+    if (token === undefined) return next();
+    const match = /^Bearer\s+(\S+)\s*$/i.exec(_c.req.header('Authorization') ?? '');
+    if (!match || !sameSecret(match[1]!, token)) throw unauthorized('This endpoint needs the metrics token: send it as Authorization: Bearer <METRICS_TOKEN>.');
+    return next();
+  };
+}
+
+/** Compares without stopping at the first difference, so response timing does not reveal the token's prefix. */
+function sameSecret(given: string, expected: string): boolean {
+  let diff = given.length ^ expected.length;
+  for (let i = 0; i < expected.length; i++) diff |= (given.charCodeAt(i) | 0) ^ expected.charCodeAt(i);
+  return diff === 0;
 }
 
 /** Shows a key's beginning and end only, as OpenAI does. */

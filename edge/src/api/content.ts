@@ -26,6 +26,10 @@ export interface PromptMessage {
 export interface ContentLimits {
   /** Largest decoded size of one media part, in bytes. */
   maxMediaBytes: number;
+  /** Most media parts in the whole request. */
+  maxMediaItems: number;
+  /** Largest decoded size of all media parts of the request together, in bytes. */
+  maxMediaTotalBytes: number;
 }
 
 const PART_TYPES = ['text', 'image_url', 'input_audio', 'video_url'];
@@ -34,6 +38,7 @@ const BASE64 = /^[A-Za-z0-9+/]*={0,2}$/;
 const DATA_URL = /^data:([a-z]+)\/([a-z0-9.+-]+);base64,/i;
 
 export function normalizeMessages(messages: ChatMessage[], limits: ContentLimits): PromptMessage[] {
+  const totals = { items: 0, bytes: 0 };
   return messages.map((m, i) => {
     const role = m.role === 'developer' ? 'system' : m.role;
     const param = `messages[${i}].content`;
@@ -50,7 +55,7 @@ export function normalizeMessages(messages: ChatMessage[], limits: ContentLimits
     m.content.forEach((part: unknown, j) => {
       const p = parsePart(part, `${param}[${j}]`, limits);
       if (typeof p === 'string') texts.push(p);
-      else media.push(p);
+      else media.push(countMedia(p, totals, limits));
     });
     if (role !== 'user' && media.length > 0) {
       throw invalidRequest(`Invalid value for '${media[0]!.param}': only user messages may contain ${media[0]!.modality} parts.`, media[0]!.param, 'invalid_value');
@@ -72,6 +77,19 @@ export function checkModalities(messages: PromptMessage[], model: string, accept
       }
     }
   }
+}
+
+/** Per-request caps, checked as parts are read so a request stops at the first part over them. */
+function countMedia(item: MediaInput, totals: { items: number; bytes: number }, limits: ContentLimits): MediaInput {
+  totals.items++;
+  totals.bytes += item.bytes;
+  if (totals.items > limits.maxMediaItems) {
+    throw invalidRequest(`Too many media parts: this server accepts at most ${limits.maxMediaItems} images, audio clips and videos per request.`, item.param, 'too_many_media_items');
+  }
+  if (totals.bytes > limits.maxMediaTotalBytes) {
+    throw new ApiError(413, `The media parts of this request hold more than ${limits.maxMediaTotalBytes} bytes together (the limit per request).`, 'invalid_request_error', item.param, 'media_too_large');
+  }
+  return item;
 }
 
 function parsePart(part: unknown, param: string, limits: ContentLimits): string | MediaInput {

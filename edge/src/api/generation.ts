@@ -4,6 +4,7 @@
  * and the usage row. Each endpoint supplies how to prepare its body and how its responses look.
  */
 import type { Context } from 'hono';
+import { log } from '@unimoe/shared/log';
 import { streamSSE, type SSEStreamingApi } from 'hono/streaming';
 import type { Manifest } from '@unimoe/shared/bundle/manifest';
 import type { Store } from '../db/store';
@@ -104,7 +105,7 @@ export async function handleGeneration<P extends PreparedGeneration>(
     observeCompletion(model, prompt, completion, (performance.now() - startedAt) / 1000);
     return deps.store
       .recordUsage({ keyId, model, promptTokens: prompt, completionTokens: completion, latencyMs: performance.now() - startedAt, status, finishReason })
-      .catch((err: unknown) => console.error(`[api] could not record usage: ${(err as Error).message}`));
+      .catch((err: unknown) => log.error({ err }, 'could not record usage'));
   };
 
   let p: P;
@@ -246,6 +247,6 @@ function logged(err: unknown): ApiError {
   if (err instanceof MediaInputError) return new ApiError(err.status, err.message, 'invalid_request_error', err.param, err.code);
   const dispatch = unreachableUnit(err);
   if (dispatch) return unavailable(`The model is not fully served right now: ${dispatch.message}`, 'unit_unavailable');
-  console.error('[api] completion failed:', err);
+  log.error({ err }, 'completion failed');
   return internalError();
 }

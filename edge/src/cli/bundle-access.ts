@@ -7,6 +7,7 @@ import { loadTokenizer, type TextTokenizer } from '@unimoe/shared/tokenizer/inde
 import { createEngine } from '../engine/engine';
 import type { GenerationEngine } from '../engine/types';
 import { resolveBundle, withoutExperts } from './resolve-bundle';
+import { wireModel } from '@unimoe/shared/wire/subjects';
 
 /** The bundle's tokenizer, of the kind its manifest records (SentencePiece for bundles that record none). */
 export async function openTokenizer(bundleDir: string, manifest: Manifest): Promise<TextTokenizer> {
@@ -31,7 +32,7 @@ export async function openEngine(bundle: string, opts: { natsUrl?: string } = {}
   const manifest = await readManifest(bundleDir);
   if (!opts.natsUrl) return { bundleDir, manifest, engine: await createEngine({ bundleDir }) };
   const { createNatsExpertBackend } = await import('../dispatch/nats-expert-backend');
-  const experts = await createNatsExpertBackend({ natsUrl: opts.natsUrl, model: manifest.name, hidden: manifest.config.hidden });
+  const experts = await createNatsExpertBackend({ natsUrl: opts.natsUrl, model: wireModel(manifest), hidden: manifest.config.hidden });
   const engine = await createEngine({ bundleDir, experts });
   // The engine leaves a backend it was given to its owner: close both together.
   const close = engine.close.bind(engine);

@@ -16,6 +16,7 @@ const commands: Record<string, Command> = {
   upload: { summary: 'upload a bundle to an S3-compatible model store (resumable, sha256-verified)', load: () => import('./commands/upload') },
   keys: { summary: 'create, list and revoke API keys', load: () => import('./commands/keys') },
   preprocess: { summary: 'write model-ready features of an image, audio or video file', load: () => import('./commands/preprocess') },
+  'nats-auth': { summary: 'write a nats-server config with per-role permissions and nkeys for a bundle', load: () => import('./commands/nats-auth') },
   cluster: { summary: 'run nats-server, two expert pools and the edge locally', load: () => import('./commands/cluster') },
 };
 

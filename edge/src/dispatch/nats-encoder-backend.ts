@@ -22,15 +22,19 @@ import {
   readFetchIndex,
 } from '@unimoe/shared/wire/encoder-format';
 import { decodeValues, encodeErrorReply, encodeValues, readErrorReply, WIRE_DTYPE_BYTES, WireError, type WireDType } from '@unimoe/shared/wire/format';
-import { unitSubject } from '@unimoe/shared/wire/subjects';
+import { unitSubject, wireModel } from '@unimoe/shared/wire/subjects';
 import type { EncodedTensor, EncoderBackend } from '../engine/encoder-backend';
 import type { DispatchStats, UnitsAvailability } from './nats-expert-backend';
 import { connectNats } from '@unimoe/shared/runtime/nats-connect';
+import { roleInboxPrefix, type NatsSecurity } from '@unimoe/shared/runtime/nats-auth';
+import { TRACE_HEADER, traceHeaderValue } from '@unimoe/shared/log';
 
 export interface NatsEncoderBackendOptions {
   natsUrl: string;
-  /** The bundle's manifest: its name is in every subject, its encoder units' shapes are checked both ways. */
-  manifest: Pick<Manifest, 'name' | 'units'>;
+  /** Credentials and TLS; default: from the environment (shared/src/runtime/nats-auth.ts). */
+  natsSecurity?: NatsSecurity;
+  /** The bundle's manifest: its name and hash are in every subject, its encoder units' shapes are checked both ways. */
+  manifest: Manifest;
   /** Deadline of each request attempt (parts and the run included); default 30000 ms. */
   timeoutMs?: number;
   /** Further attempts after a timeout, "no responders" or an `internal` failure; default 2. */
@@ -82,14 +86,16 @@ type Attempt =
 
 const NO_RESPONDER_BACKOFF_MS = 25;
 const ENCODER_KINDS = new Set(['vision', 'audio']);
+const EDGE = { kind: 'edge' } as const;
 
 export async function createNatsEncoderBackend(opts: NatsEncoderBackendOptions): Promise<NatsEncoderBackend> {
   const timeoutMs = opts.timeoutMs ?? 30_000;
   const retries = opts.retries ?? 2;
   const dtype = opts.dtype ?? 'f32';
   const model = opts.manifest.name;
+  const wire = wireModel(opts.manifest);
   const units = new Map(opts.manifest.units.filter((u) => ENCODER_KINDS.has(u.kind)).map((u) => [u.name, u]));
-  const nc: NatsConnection = await connectNats(opts.natsUrl, 'unimoe-edge-encoders');
+  const nc: NatsConnection = await connectNats(opts.natsUrl, 'unimoe-edge-encoders', { role: EDGE, security: opts.natsSecurity });
   const serverMax = nc.info?.max_payload ?? 1024 * 1024;
   const payload = Math.min(opts.maxPayload ?? serverMax, serverMax);
   const stride = partStride(payload);
@@ -98,7 +104,7 @@ export async function createNatsEncoderBackend(opts: NatsEncoderBackendOptions):
 
   // Bodies of multi-part requests, by request id, until their request is answered or given up.
   const transfers = new Map<string, Uint8Array>();
-  const fetchSubject = createInbox();
+  const fetchSubject = createInbox(roleInboxPrefix(EDGE));
   const fetchSub: Subscription = nc.subscribe(fetchSubject, { callback: (err, msg) => !err && serveFetch(msg) });
   await nc.flush();
 
@@ -125,7 +131,7 @@ export async function createNatsEncoderBackend(opts: NatsEncoderBackendOptions):
   /** One attempt: publish part 0 with a private reply inbox, collect every reply part or stop at the deadline. */
   function attempt(spec: UnitSpec, headers: Record<string, string>, first: Uint8Array, outDims: number[]): Promise<Attempt> {
     return new Promise((resolve) => {
-      const inbox = createInbox();
+      const inbox = createInbox(roleInboxPrefix(EDGE));
       let parts: PartAssembler | undefined;
       let layout = '';
       let replyBytes = 0;
@@ -169,8 +175,10 @@ export async function createNatsEncoderBackend(opts: NatsEncoderBackendOptions):
       const timer = setTimeout(() => finish({ kind: 'timeout' }), timeoutMs);
       const h = natsHeaders();
       for (const [k, v] of Object.entries(headers)) h.set(k, v);
+      const trace = traceHeaderValue();
+      if (trace) h.set(TRACE_HEADER, trace);
       try {
-        nc.publish(unitSubject(model, spec.name), first, { reply: inbox, headers: h });
+        nc.publish(unitSubject(wire, spec.name), first, { reply: inbox, headers: h });
       } catch (e) {
         finish({ kind: 'bad-reply', message: `NATS publish failed: ${(e as Error).message}` });
       }
@@ -220,7 +228,7 @@ export async function createNatsEncoderBackend(opts: NatsEncoderBackendOptions):
     } finally {
       transfers.delete(requestId);
     }
-    const subject = unitSubject(model, unit);
+    const subject = unitSubject(wire, unit);
     if (lastFailure === 'no-responders') throw new EncoderDispatchError(unit, 'no-responders', `no worker hosts unit ${unit} (nobody answers ${subject}; is a pool started with --encoders serving it?)`);
     if (lastFailure === 'internal') throw new EncoderDispatchError(unit, 'error-reply', `unit ${unit}: worker failed ${retries + 1} times: ${lastMessage}`);
     throw new EncoderDispatchError(unit, 'timeout', `unit ${unit}: no complete reply on ${subject} within ${timeoutMs} ms, ${retries + 1} attempts`);
@@ -269,7 +277,7 @@ export async function createNatsEncoderBackend(opts: NatsEncoderBackendOptions):
           const zero = [0, ...spec.inputs[0]!.shape.slice(1).map(Number)];
           const h = natsHeaders();
           for (const [k, v] of Object.entries(encodeEnvelopeHeaders({ dtype, dims: zero, part: { index: 0, count: 1, stride } }))) h.set(k, v);
-          return nc.request(unitSubject(model, unit), new Uint8Array(0), { timeout: probeTimeoutMs, headers: h }).then(
+          return nc.request(unitSubject(wire, unit), new Uint8Array(0), { timeout: probeTimeoutMs, headers: h }).then(
             (reply) => !readErrorReply(reply.headers),
             () => false,
           );

@@ -7,14 +7,18 @@ import { ErrorCode, headers as natsHeaders, type Msg, type NatsConnection, type 
 import { unitName } from '@unimoe/shared/bundle/manifest';
 import { decodeTensorMessage, encodeTensorMessage, readErrorReply, WIRE_HEADERS, WireError, type WireDType } from '@unimoe/shared/wire/format';
 import { maxRowsPerMessage, rowRanges } from '@unimoe/shared/wire/split';
-import { unitSubject } from '@unimoe/shared/wire/subjects';
+import { unitSubject, type WireModel } from '@unimoe/shared/wire/subjects';
 import type { ExpertBackend, ExpertBatch } from '../engine/expert-backend';
 import { connectNats } from '@unimoe/shared/runtime/nats-connect';
+import type { NatsSecurity } from '@unimoe/shared/runtime/nats-auth';
+import { TRACE_HEADER, traceHeaderValue } from '@unimoe/shared/log';
 
 export interface NatsExpertBackendOptions {
   natsUrl: string;
-  /** The manifest's model name (it is part of every subject). */
-  model: string;
+  /** Credentials and TLS; default: from the environment (shared/src/runtime/nats-auth.ts). */
+  natsSecurity?: NatsSecurity;
+  /** The bundle's name and hash (`wireModel(manifest)`; part of every subject). */
+  model: WireModel;
   hidden: number;
   /** Deadline of each request attempt; default 10000 ms. */
   timeoutMs?: number;
@@ -89,7 +93,7 @@ export async function createNatsExpertBackend(opts: NatsExpertBackendOptions): P
   const retries = opts.retries ?? 2;
   const dtype = opts.dtype ?? 'f32';
   const { hidden, model } = opts;
-  const nc: NatsConnection = await connectNats(opts.natsUrl, 'unimoe-edge');
+  const nc: NatsConnection = await connectNats(opts.natsUrl, 'unimoe-edge', { role: { kind: 'edge' }, security: opts.natsSecurity });
   const serverMax = nc.info?.max_payload ?? 1024 * 1024;
   const maxRows = maxRowsPerMessage(Math.min(opts.maxPayload ?? serverMax, serverMax), hidden, dtype);
   let nextId = 0;
@@ -102,6 +106,8 @@ export async function createNatsExpertBackend(opts: NatsExpertBackendOptions): P
     const message = encodeTensorMessage({ dtype, rows, hidden, data: x, requestId });
     const h = natsHeaders();
     for (const [k, v] of Object.entries(message.headers)) h.set(k, v);
+    const trace = traceHeaderValue();
+    if (trace) h.set(TRACE_HEADER, trace);
     let lastFailure = '';
     for (let attempt = 0; attempt <= retries; attempt++) {
       let reply: Msg;

@@ -7,6 +7,7 @@
 import type { Manifest } from '@unimoe/shared/bundle/manifest';
 import type { DenseModel } from './dense-model';
 import type { ExpertBackend } from './expert-backend';
+import { withRequestIds } from '@unimoe/shared/log';
 import { forwardStep, type StepPlan } from './forward';
 import { Scratch } from './scratch';
 import type { Sequence } from './sequence';
@@ -145,7 +146,9 @@ export class Scheduler {
 
     let logits: Float32Array;
     try {
-      logits = await forwardStep(this.model, this.experts, this.scratch, plan);
+      // The step's expert requests carry the ids of every request batched into it (NATS header, worker logs).
+      const requestIds = [...decode, ...prefill].flatMap((s) => s.requestIds);
+      logits = await withRequestIds(requestIds, () => forwardStep(this.model, this.experts, this.scratch, plan));
     } catch (err) {
       const e = new Error(`generation step failed: ${(err as Error).message}`, { cause: err });
       for (const s of [...decode, ...prefill]) {

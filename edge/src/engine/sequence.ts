@@ -4,6 +4,7 @@
  * A request with n > 1 choices prefills one sequence, which forks the others (KV cache copied) when the
  * prompt's last logits arrive.
  */
+import { currentRequestIds } from '@unimoe/shared/log';
 import { tokenLogprob, type TokenLogprob } from '@unimoe/shared/model/logprobs';
 import { applyPenalties, hasPenalties, type PenaltyOptions } from '@unimoe/shared/model/penalties';
 import { Rng, sample } from '@unimoe/shared/model/sampling';
@@ -18,6 +19,8 @@ const INITIAL_HEADROOM = 64;
 
 export class Sequence {
   readonly generated: number[] = [];
+  /** The API requests this sequence serves (from the log context it was submitted in). */
+  readonly requestIds = currentRequestIds();
   /** Positions already in the KV cache. */
   processed = 0;
   cache: SequenceKvCache | null = null;

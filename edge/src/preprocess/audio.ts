@@ -27,7 +27,7 @@ export async function decodeSpeech(bytes: Uint8Array, name: string, limits: Medi
     samples = resample(pcm.samples, pcm.sampleRate, WHISPER_SAMPLE_RATE);
   } else {
     const { decodeAudioWithFfmpeg } = await import('./ffmpeg');
-    samples = await decodeAudioWithFfmpeg(bytes, name, limits.ffmpegTimeoutMs);
+    samples = await decodeAudioWithFfmpeg(bytes, name, limits);
     checkDuration(samples.length / WHISPER_SAMPLE_RATE, name, limits);
   }
   if (samples.length === 0) throw new MediaError('empty', `${name}: audio contains no samples`);

@@ -124,7 +124,8 @@ describe('bad audio is refused with a MediaError', () => {
     await expectMediaError(preprocessAudio(wav, 'long.wav', { maxAudioSeconds: 0.5 }), 'too_large', /lasts 0\.8 s, over the limit of 0\.5 s/);
   });
 
-  it('reports undecodable non-WAV audio', async () => {
-    await expectMediaError(preprocessAudio(new TextEncoder().encode('definitely not audio'), 'notes.txt'), 'corrupt', /notes\.txt: ffmpeg cannot decode it/);
+  it('reports unrecognised and undecodable non-WAV audio', async () => {
+    await expectMediaError(preprocessAudio(new TextEncoder().encode('definitely not audio'), 'notes.txt'), 'unsupported', /notes\.txt: not a WAV, MP3, FLAC/);
+    await expectMediaError(preprocessAudio(new TextEncoder().encode('OggS but nothing after'), 'cut.ogg'), 'corrupt', /cut\.ogg: ffmpeg cannot decode it/);
   });
 });

@@ -10,8 +10,14 @@ export interface MediaLimits {
   maxAudioSeconds: number;
   /** Largest encoded video file (or sum of frame files), bytes. */
   maxVideoBytes: number;
+  /** Most frames a video may have (frames are counted by decoding, so this bounds the decoding work). */
+  maxVideoFrames: number;
   /** Wall-clock limit for one ffmpeg/ffprobe run, milliseconds. */
   ffmpegTimeoutMs: number;
+  /** CPU time one ffmpeg/ffprobe run may use (all its threads together), seconds (ulimit -t). */
+  ffmpegCpuSeconds: number;
+  /** Address space one ffmpeg/ffprobe run may map, bytes (ulimit -v). */
+  ffmpegMemoryBytes: number;
 }
 
 export const DEFAULT_MEDIA_LIMITS: MediaLimits = {
@@ -21,7 +27,11 @@ export const DEFAULT_MEDIA_LIMITS: MediaLimits = {
   maxAudioBytes: 100 * 1024 * 1024,
   maxAudioSeconds: 10 * 60,
   maxVideoBytes: 200 * 1024 * 1024,
+  // 10 minutes at 30 fps.
+  maxVideoFrames: 18_000,
   ffmpegTimeoutMs: 120_000,
+  ffmpegCpuSeconds: 120,
+  ffmpegMemoryBytes: 1024 * 1024 * 1024,
 };
 
 export function resolveLimits(overrides?: Partial<MediaLimits>): MediaLimits {

@@ -64,7 +64,8 @@ describe.skipIf(!hasFfmpeg)('video files through ffmpeg', () => {
     }
   });
 
-  it('refuses a file ffmpeg cannot read', async () => {
-    await expect(preprocessVideoFile(new TextEncoder().encode('not a video at all'), 'bad.mp4')).rejects.toThrow(/bad\.mp4: ffprobe cannot decode it/);
+  it('refuses a file that is no known container, and one ffmpeg cannot read', async () => {
+    await expect(preprocessVideoFile(new TextEncoder().encode('not a video at all'), 'bad.mp4')).rejects.toThrow(/bad\.mp4: not an MP4\/MOV or WebM/);
+    await expect(preprocessVideoFile(new TextEncoder().encode('\0\0\0\x18ftypisom but cut short'), 'cut.mp4')).rejects.toThrow(/cut\.mp4: ffprobe cannot decode it/);
   });
 });

@@ -63,7 +63,7 @@ export async function preprocessVideoFile(bytes: Uint8Array, name = 'video', lim
   }
   const { extractVideoFramesWithFfmpeg } = await import('./ffmpeg');
   let picked: number[] = [];
-  const frames = await extractVideoFramesWithFfmpeg(bytes, name, resolved.ffmpegTimeoutMs, (count) => (picked = sampleFrameIndices(count)));
+  const frames = await extractVideoFramesWithFfmpeg(bytes, name, resolved, (count) => (picked = sampleFrameIndices(count)));
   // Frames extracted by ffmpeg are trusted PNGs sized like the video; only the pixel limit applies.
   return preprocessPicked(frames, picked.map((i) => `${name} frame ${i}`), { ...resolved, maxImageBytes: Infinity });
 }

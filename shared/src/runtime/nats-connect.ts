@@ -1,15 +1,24 @@
 /** One way to reach NATS for the edge and the workers: reconnect forever once up, a clear error if never up. */
 import { connect, type NatsConnection } from 'nats';
+import { natsAuthOptions, natsSecurityFromEnv, roleInboxPrefix, type NatsRole, type NatsSecurity } from './nats-auth';
 
-/** User/password from NATS_USER / NATS_PASSWORD (one NATS user per role, e.g. in infra/nats/nats.conf); none when unset. */
-function credentialsFromEnv(): { user: string; pass: string } | Record<string, never> {
-  const user = process.env.NATS_USER;
-  return user ? { user, pass: process.env.NATS_PASSWORD ?? '' } : {};
+export interface NatsConnectOptions {
+  /** Sets the inbox prefix the generated per-role permissions expect (`unimoe nats-auth`). */
+  role?: NatsRole;
+  /** Credentials and TLS; default: from the environment (NATS_CREDS, NATS_NKEY_SEED, NATS_USER, ...). */
+  security?: NatsSecurity;
 }
 
-export async function connectNats(url: string, name: string): Promise<NatsConnection> {
+export async function connectNats(url: string, name: string, opts: NatsConnectOptions = {}): Promise<NatsConnection> {
+  const auth = natsAuthOptions(opts.security ?? natsSecurityFromEnv());
   try {
-    return await connect({ servers: url, name, maxReconnectAttempts: -1, ...credentialsFromEnv() });
+    return await connect({
+      servers: url,
+      name,
+      maxReconnectAttempts: -1,
+      ...auth,
+      ...(opts.role ? { inboxPrefix: roleInboxPrefix(opts.role) } : {}),
+    });
   } catch (err) {
     throw new Error(`cannot connect to NATS at ${url}: ${(err as Error).message}`, { cause: err });
   }

@@ -7,6 +7,7 @@
  * back to CPU and says so once.
  */
 import * as ort from 'onnxruntime-node';
+import { log } from '../log';
 import { availableParallelism } from 'node:os';
 import type { Tensor, TensorData } from '../tensor';
 
@@ -52,7 +53,7 @@ export async function loadUnitSession(model: string | Uint8Array, opts: UnitSess
     if (ep !== 'cuda') throw err;
     if (!warnedCudaFallback) {
       warnedCudaFallback = true;
-      console.warn(`[unimoe] CUDA execution provider unavailable (${(err as Error).message.split('\n')[0]}); using CPU`);
+      log.warn(`CUDA execution provider unavailable (${(err as Error).message.split('\n')[0]}); using CPU`);
     }
     ep = 'cpu';
     session = await create(model, sessionOptions(threads, ep));

@@ -1,7 +1,20 @@
 /**
- * NATS subjects. A unit's subject doubles as its queue group, so every replica of every pool that hosts
- * the unit shares its requests.
+ * NATS subjects. Every subject carries the served bundle's identity (model name and manifest hash), so
+ * two versions of one model sharing a NATS server never answer each other's requests. A unit's subject
+ * doubles as its queue group, so every replica of every pool that hosts the unit shares its requests.
  */
+import { bundleHash } from '../bundle/identity';
+import type { Manifest } from '../bundle/manifest';
+
+/** Which bundle a subject belongs to: the manifest's name and its hash (`bundleHash`). */
+export interface WireModel {
+  name: string;
+  hash: string;
+}
+
+export function wireModel(manifest: Manifest): WireModel {
+  return { name: manifest.name, hash: bundleHash(manifest) };
+}
 
 /** A model name as one subject token: NATS subjects split on '.', and ' ', '*', '>' are reserved. */
 export function subjectToken(name: string): string {
@@ -10,17 +23,23 @@ export function subjectToken(name: string): string {
   return token;
 }
 
-/** `unimoe.<model>.unit.<unit>`; unit names (`layer3.expert1`) keep their dots as subject tokens. */
-export function unitSubject(model: string, unit: string): string {
-  if (!/^[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)*$/.test(unit)) throw new Error(`unit name ${JSON.stringify(unit)} cannot be a NATS subject`);
-  return `unimoe.${subjectToken(model)}.unit.${unit}`;
+/** `unimoe.<model>.<hash>`: the prefix of every subject of one bundle (also what NATS permissions match). */
+export function bundleSubjectPrefix(model: WireModel): string {
+  if (!/^[0-9a-f]+$/.test(model.hash)) throw new Error(`bundle hash ${JSON.stringify(model.hash)} must be lowercase hex`);
+  return `unimoe.${subjectToken(model.name)}.${model.hash}`;
 }
 
-export function unitQueueGroup(model: string, unit: string): string {
+/** `unimoe.<model>.<hash>.unit.<unit>`; unit names (`layer3.expert1`) keep their dots as subject tokens. */
+export function unitSubject(model: WireModel, unit: string): string {
+  if (!/^[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)*$/.test(unit)) throw new Error(`unit name ${JSON.stringify(unit)} cannot be a NATS subject`);
+  return `${bundleSubjectPrefix(model)}.unit.${unit}`;
+}
+
+export function unitQueueGroup(model: WireModel, unit: string): string {
   return unitSubject(model, unit);
 }
 
-/** `unimoe.<model>.stats.<pool>`: where a pool's replicas publish their load. */
-export function statsSubject(model: string, pool: string): string {
-  return `unimoe.${subjectToken(model)}.stats.${subjectToken(pool)}`;
+/** `unimoe.<model>.<hash>.stats.<pool>`: where a pool's replicas publish their load. */
+export function statsSubject(model: WireModel, pool: string): string {
+  return `${bundleSubjectPrefix(model)}.stats.${subjectToken(pool)}`;
 }

@@ -5,6 +5,7 @@
  * all stopped together on Ctrl-C (or when any of them dies).
  */
 import { spawn, type ChildProcess } from 'node:child_process';
+import { log } from '@unimoe/shared/log';
 import { fileURLToPath } from 'node:url';
 import { readManifest } from '@unimoe/shared/bundle/load';
 import { freePort, portAccepts } from '@unimoe/shared/runtime/ports';
@@ -50,17 +51,17 @@ export async function run(argv: string[]): Promise<number> {
   const start = (label: string, cmd: string, args: string[]) => {
     const child = spawn(cmd, args, { stdio: ['ignore', 'inherit', 'inherit'] });
     child.once('error', (err) => {
-      console.error(`[cluster] ${label} failed to start: ${err.message}`);
+      log.error(`${label} failed to start: ${err.message}`);
       stopAll(1);
     });
     child.once('exit', (code, signal) => {
       if (!stopping) {
-        console.error(`[cluster] ${label} exited (${signal ?? code}); stopping the cluster`);
+        log.error(`${label} exited (${signal ?? code}); stopping the cluster`);
         stopAll(1);
       }
     });
     children.push(child);
-    console.error(`[cluster] started ${label}`);
+    log.info(`started ${label}`);
   };
 
   start('nats-server', 'nats-server', ['-a', '127.0.0.1', '-p', String(natsPort)]);

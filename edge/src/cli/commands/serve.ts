@@ -3,13 +3,16 @@
  * With --nats, experts and modality encoders run on the pools (`unimoe worker --encoders`); with
  * --local-encoders the encoders run in this process instead.
  */
+import { log } from '@unimoe/shared/log';
 import { DEFAULT_API_CONFIG } from '../../api/config';
 import { startServer } from '../../serve';
 import { CliError, parseCommand, parseNumber } from '../args';
+import { NATS_SECURITY_FLAGS, natsSecurityFromFlags } from '@unimoe/shared/runtime/nats-auth';
 
 const USAGE =
-  'unimoe serve <bundle-or-s3-uri> [--nats URL [--local-encoders]] [--port 8000] [--host 0.0.0.0] [--database-url URL] [--no-auth]\n' +
-  '  [--max-tokens-cap N] [--body-limit-mb N] [--rate-limit RPM] [--max-concurrent N] [--timeout-s N] [--max-batch 16] [--prefill-chunk 128]';
+  'unimoe serve <bundle-or-s3-uri> [--nats URL [--local-encoders]] [--port 8000] [--host 127.0.0.1] [--database-url URL] [--no-auth]\n' +
+  '  [--nats-creds FILE | --nats-nkey-seed FILE] [--nats-tls-ca FILE [--nats-tls-cert FILE --nats-tls-key FILE]]\n' +
+  '  [--max-tokens-cap N] [--body-limit-mb N] [--rate-limit RPM] [--max-concurrent N] [--max-media-items N] [--timeout-s N] [--max-batch 16] [--prefill-chunk 128]';
 
 export async function run(argv: string[]): Promise<number> {
   const s = { type: 'string' } as const;
@@ -26,9 +29,11 @@ export async function run(argv: string[]): Promise<number> {
       'body-limit-mb': s,
       'rate-limit': s,
       'max-concurrent': s,
+      'max-media-items': s,
       'timeout-s': s,
       'max-batch': s,
       'prefill-chunk': s,
+      ...NATS_SECURITY_FLAGS,
     },
     USAGE,
   );
@@ -41,9 +46,10 @@ export async function run(argv: string[]): Promise<number> {
   const server = await startServer({
     bundle: positionals[0]!,
     natsUrl,
+    natsSecurity: natsSecurityFromFlags(values),
     localEncoders,
     port: parseNumber(values.port, '--port', 8000, { integer: true, min: 0, max: 65535 }),
-    host: values.host ?? '0.0.0.0',
+    host: values.host,
     databaseUrl: values['database-url'],
     engine: {
       maxBatch: parseNumber(values['max-batch'], '--max-batch', 16, { integer: true, min: 1, max: 1024 }),
@@ -55,6 +61,8 @@ export async function run(argv: string[]): Promise<number> {
       bodyLimitBytes: Math.round(parseNumber(values['body-limit-mb'], '--body-limit-mb', d.bodyLimitBytes / 2 ** 20, { min: 0.001 }) * 2 ** 20),
       requestsPerMinute: parseNumber(values['rate-limit'], '--rate-limit', d.requestsPerMinute, { integer: true, min: 0 }),
       maxConcurrentPerKey: parseNumber(values['max-concurrent'], '--max-concurrent', d.maxConcurrentPerKey, { integer: true, min: 0 }),
+      maxMediaItems: parseNumber(values['max-media-items'], '--max-media-items', d.maxMediaItems, { integer: true, min: 0 }),
+      metricsToken: process.env.METRICS_TOKEN || undefined,
       requestTimeoutMs: parseNumber(values['timeout-s'], '--timeout-s', d.requestTimeoutMs / 1000, { min: 0.001 }) * 1000,
     },
   });
@@ -67,12 +75,12 @@ export async function run(argv: string[]): Promise<number> {
   const hasEncoders = server.manifest.units.some((u) => u.kind === 'vision' || u.kind === 'audio');
   const encoders = !hasEncoders ? '' : localEncoders ? ', encoders in-process' : ', encoders on NATS pools';
   const mode = natsUrl ? `experts on NATS pools (${natsUrl})${encoders}` : 'all units in-process';
-  console.error(`[serve] ${server.manifest.name}: ${mode}`);
+  log.info({ model: server.manifest.name, url: server.url }, `serving ${server.manifest.name}: ${mode}`);
   console.log(`listening on ${server.url}  (POST /v1/chat/completions, GET /v1/models, /healthz, /readyz, /metrics)`);
 
   await new Promise<void>((resolve) => {
     const stop = (signal: string) => {
-      console.error(`[serve] ${signal}: shutting down`);
+      log.info(`${signal}: shutting down`);
       resolve();
     };
     process.once('SIGINT', () => stop('SIGINT'));
