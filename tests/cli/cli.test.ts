@@ -4,7 +4,7 @@
  * ids, errors as one clear line with a non-zero exit and no partial bundle.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { spawn } from 'node:child_process';
+import { spawnTied } from '@unimoe/shared/runtime/tied-child';
 import { existsSync, readFileSync } from 'node:fs';
 import { readdir, truncate, cp, stat } from 'node:fs/promises';
 import { join } from 'node:path';
@@ -18,11 +18,11 @@ const MAIN = join(REPO, 'edge', 'src', 'cli', 'main.ts');
 
 function cli(args: string[]): Promise<{ code: number | null; stdout: string; stderr: string; lastLine: string }> {
   return new Promise((resolve) => {
-    const child = spawn(process.execPath, ['--import', 'tsx', MAIN, ...args], { cwd: REPO, env: { ...process.env, UNIMOE_THREADS: '1' } });
+    const child = spawnTied(process.execPath, ['--import', 'tsx', MAIN, ...args], { cwd: REPO, env: { ...process.env, UNIMOE_THREADS: '1' } });
     let stdout = '';
     let stderr = '';
-    child.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
-    child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
+    child.stdout!.on('data', (d: Buffer) => (stdout += d.toString()));
+    child.stderr!.on('data', (d: Buffer) => (stderr += d.toString()));
     child.on('exit', (code) => resolve({ code, stdout, stderr, lastLine: stdout.trimEnd().split('\n').at(-1) ?? '' }));
   });
 }

@@ -3,7 +3,8 @@
  * split across the pools, and all of it gone after one Ctrl-C (SIGINT).
  */
 import { afterAll, beforeAll, expect, it } from 'vitest';
-import { spawn, type ChildProcess } from 'node:child_process';
+import type { ChildProcess } from 'node:child_process';
+import { spawnTied } from '@unimoe/shared/runtime/tied-child';
 import { join } from 'node:path';
 import OpenAI from 'openai';
 import { convertCheckpoint } from '@unimoe/shared/convert/convert';
@@ -23,7 +24,7 @@ afterAll(() => tmp.cleanup());
 
 it('brings up nats-server, two pools and the edge; serves; stops everything on Ctrl-C', async () => {
   const [port, natsPort] = [await freePort(), await freePort()];
-  const child: ChildProcess = spawn(
+  const child: ChildProcess = spawnTied(
     process.execPath,
     ['--import', 'tsx', join(REPO, 'edge/src/cli/main.ts'), 'cluster', bundle, '--port', String(port), '--nats-port', String(natsPort), '--no-auth'],
     { cwd: REPO, env: { ...process.env, UNIMOE_THREADS: '1' }, stdio: ['ignore', 'pipe', 'pipe'] },

@@ -2,7 +2,8 @@
  * A real nats-server (Debian's binary) on a free loopback port, for tests. Headers are on by default
  * (server >= 2.2). `maxPayload` writes a config file, since the server has no flag for it.
  */
-import { spawn, type ChildProcess } from 'node:child_process';
+import type { ChildProcess } from 'node:child_process';
+import { spawnTied } from '@unimoe/shared/runtime/tied-child';
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { freePort, portAccepts } from '@unimoe/shared/runtime/ports';
 import { tmpdir } from 'node:os';
@@ -23,7 +24,7 @@ export async function startNatsServer(opts: { maxPayload?: number } = {}): Promi
     await writeFile(conf, `max_payload: ${opts.maxPayload}\n`);
     args.push('-c', conf);
   }
-  const child = spawn('nats-server', args, { stdio: ['ignore', 'ignore', 'pipe'] });
+  const child = spawnTied('nats-server', args, { stdio: ['ignore', 'ignore', 'pipe'] });
   let stderr = '';
   child.stderr!.on('data', (d: Buffer) => (stderr = (stderr + d.toString()).slice(-4000)));
   try {

@@ -1,5 +1,6 @@
 /** Shared pieces for the split-execution tests: the tiny bundle, worker processes, the float64 reference. */
-import { spawn, type ChildProcess } from 'node:child_process';
+import type { ChildProcess } from 'node:child_process';
+import { spawnTied } from '@unimoe/shared/runtime/tied-child';
 import { readFileSync } from 'node:fs';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
@@ -69,7 +70,7 @@ export interface WorkerProcess {
 
 /** `node --import tsx gpu-worker/src/main.ts <args>`: the worker as its own OS process. */
 export function spawnWorker(args: string[], env: Record<string, string> = {}): WorkerProcess {
-  const child = spawn(process.execPath, ['--import', 'tsx', join(REPO, 'gpu-worker', 'src', 'main.ts'), ...args], {
+  const child = spawnTied(process.execPath, ['--import', 'tsx', join(REPO, 'gpu-worker', 'src', 'main.ts'), ...args], {
     cwd: REPO,
     env: { ...process.env, UNIMOE_THREADS: '1', ...env },
     stdio: ['ignore', 'pipe', 'pipe'],

@@ -2,9 +2,11 @@
  * `unimoe cluster <bundle>`: a whole split deployment on this machine for development and demos -
  * nats-server from PATH, two expert pools with disjoint experts (N replicas each), an encoder pool when
  * the bundle is multimodal, and the edge API -
- * all stopped together on Ctrl-C (or when any of them dies).
+ * all stopped together on Ctrl-C (or when any of them dies). Every child is tied to this process
+ * (spawnTied): killed with SIGKILL, it still takes them down.
  */
-import { spawn, type ChildProcess } from 'node:child_process';
+import type { ChildProcess } from 'node:child_process';
+import { spawnTied } from '@unimoe/shared/runtime/tied-child';
 import { fileURLToPath } from 'node:url';
 import { readManifest } from '@unimoe/shared/bundle/load';
 import { freePort, portAccepts } from '@unimoe/shared/runtime/ports';
@@ -13,6 +15,8 @@ import { noUnits, resolveBundle } from '../resolve-bundle';
 
 const USAGE = 'unimoe cluster [<bundle>] [--port 8000] [--nats-port N] [--replicas 1] [--no-auth]';
 const MAIN = fileURLToPath(new URL('../main.ts', import.meta.url));
+/** A worker's drain bound (10 s) and the edge's shutdown bound fit in this; beyond it children are killed. */
+const STOP_BOUND_MS = 20_000;
 
 async function waitForPort(port: number, timeoutMs: number): Promise<void> {
   const deadline = Date.now() + timeoutMs;
@@ -44,11 +48,20 @@ export async function run(argv: string[]): Promise<number> {
   const stopAll = (code: number) => {
     if (stopping) return;
     stopping = true;
-    for (const child of children.reverse()) child.kill('SIGTERM');
-    setTimeout(() => process.exit(code), 5000).unref();
+    // The edge first, nats-server last, so the workers can drain; whatever outlives its bound is killed.
+    const running = children.filter((c) => c.exitCode === null && c.signalCode === null).reverse();
+    const exited = running.map((c) => new Promise((resolve) => c.once('exit', resolve)));
+    for (const child of running) child.kill('SIGTERM');
+    const forced = setTimeout(() => {
+      for (const child of running) if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
+    }, STOP_BOUND_MS);
+    void Promise.all(exited).then(() => {
+      clearTimeout(forced);
+      process.exit(code);
+    });
   };
   const start = (label: string, cmd: string, args: string[]) => {
-    const child = spawn(cmd, args, { stdio: ['ignore', 'inherit', 'inherit'] });
+    const child = spawnTied(cmd, args, { stdio: ['ignore', 'inherit', 'inherit'] });
     child.once('error', (err) => {
       console.error(`[cluster] ${label} failed to start: ${err.message}`);
       stopAll(1);
