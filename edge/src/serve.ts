@@ -2,7 +2,8 @@
  * The edge API on Node: opens the bundle (experts in-process, or on NATS pools with `natsUrl`), the
  * modality encoders (in-process in embedded mode; on the pools started with `--encoders` in split
  * mode unless `localEncoders`), the database and the tokenizer, builds the Hono app and serves it
- * with @hono/node-server.
+ * with @hono/node-server. shutdown() is the graceful stop (SIGTERM): not ready, no new requests, the
+ * running ones finish within a bound (then fail with 503), every usage row written, then closed.
  */
 import { readFile } from 'node:fs/promises';
 import type { AddressInfo } from 'node:net';
@@ -13,6 +14,7 @@ import { readManifest } from '@unimoe/shared/bundle/load';
 import { unitName, type Manifest } from '@unimoe/shared/bundle/manifest';
 import { loadSentencePiece } from '@unimoe/shared/tokenizer/index';
 import { createApp, type Readiness } from './api/app';
+import { RequestGate } from './api/gate';
 import type { ApiConfig } from './api/config';
 import { instrumentExperts } from './api/expert-metrics';
 import { registry } from './api/metrics';
@@ -20,6 +22,8 @@ import { createChatTokenizer } from './api/prompt';
 import { resolveBundle } from './cli/resolve-bundle';
 import { openStore } from './db/open';
 import type { Store } from './db/store';
+import { boundUsageWrites } from './db/usage-writes';
+import { EngineUnavailableError } from './engine/admission';
 import { createEngine, type Engine } from './engine/engine';
 import type { EncoderBackend } from './engine/encoder-backend';
 import type { ExpertBackend } from './engine/expert-backend';
@@ -40,8 +44,15 @@ export interface ServeOptions {
   /** An already open store to use instead (stays the caller's to close), e.g. PGlite in tests. */
   store?: Store;
   api?: Partial<ApiConfig>;
-  /** Continuous batching: most sequences per step (KV cache memory grows with it) and prompt tokens per sequence per step. */
-  engine?: { maxBatch?: number; prefillChunk?: number };
+  /**
+   * Continuous batching: most sequences per step (KV cache memory grows with it) and prompt tokens per
+   * sequence per step; admission control: most requests queued beyond the batch and the KV-cache budget.
+   */
+  engine?: { maxBatch?: number; prefillChunk?: number; maxWaiting?: number; kvBudgetBytes?: number };
+  /** Graceful shutdown: how long running requests may take to finish (default 30 s). */
+  drainMs?: number;
+  /** Longest a response waits for its usage row to be written (default 5 s; the write itself carries on). */
+  usageWriteWaitMs?: number;
   /**
    * Where the modality encoders run (stays the caller's to close). Default: in this process in
    * embedded mode; in split mode on the NATS pools that host them (`unimoe worker --encoders`).
@@ -57,8 +68,17 @@ export interface RunningServer {
   manifest: Manifest;
   engine: Engine;
   store: Store;
+  /** Stops at once: running requests fail. */
   close(): Promise<void>;
+  /**
+   * The graceful stop: /readyz answers 503, new requests get 503 with Retry-After, running ones get
+   * `drainMs` to finish (then fail with 503), every usage row is written (bounded), then close().
+   */
+  shutdown(): Promise<void>;
 }
+
+/** After the drain bound, the requests that were stopped get this long to write their last events. */
+const STOPPED_REQUESTS_GRACE_MS = 5000;
 
 let defaultMetricsOn = false;
 
@@ -71,23 +91,28 @@ export async function startServer(opts: ServeOptions): Promise<RunningServer> {
   const manifest = await readManifest(bundleDir);
   const tokenizer = createChatTokenizer(loadSentencePiece(new Uint8Array(await readFile(join(bundleDir, manifest.tokenizer.file)))), manifest);
   const cleanup: (() => Promise<void>)[] = [];
-  const closeAll = async () => {
-    for (const fn of cleanup.reverse()) await fn().catch((err: unknown) => console.error(`[serve] while closing: ${(err as Error).message}`));
-  };
+  let closing: Promise<void> | undefined;
+  const closeAll = () =>
+    (closing ??= (async () => {
+      for (const fn of cleanup.reverse()) await fn().catch((err: unknown) => console.error(`[serve] while closing: ${(err as Error).message}`));
+    })());
   try {
-    const store = opts.store ?? (await openStore(opts.databaseUrl));
-    if (!opts.store) cleanup.push(() => store.close());
+    const rawStore = opts.store ?? (await openStore(opts.databaseUrl));
+    if (!opts.store) cleanup.push(() => rawStore.close());
+    const store = boundUsageWrites(rawStore, opts.usageWriteWaitMs ?? 5000);
     const { experts, ready: expertsReady } = await openExperts(bundleDir, manifest, opts.natsUrl);
     cleanup.push(() => experts.close());
     const engine = await createEngine({ bundleDir, experts: instrumentExperts(experts), ...opts.engine });
     cleanup.push(() => engine.close());
     const remoteEncoders = opts.natsUrl && !opts.encoders && !opts.localEncoders ? opts.natsUrl : undefined;
     const { multimodal, ready: encodersReady } = await openMultimodal(bundleDir, manifest, opts.encoders, remoteEncoders, cleanup);
+    const gate = new RequestGate(() => engine.full());
     const ready = async (): Promise<Readiness> => {
+      if (gate.isDraining) return { ok: false, missing: [] };
       const [e, m] = await Promise.all([expertsReady(), encodersReady()]);
       return { ok: e.ok && m.ok, missing: [...e.missing, ...m.missing] };
     };
-    const app = createApp({ engine, tokenizer, manifest, store, ready, config: opts.api, multimodal });
+    const app = createApp({ engine, tokenizer, manifest, store, ready, config: opts.api, multimodal, gate });
     if (!defaultMetricsOn) {
       collectDefaultMetrics({ register: registry, prefix: 'unimoe_process_' });
       defaultMetricsOn = true;
@@ -96,7 +121,23 @@ export async function startServer(opts: ServeOptions): Promise<RunningServer> {
     cleanup.push(() => closeServer(server));
     const port = (server.address() as AddressInfo).port;
     const host = opts.host && opts.host !== '0.0.0.0' ? opts.host : '127.0.0.1';
-    return { url: `http://${host.includes(':') ? `[${host}]` : host}:${port}`, port, manifest, engine, store, close: closeAll };
+    let stopping: Promise<void> | undefined;
+    const shutdown = () =>
+      (stopping ??= (async () => {
+        // Still listening, so that /readyz can say "not ready" and new requests get a 503 (with
+        // Connection: close) while the running ones finish; the listener closes with closeAll().
+        gate.drain();
+        const drainMs = opts.drainMs ?? 30_000;
+        if (!(await within(gate.idle(), drainMs))) {
+          console.error(`[serve] ${gate.active} requests still running after ${drainMs} ms: stopping them`);
+          await engine.close(new EngineUnavailableError('The server is shutting down; the request was stopped before it finished. Please retry.', 1));
+          await within(gate.idle(), STOPPED_REQUESTS_GRACE_MS);
+        }
+        const unwritten = await store.flush(opts.usageWriteWaitMs ?? 5000);
+        if (unwritten > 0) console.error(`[serve] ${unwritten} usage rows were still being written at exit`);
+        await closeAll();
+      })());
+    return { url: `http://${host.includes(':') ? `[${host}]` : host}:${port}`, port, manifest, engine, store, close: closeAll, shutdown };
   } catch (err) {
     await closeAll();
     throw err;
@@ -174,4 +215,13 @@ function closeServer(server: ServerType): Promise<void> {
     // Open SSE streams and keep-alive sockets would hold close() forever.
     if ('closeAllConnections' in server) server.closeAllConnections();
   });
+}
+
+/** Whether `p` settled within `ms`. */
+async function within(p: Promise<unknown>, ms: number): Promise<boolean> {
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  const timedOut = new Promise<false>((resolve) => (timer = setTimeout(() => resolve(false), ms)));
+  const settled = await Promise.race([p.then(() => true), timedOut]);
+  clearTimeout(timer);
+  return settled;
 }

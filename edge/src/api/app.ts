@@ -13,6 +13,7 @@ import type { ChatTokenizer } from './chat-tokenizer';
 import { handleChatCompletion } from './chat';
 import { DEFAULT_API_CONFIG, type ApiConfig } from './config';
 import { ApiError, internalError, invalidRequest, notFound, tooLarge, unauthorized } from './errors';
+import { RequestGate } from './gate';
 import { KeyLimiter } from './limits';
 import { preview } from './request';
 import { countHttpRequest, registry, setEngineStatsSource } from './metrics';
@@ -32,6 +33,8 @@ export interface ApiDeps {
   config?: Partial<ApiConfig>;
   /** Preprocesses and encodes media; without it only text is accepted. */
   multimodal?: MultimodalPipeline;
+  /** Admission (engine full, shutting down) and the count of requests in flight; default: admits all. */
+  gate?: RequestGate;
 }
 
 type Env = { Variables: { keyId: number | null; limiterKey: string } };
@@ -43,6 +46,7 @@ export function createApp(deps: ApiDeps): Hono<Env> {
   const { manifest, store } = deps;
   // Media needs the bundle's encoder units and a pipeline to run them; other modalities are refused by name.
   const modalities = ['text', ...(deps.multimodal?.modalities ?? [])].filter((m) => manifest.modalities.includes(m));
+  const gate = deps.gate ?? new RequestGate();
   const limiter = new KeyLimiter({ requestsPerMinute: config.requestsPerMinute, maxConcurrent: config.maxConcurrentPerKey });
   const created = Math.floor(Date.now() / 1000);
   const modelCard = { id: manifest.name, object: 'model', created, owned_by: 'unimoe' };
@@ -89,8 +93,19 @@ export function createApp(deps: ApiDeps): Hono<Env> {
     '/v1/chat/completions',
     bodyLimit({ maxSize: config.bodyLimitBytes, onError: () => tooLarge(config.bodyLimitBytes).toResponse() }),
     (c) => {
-      const release = limiter.acquire(c.get('limiterKey'));
-      return handleChatCompletion(c, { ...deps, config, modalities }, c.get('keyId'), () => parseJsonBody(c.req.raw), release);
+      const leave = gate.enter();
+      let release: () => void;
+      try {
+        release = limiter.acquire(c.get('limiterKey'));
+      } catch (err) {
+        leave();
+        throw err;
+      }
+      const done = () => {
+        release();
+        leave();
+      };
+      return handleChatCompletion(c, { ...deps, config, modalities }, c.get('keyId'), () => parseJsonBody(c.req.raw), done);
     },
   );
 

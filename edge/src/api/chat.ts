@@ -12,7 +12,8 @@ import type { ApiConfig } from './config';
 import type { ChatTokenizer } from './chat-tokenizer';
 import { runCompletion, type CompletionOutcome } from './completion';
 import { checkModalities, decodeMedia, normalizeMessages, type Modality } from './content';
-import { ApiError, internalError, invalidRequest, notFound, timedOut, unavailable } from './errors';
+import { EngineUnavailableError } from '../engine/admission';
+import { ApiError, internalError, invalidRequest, notFound, overloaded, timedOut, unavailable } from './errors';
 import { observeCompletion } from './metrics';
 import { parseChatRequest, preview, type ChatCompletionRequest } from './request';
 
@@ -245,6 +246,7 @@ function unreachableUnit(err: unknown): Error | null {
 function logged(err: unknown): ApiError {
   if (err instanceof ApiError) return err;
   if (err instanceof MediaInputError) return new ApiError(err.status, err.message, 'invalid_request_error', err.param, err.code);
+  if (err instanceof EngineUnavailableError) return overloaded(err.message, err.retryAfterSeconds);
   const dispatch = unreachableUnit(err);
   if (dispatch) return unavailable(`The model is not fully served right now: ${dispatch.message}`, 'unit_unavailable');
   console.error('[api] chat completion failed:', err);
