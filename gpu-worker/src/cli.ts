@@ -1,6 +1,7 @@
 /**
  * `unimoe worker <bundle-dir|s3://bucket/prefix> --pool NAME [--experts LIST [--layers LIST]] [--encoders vision,audio] --nats URL`
- * One replica of a pool (experts, modality encoders or both); runs until SIGTERM/SIGINT, then drains and exits 0.
+ * One replica of a pool (experts, modality encoders or both); runs until SIGTERM/SIGINT, then drains and exits 0
+ * (within --drain-timeout, default 10 s, even when NATS is unreachable).
  */
 import { parseArgs } from 'node:util';
 import { parseIndexList } from './index-list';
@@ -9,7 +10,7 @@ import { runWorker } from './worker';
 
 const USAGE =
   'usage: unimoe worker <bundle-dir|s3://bucket/prefix> --pool NAME [--experts LIST [--layers LIST]] [--encoders vision,audio]\n' +
-  '       [--nats URL] [--stats-interval MS] [--threads N]   (LIST like 0-3 or 0,2,5; at least one of --experts and\n' +
+  '       [--nats URL] [--stats-interval MS] [--threads N] [--drain-timeout MS]   (LIST like 0-3 or 0,2,5; at least one of --experts and\n' +
   '       --encoders; --nats defaults to NATS_URL)';
 
 /** Resolves to the process exit code: 0 after a clean drain, 1 when the worker cannot start or loses NATS, 2 on usage errors. */
@@ -27,6 +28,7 @@ export async function workerCommand(argv: string[]): Promise<number> {
         nats: { type: 'string' },
         'stats-interval': { type: 'string' },
         threads: { type: 'string' },
+        'drain-timeout': { type: 'string' },
         help: { type: 'boolean', short: 'h' },
       },
     });
@@ -56,6 +58,7 @@ export async function workerCommand(argv: string[]): Promise<number> {
       natsUrl,
       statsIntervalMs: positiveInt(values['stats-interval'], '--stats-interval'),
       threads: positiveInt(values.threads, '--threads'),
+      drainTimeoutMs: positiveInt(values['drain-timeout'], '--drain-timeout'),
     };
   } catch (err) {
     console.error(`unimoe worker: ${(err as Error).message}\n${USAGE}`);

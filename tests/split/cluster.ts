@@ -66,6 +66,8 @@ export interface WorkerProcess {
   /** Resolves once the worker logged that it joined; rejects if it exits first. */
   ready: Promise<void>;
   exited: Promise<{ code: number | null; signal: NodeJS.Signals | null; stdout: string; stderr: string }>;
+  /** Everything it printed so far (stdout, then stderr). */
+  output: () => string;
 }
 
 /** `node --import tsx gpu-worker/src/main.ts <args>`: the worker as its own OS process. */
@@ -93,7 +95,7 @@ export function spawnWorker(args: string[], env: Record<string, string> = {}): W
     void exited.then(({ code, signal }) => reject(new Error(`worker exited (${code ?? signal}) before joining:\n${stdout}\n${stderr}`)));
   });
   ready.catch(() => {}); // callers that only await `exited` must not see an unhandled rejection
-  return { child, ready, exited };
+  return { child, ready, exited, output: () => stdout + stderr };
 }
 
 /** NATS headers from a plain record (for hand-made, possibly malformed, wire messages). */

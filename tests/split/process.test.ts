@@ -13,7 +13,7 @@ import { decodeTensorMessage, encodeTensorMessage, readErrorReply } from '@unimo
 import { unitSubject } from '@unimoe/shared/wire/subjects';
 import { startNatsServer, type NatsServer } from '../helpers/nats-server';
 import { startS3Server, uploadDirectory, type S3Server } from '../helpers/s3-server';
-import { maxErrorVsReference, referenceRows, spawnWorker, tinyBundle } from './cluster';
+import { maxErrorVsReference, referenceRows, spawnWorker, tinyBundle, waitFor } from './cluster';
 
 let bundle: Awaited<ReturnType<typeof tinyBundle>>;
 let nats: NatsServer;
@@ -138,6 +138,22 @@ describe('unimoe worker as a process', () => {
     } finally {
       await nc.close();
       if (w.child.exitCode === null) w.child.kill('SIGKILL');
+    }
+  });
+
+  it('stops within its drain bound when told to while nats-server is unreachable', async () => {
+    const own = await startNatsServer();
+    const w = spawnWorker([bundle.dir, '--pool', 'orphan', '--experts', '0', '--layers', '0', '--nats', own.url, '--drain-timeout', '1500']);
+    try {
+      await w.ready;
+      await own.stop();
+      await waitFor(() => /NATS disconnected/.test(w.output()), 20_000);
+      w.child.kill('SIGTERM');
+      const { code, stdout } = await w.exited;
+      expect(code).toBe(0);
+      expect(stdout).toMatch(/could not drain within 1500 ms \(is NATS reachable\?\); closing/);
+    } finally {
+      if (w.child.exitCode === null && w.child.signalCode === null) w.child.kill('SIGKILL');
     }
   });
 

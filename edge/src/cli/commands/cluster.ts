@@ -15,8 +15,8 @@ import { noUnits, resolveBundle } from '../resolve-bundle';
 
 const USAGE = 'unimoe cluster [<bundle>] [--port 8000] [--nats-port N] [--replicas 1] [--no-auth]';
 const MAIN = fileURLToPath(new URL('../main.ts', import.meta.url));
-/** A worker's drain bound (10 s) and the edge's shutdown bound fit in this; beyond it children are killed. */
-const STOP_BOUND_MS = 20_000;
+/** The edge's drain bound and a worker's (10 s) fit in this; beyond it children are killed. */
+const STOP_BOUND_MS = 45_000;
 
 async function waitForPort(port: number, timeoutMs: number): Promise<void> {
   const deadline = Date.now() + timeoutMs;
@@ -43,24 +43,28 @@ export async function run(argv: string[]): Promise<number> {
     { name: 'pool-b', experts: `${half}-${experts - 1}` },
   ].filter((p) => experts > 1 || p.name === 'pool-a');
 
-  const children: ChildProcess[] = [];
+  /** Started in this order; stopped edge first, then the workers (so they can drain), nats-server last. */
+  const stages: Record<'nats' | 'workers' | 'edge', ChildProcess[]> = { nats: [], workers: [], edge: [] };
   let stopping = false;
   const stopAll = (code: number) => {
     if (stopping) return;
     stopping = true;
-    // The edge first, nats-server last, so the workers can drain; whatever outlives its bound is killed.
-    const running = children.filter((c) => c.exitCode === null && c.signalCode === null).reverse();
-    const exited = running.map((c) => new Promise((resolve) => c.once('exit', resolve)));
-    for (const child of running) child.kill('SIGTERM');
+    // Whatever outlives its bound (a worker's drain, the edge's shutdown) is killed.
     const forced = setTimeout(() => {
-      for (const child of running) if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
+      for (const child of Object.values(stages).flat()) child.kill('SIGKILL');
     }, STOP_BOUND_MS);
-    void Promise.all(exited).then(() => {
+    void (async () => {
+      for (const stage of [stages.edge, stages.workers, stages.nats]) {
+        const running = stage.filter((c) => c.exitCode === null && c.signalCode === null);
+        const exited = running.map((c) => new Promise((resolve) => c.once('exit', resolve)));
+        for (const child of running) child.kill('SIGTERM');
+        await Promise.all(exited);
+      }
       clearTimeout(forced);
       process.exit(code);
-    });
+    })();
   };
-  const start = (label: string, cmd: string, args: string[]) => {
+  const start = (stage: keyof typeof stages, label: string, cmd: string, args: string[]) => {
     const child = spawnTied(cmd, args, { stdio: ['ignore', 'inherit', 'inherit'] });
     child.once('error', (err) => {
       console.error(`[cluster] ${label} failed to start: ${err.message}`);
@@ -72,26 +76,26 @@ export async function run(argv: string[]): Promise<number> {
         stopAll(1);
       }
     });
-    children.push(child);
+    stages[stage].push(child);
     console.error(`[cluster] started ${label}`);
   };
 
-  start('nats-server', 'nats-server', ['-a', '127.0.0.1', '-p', String(natsPort)]);
+  start('nats', 'nats-server', 'nats-server', ['-a', '127.0.0.1', '-p', String(natsPort)]);
   await waitForPort(natsPort, 10_000);
   const node = [process.execPath, '--import', 'tsx', MAIN];
   for (const pool of pools) {
     for (let r = 0; r < replicas; r++) {
-      start(`${pool.name} replica ${r} (experts ${pool.experts})`, node[0]!, [...node.slice(1), 'worker', bundle, '--pool', pool.name, '--experts', pool.experts, '--nats', natsUrl]);
+      start('workers', `${pool.name} replica ${r} (experts ${pool.experts})`, node[0]!, [...node.slice(1), 'worker', bundle, '--pool', pool.name, '--experts', pool.experts, '--nats', natsUrl]);
     }
   }
   // A multimodal bundle's encoders get a pool of their own.
   const encoders = manifest.units.filter((u) => u.kind === 'vision' || u.kind === 'audio').map((u) => u.kind);
   if (encoders.length > 0) {
-    start(`pool-encoders (${encoders.join(', ')})`, node[0]!, [...node.slice(1), 'worker', bundle, '--pool', 'pool-encoders', '--encoders', encoders.join(','), '--nats', natsUrl]);
+    start('workers', `pool-encoders (${encoders.join(', ')})`, node[0]!, [...node.slice(1), 'worker', bundle, '--pool', 'pool-encoders', '--encoders', encoders.join(','), '--nats', natsUrl]);
   }
   const serveArgs = ['serve', bundle, '--nats', natsUrl, '--port', values.port ?? '8000'];
   if (values['no-auth']) serveArgs.push('--no-auth');
-  start('edge', node[0]!, [...node.slice(1), ...serveArgs]);
+  start('edge', 'edge', node[0]!, [...node.slice(1), ...serveArgs]);
   process.on('SIGINT', () => stopAll(0));
   process.on('SIGTERM', () => stopAll(0));
   await new Promise(() => {});
