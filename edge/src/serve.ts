@@ -26,6 +26,7 @@ import { boundUsageWrites } from './db/usage-writes';
 import { EngineUnavailableError } from './engine/admission';
 import { createEngine, type Engine } from './engine/engine';
 import type { EncoderBackend } from './engine/encoder-backend';
+import type { NatsExpertBackendOptions } from './dispatch/nats-expert-backend';
 import type { ExpertBackend } from './engine/expert-backend';
 import { LocalEncoderBackend } from './engine/local-encoders';
 import { LocalExpertBackend } from './engine/local-experts';
@@ -49,6 +50,8 @@ export interface ServeOptions {
    * sequence per step; admission control: most requests queued beyond the batch and the KV-cache budget.
    */
   engine?: { maxBatch?: number; prefillChunk?: number; maxWaiting?: number; kvBudgetBytes?: number };
+  /** Split mode: each expert batch's budget (re-sends and NATS reconnect waits included; default 10 s) and when to re-send. */
+  dispatch?: Pick<NatsExpertBackendOptions, 'timeoutMs' | 'hedging'>;
   /** Graceful shutdown: how long running requests may take to finish (default 30 s). */
   drainMs?: number;
   /** Longest a response waits for its usage row to be written (default 5 s; the write itself carries on). */
@@ -100,7 +103,7 @@ export async function startServer(opts: ServeOptions): Promise<RunningServer> {
     const rawStore = opts.store ?? (await openStore(opts.databaseUrl));
     if (!opts.store) cleanup.push(() => rawStore.close());
     const store = boundUsageWrites(rawStore, opts.usageWriteWaitMs ?? 5000);
-    const { experts, ready: expertsReady } = await openExperts(bundleDir, manifest, opts.natsUrl);
+    const { experts, ready: expertsReady } = await openExperts(bundleDir, manifest, opts.natsUrl, opts.dispatch);
     cleanup.push(() => experts.close());
     const engine = await createEngine({ bundleDir, experts: instrumentExperts(experts), ...opts.engine });
     cleanup.push(() => engine.close());
@@ -176,14 +179,19 @@ async function openMultimodal(
   };
 }
 
-async function openExperts(bundleDir: string, manifest: Manifest, natsUrl?: string): Promise<{ experts: ExpertBackend; ready: () => Promise<Readiness> }> {
+async function openExperts(
+  bundleDir: string,
+  manifest: Manifest,
+  natsUrl?: string,
+  dispatch?: ServeOptions['dispatch'],
+): Promise<{ experts: ExpertBackend; ready: () => Promise<Readiness> }> {
   if (!natsUrl) {
     // Embedded: loading every expert up front means ready() is true once the server listens.
     const experts = await LocalExpertBackend.open(bundleDir, { eager: true }, manifest);
     return { experts, ready: async () => ({ ok: true, missing: [] }) };
   }
   const { createNatsExpertBackend } = await import('./dispatch/nats-expert-backend');
-  const experts = await createNatsExpertBackend({ natsUrl, model: manifest.name, hidden: manifest.config.hidden });
+  const experts = await createNatsExpertBackend({ natsUrl, model: manifest.name, hidden: manifest.config.hidden, ...dispatch });
   const units: string[] = [];
   for (let l = 0; l < manifest.config.layers; l++) for (let e = 0; e < manifest.config.experts; e++) units.push(unitName.expert(l, e));
   return {

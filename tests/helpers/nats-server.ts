@@ -15,8 +15,9 @@ export interface NatsServer {
   stop(): Promise<void>;
 }
 
-export async function startNatsServer(opts: { maxPayload?: number } = {}): Promise<NatsServer> {
-  const port = await freePort();
+/** `port`: a given one (e.g. to restart a server where its clients reconnect); default a free one. */
+export async function startNatsServer(opts: { maxPayload?: number; port?: number } = {}): Promise<NatsServer> {
+  const port = opts.port ?? (await freePort());
   const dir = await mkdtemp(join(tmpdir(), 'unimoe-nats-'));
   const args = ['-a', '127.0.0.1', '-p', String(port)];
   if (opts.maxPayload !== undefined) {

@@ -22,7 +22,7 @@ export interface NatsExpertBackendOptions {
   hidden: number;
   /** Budget of each batch, every re-send and reconnect wait included; default 10000 ms. */
   timeoutMs?: number;
-  /** "No responders" retries (outside a NATS reconnect) before a unit counts as hosted by nobody; default 2. */
+  /** "No responders" retries (outside a NATS reconnect) before a unit never answered counts as hosted by nobody; default 2. */
   retries?: number;
   /** Most messages sent for one batch (first send, hedges, retries); default 6. */
   maxAttempts?: number;
@@ -105,6 +105,8 @@ export async function createNatsExpertBackend(opts: NatsExpertBackendOptions): P
   const maxRows = maxRowsPerMessage(Math.min(opts.maxPayload ?? serverMax, serverMax), hidden, dtype);
   let nextId = 0;
   const counters: DispatchStats = { requests: 0, hedges: 0, timeouts: 0, noResponders: 0 };
+  /** Units some replica has answered: "no responders" for them means a restart, worth waiting out. */
+  const answered = new Set<string>();
   const observe = opts.observe;
 
   const requestOnce = async (unit: string, x: Float32Array, rows: number): Promise<Float32Array> => {
@@ -123,6 +125,7 @@ export async function createNatsExpertBackend(opts: NatsExpertBackendOptions): P
         hedgeAfterMs: latency.hedgeAfterMs(unit),
         maxAttempts,
         noResponderRetries: retries,
+        hostedBefore: answered.has(unit),
         onSend: (kind) => {
           counters.requests++;
           if (kind === 'hedge') counters.hedges++;
@@ -140,6 +143,7 @@ export async function createNatsExpertBackend(opts: NatsExpertBackendOptions): P
     const { msg: reply, sentAt } = answer;
     const roundTripMs = performance.now() - sentAt;
     latency.observe(unit, roundTripMs);
+    answered.add(unit);
     const y = decodeReply(unit, reply, rows);
     if (observe) {
       const compute = Number(reply.headers?.get(WIRE_HEADERS.computeUs));

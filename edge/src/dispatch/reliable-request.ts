@@ -6,7 +6,8 @@
  *   first reply wins and the others are ignored (units are pure functions, so any reply is the answer
  *   and none is ever used twice);
  * - `overloaded`, `expired` and `internal` replies and "no responders" are retried after a backoff
- *   that doubles, with jitter, so that retries thin out instead of piling onto a busy pool;
+ *   that doubles (25 ms to 500 ms), with jitter, so that retries thin out instead of piling onto a busy
+ *   pool;
  * - while the connection is down nothing is sent (it would wait in the client's buffer); the request
  *   waits for the reconnect, then goes out again;
  * - each message carries the time left (`Unimoe-Deadline-Ms`), so a worker drops work nobody waits for.
@@ -39,10 +40,19 @@ export interface ReliableRequest {
   budgetMs: number;
   /** First re-send after this long without a reply; each further one waits twice as long. */
   hedgeAfterMs: number;
-  /** Most messages sent for this request (bounds the extra load a fault can cause). */
+  /**
+   * Most messages sent for this request that a replica may have computed (bounds the extra load a fault
+   * can cause); messages nobody took or that were refused unrun (no responders, overloaded, expired)
+   * do not count.
+   */
   maxAttempts: number;
-  /** "No responders" this many times in a row (outside a reconnect) means nobody hosts the unit. */
+  /**
+   * "No responders" this many times in a row (outside a reconnect) means nobody hosts the unit - unless
+   * `hostedBefore`: a unit that has answered before is more likely restarting (a whole pool restarting,
+   * workers resubscribing), so that request keeps trying, backing off, until its budget.
+   */
   noResponderRetries: number;
+  hostedBefore: boolean;
   onSend?: (kind: 'first' | 'hedge' | 'retry') => void;
   onFailure?: (kind: 'no-responders' | 'timeout') => void;
 }
@@ -55,13 +65,15 @@ export interface ReliableReply {
 }
 
 const RETRY_BASE_MS = 25;
-const RETRY_MAX_MS = 1000;
+const RETRY_MAX_MS = 500;
 
 export function reliableRequest(r: ReliableRequest): Promise<ReliableReply> {
   return new Promise((resolve, reject) => {
     const deadline = performance.now() + r.budgetMs;
     let settled = false;
     let attempts = 0;
+    /** Sends known not to have been computed anywhere. */
+    let unrun = 0;
     let pending = 0;
     let hedgeAfter = r.hedgeAfterMs;
     let retryDelay = RETRY_BASE_MS;
@@ -114,7 +126,7 @@ export function reliableRequest(r: ReliableRequest): Promise<ReliableReply> {
         }
         return;
       }
-      if (attempts >= r.maxAttempts) return; // the budget timer ends it
+      if (attempts - unrun >= r.maxAttempts) return; // the budget timer ends it
       attempts++;
       pending++;
       r.onSend?.(kind);
@@ -137,6 +149,7 @@ export function reliableRequest(r: ReliableRequest): Promise<ReliableReply> {
           const error = readErrorReply(msg.headers);
           if (error && (error.code === 'overloaded' || error.code === 'expired' || error.code === 'internal')) {
             // Dropped or failed on that replica; another one (or this one, later) may do it.
+            if (error.code !== 'internal') unrun++;
             last = { reason: error.code === 'overloaded' ? 'overloaded' : 'error-reply', detail: `worker replied ${error.code}: ${error.message}` };
             return retryLater();
           }
@@ -147,9 +160,10 @@ export function reliableRequest(r: ReliableRequest): Promise<ReliableReply> {
           if (settled) return;
           if (err.code === ErrorCode.NoResponders) {
             noResponders++;
+            unrun++;
             last = { reason: 'no-responders', detail: 'nobody answers (is a pool serving it running?)' };
             // Just after a NATS restart the workers may not have resubscribed yet: keep trying then.
-            if (noResponders > r.noResponderRetries && !r.watch.settling && pending === 0) {
+            if (noResponders > r.noResponderRetries && !r.hostedBefore && !r.watch.settling && pending === 0) {
               r.onFailure?.('no-responders');
               return fail();
             }
