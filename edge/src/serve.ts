@@ -2,7 +2,8 @@
  * The edge API on Node: opens the bundle (experts in-process, or on NATS pools with `natsUrl`), the
  * modality encoders (in-process in embedded mode; on the pools started with `--encoders` in split
  * mode unless `localEncoders`), the database and the tokenizer, builds the Hono app and serves it
- * with @hono/node-server.
+ * with @hono/node-server. shutdown() is the graceful stop (SIGTERM): not ready, no new requests, the
+ * running ones finish within a bound (then fail with 503), every usage row written, then closed.
  */
 import type { AddressInfo } from 'node:net';
 import { serve, type ServerType } from '@hono/node-server';
@@ -14,6 +15,7 @@ import { log } from '@unimoe/shared/log';
 import type { NatsSecurity } from '@unimoe/shared/runtime/nats-auth';
 import { openTokenizer } from './cli/bundle-access';
 import { createApp, type Readiness } from './api/app';
+import { RequestGate } from './api/gate';
 import type { ApiConfig } from './api/config';
 import { instrumentExperts } from './api/expert-metrics';
 import { registry } from './api/metrics';
@@ -21,8 +23,11 @@ import { createChatTokenizer } from './api/prompt';
 import { resolveBundle } from './cli/resolve-bundle';
 import { openStore } from './db/open';
 import type { Store } from './db/store';
+import { boundUsageWrites } from './db/usage-writes';
+import { EngineUnavailableError } from './engine/admission';
 import { createEngine, type Engine } from './engine/engine';
 import type { EncoderBackend } from './engine/encoder-backend';
+import type { NatsExpertBackendOptions } from './dispatch/nats-expert-backend';
 import type { ExpertBackend } from './engine/expert-backend';
 import { LocalEncoderBackend } from './engine/local-encoders';
 import { LocalExpertBackend } from './engine/local-experts';
@@ -45,8 +50,17 @@ export interface ServeOptions {
   /** An already open store to use instead (stays the caller's to close), e.g. PGlite in tests. */
   store?: Store;
   api?: Partial<ApiConfig>;
-  /** Continuous batching: most sequences per step (KV cache memory grows with it) and prompt tokens per sequence per step. */
-  engine?: { maxBatch?: number; prefillChunk?: number };
+  /**
+   * Continuous batching: most sequences per step (KV cache memory grows with it) and prompt tokens per
+   * sequence per step; admission control: most requests queued beyond the batch and the KV-cache budget.
+   */
+  engine?: { maxBatch?: number; prefillChunk?: number; maxWaiting?: number; kvBudgetBytes?: number };
+  /** Split mode: each expert batch's budget (re-sends and NATS reconnect waits included; default 10 s) and when to re-send. */
+  dispatch?: Pick<NatsExpertBackendOptions, 'timeoutMs' | 'hedging'>;
+  /** Graceful shutdown: how long running requests may take to finish (default 30 s). */
+  drainMs?: number;
+  /** Longest a response waits for its usage row to be written (default 5 s; the write itself carries on). */
+  usageWriteWaitMs?: number;
   /**
    * Where the modality encoders run (stays the caller's to close). Default: in this process in
    * embedded mode; in split mode on the NATS pools that host them (`unimoe worker --encoders`).
@@ -62,10 +76,18 @@ export interface RunningServer {
   manifest: Manifest;
   engine: Engine;
   store: Store;
+  /** Stops at once: running requests fail. */
   close(): Promise<void>;
+  /**
+   * The graceful stop: /readyz answers 503, new requests get 503 with Retry-After, running ones get
+   * `drainMs` to finish (then fail with 503), every usage row is written (bounded), then close().
+   */
+  shutdown(): Promise<void>;
 }
 
 export const DEFAULT_HOST = '127.0.0.1';
+/** After the drain bound, the requests that were stopped get this long to write their last events. */
+const STOPPED_REQUESTS_GRACE_MS = 5000;
 
 let defaultMetricsOn = false;
 
@@ -79,19 +101,24 @@ export async function startServer(opts: ServeOptions): Promise<RunningServer> {
   const textTokenizer = await openTokenizer(bundleDir, manifest);
   const tokenizer = createChatTokenizer(textTokenizer, manifest);
   const cleanup: (() => Promise<void>)[] = [];
-  const closeAll = async () => {
-    for (const fn of cleanup.reverse()) await fn().catch((err: unknown) => log.error({ err }, 'error while closing'));
-  };
+  let closing: Promise<void> | undefined;
+  const closeAll = () =>
+    (closing ??= (async () => {
+      for (const fn of cleanup.reverse()) await fn().catch((err: unknown) => log.error({ err }, 'error while closing'));
+    })());
   try {
-    const store = opts.store ?? (await openStore(opts.databaseUrl));
-    if (!opts.store) cleanup.push(() => store.close());
-    const { experts, ready: expertsReady } = await openExperts(bundleDir, manifest, opts.natsUrl, opts.natsSecurity);
+    const rawStore = opts.store ?? (await openStore(opts.databaseUrl));
+    if (!opts.store) cleanup.push(() => rawStore.close());
+    const store = boundUsageWrites(rawStore, opts.usageWriteWaitMs ?? 5000);
+    const { experts, ready: expertsReady } = await openExperts(bundleDir, manifest, opts.natsUrl, opts.natsSecurity, opts.dispatch);
     cleanup.push(() => experts.close());
     const engine = await createEngine({ bundleDir, experts: instrumentExperts(experts), ...opts.engine });
     cleanup.push(() => engine.close());
     const remoteEncoders = opts.natsUrl && !opts.encoders && !opts.localEncoders ? opts.natsUrl : undefined;
     const { multimodal, ready: encodersReady } = await openMultimodal(bundleDir, manifest, opts.encoders, remoteEncoders, cleanup, opts.natsSecurity);
+    const gate = new RequestGate(() => engine.full());
     const ready = async (): Promise<Readiness> => {
+      if (gate.isDraining) return { ok: false, missing: [] };
       const [e, m] = await Promise.all([expertsReady(), encodersReady()]);
       return { ok: e.ok && m.ok, missing: [...e.missing, ...m.missing] };
     };
@@ -99,7 +126,7 @@ export async function startServer(opts: ServeOptions): Promise<RunningServer> {
     const vocab = Math.min(manifest.config.vocab, manifest.tokenizer.vocabSize ?? manifest.config.vocab);
     const grammar = await createXGrammar(textTokenizer, vocab, [manifest.tokenizer.eos]);
     cleanup.push(async () => grammar.dispose());
-    const app = createApp({ engine, tokenizer, manifest, store, ready, config: opts.api, multimodal, grammar });
+    const app = createApp({ engine, tokenizer, manifest, store, ready, config: opts.api, multimodal, grammar, gate });
     if (!defaultMetricsOn) {
       collectDefaultMetrics({ register: registry, prefix: 'unimoe_process_' });
       defaultMetricsOn = true;
@@ -108,7 +135,23 @@ export async function startServer(opts: ServeOptions): Promise<RunningServer> {
     cleanup.push(() => closeServer(server));
     const port = (server.address() as AddressInfo).port;
     const host = opts.host && opts.host !== '0.0.0.0' ? opts.host : '127.0.0.1';
-    return { url: `http://${host.includes(':') ? `[${host}]` : host}:${port}`, port, manifest, engine, store, close: closeAll };
+    let stopping: Promise<void> | undefined;
+    const shutdown = () =>
+      (stopping ??= (async () => {
+        // Still listening, so that /readyz can say "not ready" and new requests get a 503 (with
+        // Connection: close) while the running ones finish; the listener closes with closeAll().
+        gate.drain();
+        const drainMs = opts.drainMs ?? 30_000;
+        if (!(await within(gate.idle(), drainMs))) {
+          log.warn(`${gate.active} requests still running after ${drainMs} ms: stopping them`);
+          await engine.close(new EngineUnavailableError('The server is shutting down; the request was stopped before it finished. Please retry.', 1));
+          await within(gate.idle(), STOPPED_REQUESTS_GRACE_MS);
+        }
+        const unwritten = await store.flush(opts.usageWriteWaitMs ?? 5000);
+        if (unwritten > 0) log.warn(`${unwritten} usage rows were still being written at exit`);
+        await closeAll();
+      })());
+    return { url: `http://${host.includes(':') ? `[${host}]` : host}:${port}`, port, manifest, engine, store, close: closeAll, shutdown };
   } catch (err) {
     await closeAll();
     throw err;
@@ -148,14 +191,20 @@ async function openMultimodal(
   };
 }
 
-async function openExperts(bundleDir: string, manifest: Manifest, natsUrl?: string, natsSecurity?: NatsSecurity): Promise<{ experts: ExpertBackend; ready: () => Promise<Readiness> }> {
+async function openExperts(
+  bundleDir: string,
+  manifest: Manifest,
+  natsUrl?: string,
+  natsSecurity?: NatsSecurity,
+  dispatch?: ServeOptions['dispatch'],
+): Promise<{ experts: ExpertBackend; ready: () => Promise<Readiness> }> {
   if (!natsUrl) {
     // Embedded: loading every expert up front means ready() is true once the server listens.
     const experts = await LocalExpertBackend.open(bundleDir, { eager: true }, manifest);
     return { experts, ready: async () => ({ ok: true, missing: [] }) };
   }
   const { createNatsExpertBackend } = await import('./dispatch/nats-expert-backend');
-  const experts = await createNatsExpertBackend({ natsUrl, natsSecurity, model: wireModel(manifest), hidden: manifest.config.hidden });
+  const experts = await createNatsExpertBackend({ natsUrl, natsSecurity, model: wireModel(manifest), hidden: manifest.config.hidden, ...dispatch });
   const units: string[] = [];
   for (let l = 0; l < manifest.config.layers; l++) for (let e = 0; e < manifest.config.experts; e++) units.push(unitName.expert(l, e));
   return {
@@ -187,4 +236,13 @@ function closeServer(server: ServerType): Promise<void> {
     // Open SSE streams and keep-alive sockets would hold close() forever.
     if ('closeAllConnections' in server) server.closeAllConnections();
   });
+}
+
+/** Whether `p` settled within `ms`. */
+async function within(p: Promise<unknown>, ms: number): Promise<boolean> {
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  const timedOut = new Promise<false>((resolve) => (timer = setTimeout(() => resolve(false), ms)));
+  const settled = await Promise.race([p.then(() => true), timedOut]);
+  clearTimeout(timer);
+  return settled;
 }

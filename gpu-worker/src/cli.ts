@@ -1,6 +1,7 @@
 /**
  * `unimoe worker <bundle-dir|s3://bucket/prefix> --pool NAME [--experts LIST [--layers LIST]] [--encoders vision,audio] --nats URL`
- * One replica of a pool (experts, modality encoders or both); runs until SIGTERM/SIGINT, then drains and exits 0.
+ * One replica of a pool (experts, modality encoders or both); runs until SIGTERM/SIGINT, then drains and exits 0
+ * (within --drain-timeout, default 10 s, even when NATS is unreachable).
  */
 import { parseArgs } from 'node:util';
 import { parseIndexList } from './index-list';
@@ -12,7 +13,7 @@ import { NATS_SECURITY_FLAGS, natsSecurityFromFlags } from '@unimoe/shared/runti
 const USAGE =
   'usage: unimoe worker <bundle-dir|s3://bucket/prefix> --pool NAME [--experts LIST [--layers LIST]] [--encoders vision,audio]\n' +
   '       [--nats URL] [--nats-creds FILE | --nats-nkey-seed FILE] [--nats-tls-ca FILE [--nats-tls-cert FILE --nats-tls-key FILE]]\n' +
-  '       [--stats-interval MS] [--threads N]   (LIST like 0-3 or 0,2,5; at least one of --experts and\n' +
+  '       [--stats-interval MS] [--threads N] [--drain-timeout MS]   (LIST like 0-3 or 0,2,5; at least one of --experts and\n' +
   '       --encoders; --nats defaults to NATS_URL)';
 
 /** Resolves to the process exit code: 0 after a clean drain, 1 when the worker cannot start or loses NATS, 2 on usage errors. */
@@ -31,6 +32,7 @@ export async function workerCommand(argv: string[]): Promise<number> {
         'stats-interval': { type: 'string' },
         threads: { type: 'string' },
         ...NATS_SECURITY_FLAGS,
+        'drain-timeout': { type: 'string' },
         help: { type: 'boolean', short: 'h' },
       },
     });
@@ -61,6 +63,7 @@ export async function workerCommand(argv: string[]): Promise<number> {
       natsSecurity: natsSecurityFromFlags(values),
       statsIntervalMs: positiveInt(values['stats-interval'], '--stats-interval'),
       threads: positiveInt(values.threads, '--threads'),
+      drainTimeoutMs: positiveInt(values['drain-timeout'], '--drain-timeout'),
     };
   } catch (err) {
     console.error(`unimoe worker: ${(err as Error).message}\n${USAGE}`);

@@ -6,7 +6,7 @@
 import { describe, expect, it } from 'vitest';
 import { GraphBuilder } from '@unimoe/shared/onnx/graph';
 import { loadUnitSession } from '@unimoe/shared/runtime/ort-unit';
-import { RunClock, UnitCoalescer } from './coalescer';
+import { DroppedWork, RunClock, UnitCoalescer } from './coalescer';
 import { LoadCounters } from './stats';
 
 const N = 384;
@@ -14,14 +14,14 @@ const N = 384;
 /** y = x @ W with W[i][j] = ((i * 7 + j * 3) % 11 - 5) / 8, exactly representable in float32. */
 const weight = (i: number, j: number) => (((i * 7 + j * 3) % 11) - 5) / 8;
 
-async function matmulCoalescer(unit: string, clock: RunClock, counters: LoadCounters): Promise<UnitCoalescer> {
+async function matmulCoalescer(unit: string, clock: RunClock, counters: LoadCounters, maxQueuedRows?: number): Promise<UnitCoalescer> {
   const g = new GraphBuilder(unit);
   const x = g.input('x', 'float32', ['T', N]);
   const w = new Float32Array(N * N);
   for (let i = 0; i < N; i++) for (let j = 0; j < N; j++) w[i * N + j] = weight(i, j);
   g.output(g.node('MatMul', [x, g.floatInitializer('w', w, [N, N])], { outputs: ['y'] }), 'float32', ['T', N]);
   const session = await loadUnitSession(g.toBytes(), { threads: 1 });
-  return new UnitCoalescer({ unit, session, inputName: 'x', outputName: 'y', inRowDims: [N], outRowSize: N, maxRowsPerRun: 4096, counters, clock });
+  return new UnitCoalescer({ unit, session, inputName: 'x', outputName: 'y', inRowDims: [N], outRowSize: N, maxRowsPerRun: 4096, maxQueuedRows, counters, clock });
 }
 
 describe('UnitCoalescer compute time', () => {
@@ -46,5 +46,36 @@ describe('UnitCoalescer compute time', () => {
       for (let i = 0; i < N; i++) want += x[r * N + i] * weight(i, c);
       for (const res of results) expect(Math.abs(res.y[r * N + c] - want)).toBeLessThanOrEqual(1e-3 * Math.max(1, Math.abs(want)));
     }
+  });
+});
+
+describe('UnitCoalescer bounds', () => {
+  const rowsOf = (rows: number) => new Float32Array(rows * N).fill(0.5);
+
+  it('refuses a request as overloaded when the queue is full, and still answers the queued ones', async () => {
+    const counters = new LoadCounters(['q']);
+    const unit = await matmulCoalescer('q', new RunClock(), counters, 100);
+    const first = unit.submit(rowsOf(60), 60);
+    const second = unit.submit(rowsOf(40), 40); // exactly at the limit
+    const refused = unit.submit(rowsOf(1), 1);
+    await expect(refused).rejects.toBeInstanceOf(DroppedWork);
+    await expect(refused).rejects.toMatchObject({ code: 'overloaded' });
+    const [a, b] = await Promise.all([first, second]);
+    expect(a.y.length).toBe(60 * N);
+    expect(b.y.length).toBe(40 * N);
+    // Room again once the queue has run.
+    expect((await unit.submit(rowsOf(100), 100)).y.length).toBe(100 * N);
+  });
+
+  it('drops a request whose deadline passed before its run, without computing it', async () => {
+    const counters = new LoadCounters(['d']);
+    const unit = await matmulCoalescer('d', new RunClock(), counters);
+    counters.take();
+    const expired = unit.submit(rowsOf(7), 7, performance.now() - 1);
+    const live = unit.submit(rowsOf(3), 3, performance.now() + 60_000);
+    await expect(expired).rejects.toMatchObject({ code: 'expired' });
+    expect((await live).y.length).toBe(3 * N);
+    const { units } = counters.take();
+    expect(units.d).toMatchObject({ requests: 1, tokens: 3, runs: 1 }); // the expired rows never ran
   });
 });

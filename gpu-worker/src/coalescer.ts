@@ -1,7 +1,9 @@
 /**
  * Coalesces concurrent requests for one unit into one onnxruntime run: rows are concatenated, run
  * once, and the output split back per request. Requests that arrive while a run is in progress wait
- * and go together in the next run, so coalescing adds no delay to an idle unit.
+ * and go together in the next run, so coalescing adds no delay to an idle unit. The queue is bounded
+ * (beyond it a request is refused as `overloaded` at once) and a request whose sender has given up by
+ * the time its run starts is dropped as `expired`, not computed.
  */
 import type { UnitSession } from '@unimoe/shared/runtime/ort-unit';
 import type { LoadCounters } from './stats';
@@ -12,10 +14,23 @@ export interface UnitResult {
   computeUs: number;
 }
 
+/** Work refused or dropped without running: the sender may try another replica. */
+export class DroppedWork extends Error {
+  constructor(
+    readonly code: 'overloaded' | 'expired',
+    message: string,
+  ) {
+    super(message);
+    this.name = 'DroppedWork';
+  }
+}
+
 interface Pending {
   x: Float32Array;
   rows: number;
   arrivedAt: number;
+  /** performance.now() time after which nobody waits for the result. */
+  expiresAt: number;
   resolve: (r: UnitResult) => void;
   reject: (err: Error) => void;
 }
@@ -31,6 +46,8 @@ export interface CoalescerOptions {
   outRowSize: number;
   /** Upper bound on rows per run, to bound memory; a single larger request still runs alone. */
   maxRowsPerRun: number;
+  /** Most rows waiting for a run (default 8 x maxRowsPerRun); a request beyond it is refused as overloaded. */
+  maxQueuedRows?: number;
   counters: LoadCounters;
   /** Shared by every coalescer of one process (see RunClock). */
   clock?: RunClock;
@@ -55,6 +72,7 @@ export class RunClock {
 
 export class UnitCoalescer {
   private queue: Pending[] = [];
+  private queuedRows = 0;
   private pumping = false;
   private idleWaiters: Array<() => void> = [];
 
@@ -64,10 +82,19 @@ export class UnitCoalescer {
     this.clock = o.clock ?? new RunClock();
   }
 
-  /** x is row-major [rows, ...inRowDims]; resolves to the unit's [rows, outRowSize] output. */
-  submit(x: Float32Array, rows: number): Promise<UnitResult> {
+  /**
+   * x is row-major [rows, ...inRowDims]; resolves to the unit's [rows, outRowSize] output, or rejects
+   * with DroppedWork when the queue is full or `expiresAt` (a performance.now() time) passes first.
+   */
+  submit(x: Float32Array, rows: number, expiresAt = Infinity): Promise<UnitResult> {
     return new Promise((resolve, reject) => {
-      this.queue.push({ x, rows, arrivedAt: performance.now(), resolve, reject });
+      const limit = this.o.maxQueuedRows ?? 8 * this.o.maxRowsPerRun;
+      if (this.queuedRows > 0 && this.queuedRows + rows > limit) {
+        reject(new DroppedWork('overloaded', `unit ${this.o.unit}: ${this.queuedRows} rows already queued (limit ${limit})`));
+        return;
+      }
+      this.queuedRows += rows;
+      this.queue.push({ x, rows, arrivedAt: performance.now(), expiresAt, resolve, reject });
       if (!this.pumping) {
         this.pumping = true;
         // Deferred one turn so that messages delivered in the same socket read join this first run.
@@ -85,16 +112,26 @@ export class UnitCoalescer {
   private async pump(): Promise<void> {
     while (this.queue.length > 0) {
       const batch = this.takeBatch();
-      await this.run(batch);
+      if (batch.length > 0) await this.run(batch);
     }
     this.pumping = false;
     for (const wake of this.idleWaiters.splice(0)) wake();
   }
 
   private takeBatch(): Pending[] {
+    const now = performance.now();
+    for (let i = this.queue.length - 1; i >= 0; i--) {
+      const p = this.queue[i];
+      if (p.expiresAt <= now) {
+        this.queue.splice(i, 1);
+        this.queuedRows -= p.rows;
+        p.reject(new DroppedWork('expired', `unit ${this.o.unit}: the deadline passed ${Math.round(now - p.expiresAt)} ms before the run`));
+      }
+    }
     let rows = 0;
     let n = 0;
     while (n < this.queue.length && (n === 0 || rows + this.queue[n].rows <= this.o.maxRowsPerRun)) rows += this.queue[n++].rows;
+    this.queuedRows -= rows;
     return this.queue.splice(0, n);
   }
 

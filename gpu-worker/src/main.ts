@@ -2,3 +2,5 @@
 import { workerCommand } from './cli';
 
 process.exitCode = await workerCommand(process.argv.slice(2));
+// The worker has stopped (drained or given up within its bound): nothing left may keep the process alive.
+setTimeout(() => process.exit(), 1000).unref();

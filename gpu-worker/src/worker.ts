@@ -17,13 +17,15 @@ import {
   type WireMessage,
 } from '@unimoe/shared/wire/format';
 import { statsSubject, unitQueueGroup, unitSubject, wireModel, type WireModel } from '@unimoe/shared/wire/subjects';
-import { RunClock, UnitCoalescer } from './coalescer';
+import { readDeadline } from '@unimoe/shared/wire/deadline';
+import { DroppedWork, RunClock, UnitCoalescer } from './coalescer';
 import { EncoderRequests } from './encoder-requests';
 import { LoadCounters, type StatsMessage } from './stats';
 import { selectEncoderUnits, selectExpertUnits, type EncoderName } from './units';
 import { connectNats } from '@unimoe/shared/runtime/nats-connect';
 import { log as logger, parseTraceHeader, TRACE_HEADER, withRequestIds } from '@unimoe/shared/log';
 import type { NatsSecurity } from '@unimoe/shared/runtime/nats-auth';
+import { NatsConnectionWatch } from '@unimoe/shared/runtime/nats-status';
 
 export interface WorkerOptions {
   /** Bundle directory or s3://bucket/prefix. */
@@ -49,6 +51,11 @@ export interface WorkerOptions {
   executionProvider?: 'cpu' | 'cuda';
   /** Cache for units fetched from S3. */
   cacheDir?: string;
+  /**
+   * stop() gives up draining after this long (e.g. nats-server unreachable, so nothing can be answered)
+   * and closes the connection; default 10000 ms.
+   */
+  drainTimeoutMs?: number;
   log?: (line: string) => void;
 }
 
@@ -59,7 +66,7 @@ export interface RunningWorker {
   replica: string;
   units: string[];
   executionProvider: 'cpu' | 'cuda';
-  /** Stops taking requests, finishes and answers the ones in flight, then disconnects. */
+  /** Stops taking requests, finishes and answers the ones in flight, then disconnects; bounded by drainTimeoutMs. */
   stop(): Promise<void>;
   /** Resolves when the NATS connection is closed: undefined after stop(), the reason when it was lost for good. */
   closed: Promise<Error | undefined>;
@@ -131,6 +138,7 @@ async function join(
   // Reconnect forever: a NATS restart must not take a pool down.
   const nc: NatsConnection = await connectNats(opts.natsUrl, `unimoe-worker-${opts.pool}`, { role: { kind: 'worker', pool: opts.pool }, security: opts.natsSecurity });
   const replica = `${opts.pool}-${randomBytes(4).toString('hex')}`;
+  new NatsConnectionWatch(nc, `unimoe worker ${replica}`, log); // logs disconnects and reconnects
   const executionProvider = hosted[0].session.executionProvider;
   const subs: Subscription[] = [];
   const encoderRequests = new EncoderRequests(nc, log);
@@ -168,17 +176,34 @@ async function join(
       `(${hosted.map((h) => h.spec.name).join(', ')}) on execution provider ${executionProvider}, NATS ${opts.natsUrl}`,
   );
 
+  const drain = async () => {
+    await Promise.all(subs.map((s) => s.drain())); // no new requests reach this replica
+    await encoderRequests.idle(); // encoder requests still pulling parts get them, run and are answered
+    await Promise.all(hosted.map((h) => h.coalescer.idle())); // in-flight work finishes and is answered
+    publishStats();
+    await nc.drain(); // flushes the replies, then closes
+    await Promise.all(hosted.map((h) => h.session.release()));
+  };
   let stopping: Promise<void> | undefined;
   const stop = () =>
     (stopping ??= (async () => {
       clearInterval(statsTimer);
-      await Promise.all(subs.map((s) => s.drain())); // no new requests reach this replica
-      await encoderRequests.idle(); // encoder requests still pulling parts get them, run and are answered
-      await Promise.all(hosted.map((h) => h.coalescer.idle())); // in-flight work finishes and is answered
-      publishStats();
-      await nc.drain(); // flushes the replies, then closes
-      await Promise.all(hosted.map((h) => h.session.release()));
-      log(`[unimoe worker] pool ${opts.pool} replica ${replica}: drained and stopped`);
+      const bound = opts.drainTimeoutMs ?? 10_000;
+      let timer: ReturnType<typeof setTimeout> | undefined;
+      const drained = await Promise.race([
+        drain().then(
+          () => true,
+          (err: Error) => (log(`[unimoe worker] pool ${opts.pool} replica ${replica}: drain failed: ${err.message}`), false),
+        ),
+        new Promise<false>((resolve) => (timer = setTimeout(() => resolve(false), bound))),
+      ]);
+      clearTimeout(timer);
+      if (drained) log(`[unimoe worker] pool ${opts.pool} replica ${replica}: drained and stopped`);
+      else {
+        // Draining needs the server (unsubscribe, flush the replies); without it, stop anyway.
+        log(`[unimoe worker] pool ${opts.pool} replica ${replica}: could not drain within ${bound} ms (is NATS reachable?); closing without answering the rest`);
+        await nc.close();
+      }
     })());
 
   return {
@@ -197,18 +222,20 @@ function handle(msg: Msg, unit: HostedUnit, hidden: number): void {
   let requestId: string | undefined;
   try {
     requestId = msg.headers?.get(WIRE_HEADERS.requestId) || undefined;
+    const expiresAt = readDeadline(msg.headers);
     const t = decodeTensorMessage(msg.headers, msg.data, { hidden });
     if (t.rows === 0) {
       reply(msg, encodeTensorMessage({ ...t, data: new Float32Array(0) })); // readiness ping
       return;
     }
-    unit.coalescer.submit(t.data, t.rows).then(
+    unit.coalescer.submit(t.data, t.rows, expiresAt).then(
       ({ y, computeUs }) => {
         const m = encodeTensorMessage({ dtype: t.dtype, rows: t.rows, hidden, data: y, requestId });
         m.headers[WIRE_HEADERS.computeUs] = String(computeUs);
         reply(msg, m);
       },
-      (err: Error) => reply(msg, encodeErrorReply('internal', `unit ${unit.spec.name}: ${err.message}`, requestId)),
+      (err: Error) =>
+        reply(msg, err instanceof DroppedWork ? encodeErrorReply(err.code, err.message, requestId) : encodeErrorReply('internal', `unit ${unit.spec.name}: ${err.message}`, requestId)),
     );
   } catch (err) {
     if (err instanceof WireError) reply(msg, encodeErrorReply(err.code, err.message, requestId));

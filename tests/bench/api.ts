@@ -4,7 +4,8 @@
  * and inter-token latency p50/p99, and API tokens/s over the engine's tokens/s for the same load run
  * directly on the engine (the edge's own overhead: HTTP, validation, templating, SSE, accounting).
  */
-import { spawn, type ChildProcess } from 'node:child_process';
+import type { ChildProcess } from 'node:child_process';
+import { spawnTied } from '@unimoe/shared/runtime/tied-child';
 import { readFile } from 'node:fs/promises';
 import { availableParallelism, cpus } from 'node:os';
 import { join } from 'node:path';
@@ -71,7 +72,7 @@ async function streamOnce(url: string, model: string, i: number): Promise<Stream
 function startServe(bundle: string, port: number, dbFile: string, natsUrl?: string): { child: ChildProcess; ready: Promise<void> } {
   const args = ['--import', 'tsx', join(REPO, 'edge/src/cli/main.ts'), 'serve', bundle, '--port', String(port), '--host', '127.0.0.1', '--no-auth', '--max-concurrent', '0', '--rate-limit', '0'];
   if (natsUrl) args.push('--nats', natsUrl);
-  const child = spawn(process.execPath, args, { cwd: REPO, env: { ...process.env, DATABASE_URL: `file:${dbFile}` }, stdio: ['ignore', 'ignore', 'pipe'] });
+  const child = spawnTied(process.execPath, args, { cwd: REPO, env: { ...process.env, DATABASE_URL: `file:${dbFile}` }, stdio: ['ignore', 'ignore', 'pipe'] });
   let stderr = '';
   child.stderr!.on('data', (d: Buffer) => (stderr += d));
   const ready = (async () => {

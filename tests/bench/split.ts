@@ -10,7 +10,8 @@
  * BENCH_EDGE_THREADS (default: all cores), BENCH_WIRE_DTYPE (f32 | f16 | bf16, default f32),
  * BENCH_SEQUENCES (concurrency levels, default 1,16,64), BENCH_ROUNDS (alternating runs per level, best kept; default 2).
  */
-import { spawn, type ChildProcess } from 'node:child_process';
+import type { ChildProcess } from 'node:child_process';
+import { spawnTied } from '@unimoe/shared/runtime/tied-child';
 import { availableParallelism, cpus, loadavg } from 'node:os';
 import { join } from 'node:path';
 import { connect, headers as natsHeaders, type NatsConnection } from 'nats';
@@ -64,7 +65,7 @@ const poolOfUnit = (unit: string): string => {
 const echoSubject = (pool: string) => `unimoe-bench.echo.${pool}`;
 
 function spawnEcho(natsUrl: string, pool: string): { child: ChildProcess; ready: Promise<void> } {
-  const child = spawn(process.execPath, ['--import', 'tsx', join(REPO, 'tests', 'bench', 'split-echo.ts'), natsUrl, echoSubject(pool)], {
+  const child = spawnTied(process.execPath, ['--import', 'tsx', join(REPO, 'tests', 'bench', 'split-echo.ts'), natsUrl, echoSubject(pool)], {
     cwd: REPO,
     stdio: ['ignore', 'pipe', 'inherit'],
   });

@@ -3,7 +3,8 @@
  * (server >= 2.2). `maxPayload` and `config` (nats-server.conf text, e.g. `unimoe nats-auth` output) go into a
  * config file, since the server has no flags for them.
  */
-import { spawn, type ChildProcess } from 'node:child_process';
+import type { ChildProcess } from 'node:child_process';
+import { spawnTied } from '@unimoe/shared/runtime/tied-child';
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { freePort, portAccepts } from '@unimoe/shared/runtime/ports';
 import { tmpdir } from 'node:os';
@@ -15,8 +16,9 @@ export interface NatsServer {
   stop(): Promise<void>;
 }
 
-export async function startNatsServer(opts: { maxPayload?: number; config?: string } = {}): Promise<NatsServer> {
-  const port = await freePort();
+/** `port`: a given one (e.g. to restart a server where its clients reconnect); default a free one. */
+export async function startNatsServer(opts: { maxPayload?: number; config?: string; port?: number } = {}): Promise<NatsServer> {
+  const port = opts.port ?? (await freePort());
   const dir = await mkdtemp(join(tmpdir(), 'unimoe-nats-'));
   const args = ['-a', '127.0.0.1', '-p', String(port)];
   if (opts.maxPayload !== undefined || opts.config !== undefined) {
@@ -24,7 +26,7 @@ export async function startNatsServer(opts: { maxPayload?: number; config?: stri
     await writeFile(conf, `${opts.maxPayload === undefined ? '' : `max_payload: ${opts.maxPayload}\n`}${opts.config ?? ''}`);
     args.push('-c', conf);
   }
-  const child = spawn('nats-server', args, { stdio: ['ignore', 'ignore', 'pipe'] });
+  const child = spawnTied('nats-server', args, { stdio: ['ignore', 'ignore', 'pipe'] });
   let stderr = '';
   child.stderr!.on('data', (d: Buffer) => (stderr = (stderr + d.toString()).slice(-4000)));
   try {

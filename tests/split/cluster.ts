@@ -1,5 +1,6 @@
 /** Shared pieces for the split-execution tests: the tiny bundle, worker processes, the float64 reference. */
-import { spawn, type ChildProcess } from 'node:child_process';
+import type { ChildProcess } from 'node:child_process';
+import { spawnTied } from '@unimoe/shared/runtime/tied-child';
 import { readFileSync } from 'node:fs';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
@@ -65,11 +66,13 @@ export interface WorkerProcess {
   /** Resolves once the worker logged that it joined; rejects if it exits first. */
   ready: Promise<void>;
   exited: Promise<{ code: number | null; signal: NodeJS.Signals | null; stdout: string; stderr: string }>;
+  /** Everything it printed so far (stdout, then stderr). */
+  output: () => string;
 }
 
 /** `node --import tsx gpu-worker/src/main.ts <args>`: the worker as its own OS process. */
 export function spawnWorker(args: string[], env: Record<string, string> = {}): WorkerProcess {
-  const child = spawn(process.execPath, ['--import', 'tsx', join(REPO, 'gpu-worker', 'src', 'main.ts'), ...args], {
+  const child = spawnTied(process.execPath, ['--import', 'tsx', join(REPO, 'gpu-worker', 'src', 'main.ts'), ...args], {
     cwd: REPO,
     env: { ...process.env, UNIMOE_THREADS: '1', ...env },
     stdio: ['ignore', 'pipe', 'pipe'],
@@ -92,7 +95,7 @@ export function spawnWorker(args: string[], env: Record<string, string> = {}): W
     void exited.then(({ code, signal }) => reject(new Error(`worker exited (${code ?? signal}) before joining:\n${stdout}\n${stderr}`)));
   });
   ready.catch(() => {}); // callers that only await `exited` must not see an unhandled rejection
-  return { child, ready, exited };
+  return { child, ready, exited, output: () => stdout + stderr };
 }
 
 /** NATS headers from a plain record (for hand-made, possibly malformed, wire messages). */

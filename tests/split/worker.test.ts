@@ -150,7 +150,7 @@ describe('one worker, one nats-server', () => {
       await expect(wrong.runExperts([{ layer: 0, expert: 0, x: new Float32Array(16), tokens: 1 }])).rejects.toThrow(
         "unit layer0.expert0: worker refused the batch: bad-hidden hidden size 16 does not match the unit's hidden size 32",
       );
-      expect(wrong.stats()).toEqual({ requests: 1, timeouts: 0, noResponders: 0 });
+      expect(wrong.stats()).toEqual({ requests: 1, hedges: 0, timeouts: 0, noResponders: 0 });
       await expect(wrong.runExperts([{ layer: 0, expert: 0, x: new Float32Array(15), tokens: 1 }])).rejects.toThrow(/15 values, 1 tokens x hidden 16 needs 16/);
     } finally {
       await wrong.close();

@@ -15,6 +15,7 @@ import { handleChatCompletion } from './chat';
 import { handleTextCompletion } from './text-completions';
 import { DEFAULT_API_CONFIG, type ApiConfig } from './config';
 import { ApiError, internalError, invalidRequest, notFound, tooLarge, unauthorized } from './errors';
+import { RequestGate } from './gate';
 import { KeyLimiter } from './limits';
 import { preview } from './request';
 import { countHttpRequest, registry, setEngineStatsSource } from './metrics';
@@ -38,6 +39,8 @@ export interface ApiDeps {
   multimodal?: MultimodalPipeline;
   /** Constrained decoding for response_format; without it json_object/json_schema are refused. */
   grammar?: OutputGrammar;
+  /** Admission (engine full, shutting down) and the count of requests in flight; default: admits all. */
+  gate?: RequestGate;
 }
 
 type Env = { Variables: { keyId: number | null; limiterKey: string } };
@@ -49,6 +52,7 @@ export function createApp(deps: ApiDeps): Hono<Env> {
   const { manifest, store } = deps;
   // Media needs the bundle's encoder units and a pipeline to run them; other modalities are refused by name.
   const modalities = ['text', ...(deps.multimodal?.modalities ?? [])].filter((m) => manifest.modalities.includes(m));
+  const gate = deps.gate ?? new RequestGate();
   const limiter = new KeyLimiter({ requestsPerMinute: config.requestsPerMinute, maxConcurrent: config.maxConcurrentPerKey });
   const created = Math.floor(Date.now() / 1000);
   const modelCard = { id: manifest.name, object: 'model', created, owned_by: 'unimoe' };
@@ -105,8 +109,19 @@ export function createApp(deps: ApiDeps): Hono<Env> {
     ['/v1/completions', handleTextCompletion],
   ] as const) {
     app.post(path, limitBody, (c) => {
-      const release = limiter.acquire(c.get('limiterKey'));
-      return handle(c, { ...deps, config, modalities }, c.get('keyId'), () => parseJsonBody(c.req.raw), release);
+      const leave = gate.enter();
+      let release: () => void;
+      try {
+        release = limiter.acquire(c.get('limiterKey'));
+      } catch (err) {
+        leave();
+        throw err;
+      }
+      const done = () => {
+        release();
+        leave();
+      };
+      return handle(c, { ...deps, config, modalities }, c.get('keyId'), () => parseJsonBody(c.req.raw), done);
     });
   }
 

@@ -45,6 +45,10 @@ export const rateLimited = (message: string, retryAfterSeconds: number, code = '
 
 export const unavailable = (message: string, code: string | null = null) => new ApiError(503, message, 'server_error', null, code);
 
+/** Full or shutting down: a 503 the client may retry after `retryAfterSeconds` (here or on another edge). */
+export const overloaded = (message: string, retryAfterSeconds: number, headers: Record<string, string> = {}) =>
+  new ApiError(503, message, 'server_error', null, 'server_overloaded', { 'Retry-After': String(Math.max(1, Math.ceil(retryAfterSeconds))), ...headers });
+
 export const timedOut = (ms: number) =>
   new ApiError(504, `The request did not finish within the server's limit of ${ms} ms.`, 'timeout', null, 'request_timeout');
 

@@ -16,7 +16,8 @@ import type { ApiConfig } from './config';
 import type { ChatTokenizer } from './chat-tokenizer';
 import { runCompletion, type ChoiceOutcome, type CompletionOutcome } from './completion';
 import type { Modality } from './content';
-import { ApiError, internalError, notFound, timedOut, unavailable } from './errors';
+import { EngineUnavailableError } from '../engine/admission';
+import { ApiError, internalError, notFound, overloaded, timedOut, unavailable } from './errors';
 import { preview } from './request';
 import { observeCompletion } from './metrics';
 import type { CompiledOutput } from '../grammar/xgrammar';
@@ -245,6 +246,7 @@ function unreachableUnit(err: unknown): Error | null {
 function logged(err: unknown): ApiError {
   if (err instanceof ApiError) return err;
   if (err instanceof MediaInputError) return new ApiError(err.status, err.message, 'invalid_request_error', err.param, err.code);
+  if (err instanceof EngineUnavailableError) return overloaded(err.message, err.retryAfterSeconds);
   const dispatch = unreachableUnit(err);
   if (dispatch) return unavailable(`The model is not fully served right now: ${dispatch.message}`, 'unit_unavailable');
   log.error({ err }, 'completion failed');

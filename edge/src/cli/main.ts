@@ -42,6 +42,9 @@ async function main(argv: string[]): Promise<number> {
 main(process.argv.slice(2)).then(
   (code) => {
     process.exitCode = code;
+    // A command that returned is done (serve and worker return after their bounded shutdown): a handle
+    // left open somewhere (a socket, a client's reconnect timer) must not keep the process alive.
+    setTimeout(() => process.exit(), 1000).unref();
   },
   (err: unknown) => {
     // Users get the message (it names the file/flag and the problem); UNIMOE_DEBUG=1 adds the stack.

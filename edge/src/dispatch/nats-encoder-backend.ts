@@ -62,7 +62,7 @@ export interface EncoderObservation {
 export interface NatsEncoderBackend extends EncoderBackend {
   /** Readiness probe: pings each encoder unit's subject with an empty [0, ...] tensor. */
   unitsAvailable(units: string[], timeoutMs?: number): Promise<UnitsAvailability>;
-  stats(): DispatchStats;
+  stats(): Omit<DispatchStats, 'hedges'>;
 }
 
 /** An encoder call that could not be answered; names the unit and says why. */
@@ -99,7 +99,7 @@ export async function createNatsEncoderBackend(opts: NatsEncoderBackendOptions):
   const serverMax = nc.info?.max_payload ?? 1024 * 1024;
   const payload = Math.min(opts.maxPayload ?? serverMax, serverMax);
   const stride = partStride(payload);
-  const counters: DispatchStats = { requests: 0, timeouts: 0, noResponders: 0 };
+  const counters: Omit<DispatchStats, 'hedges'> = { requests: 0, timeouts: 0, noResponders: 0 };
   let nextId = 0;
 
   // Bodies of multi-part requests, by request id, until their request is answered or given up.

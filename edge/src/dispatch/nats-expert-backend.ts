@@ -1,9 +1,10 @@
 /**
  * Split mode's ExpertBackend: every (layer, expert) batch becomes a NATS request to the unit's subject,
  * answered by whichever replica of whichever pool hosts it (queue group). Expert FFNs are pure, so a
- * timed-out or unanswered request is simply retried, which is how a request survives a replica dying.
+ * request that a dead, stopped or overloaded replica does not answer in a few of the unit's usual round
+ * trips is sent again (reliable-request.ts): a replica dying costs a few step times, not a timeout.
  */
-import { ErrorCode, headers as natsHeaders, type Msg, type NatsConnection, type NatsError } from 'nats';
+import { headers as natsHeaders, type Msg, type NatsConnection } from 'nats';
 import { unitName } from '@unimoe/shared/bundle/manifest';
 import { decodeTensorMessage, encodeTensorMessage, readErrorReply, WIRE_HEADERS, WireError, type WireDType } from '@unimoe/shared/wire/format';
 import { maxRowsPerMessage, rowRanges } from '@unimoe/shared/wire/split';
@@ -12,6 +13,9 @@ import type { ExpertBackend, ExpertBatch } from '../engine/expert-backend';
 import { connectNats } from '@unimoe/shared/runtime/nats-connect';
 import type { NatsSecurity } from '@unimoe/shared/runtime/nats-auth';
 import { TRACE_HEADER, traceHeaderValue } from '@unimoe/shared/log';
+import { NatsConnectionWatch } from '@unimoe/shared/runtime/nats-status';
+import { LatencyTracker, type LatencyOptions } from './latency';
+import { reliableRequest, RequestFailed } from './reliable-request';
 
 export interface NatsExpertBackendOptions {
   natsUrl: string;
@@ -20,10 +24,14 @@ export interface NatsExpertBackendOptions {
   /** The bundle's name and hash (`wireModel(manifest)`; part of every subject). */
   model: WireModel;
   hidden: number;
-  /** Deadline of each request attempt; default 10000 ms. */
+  /** Budget of each batch, every re-send and reconnect wait included; default 10000 ms. */
   timeoutMs?: number;
-  /** Further attempts after a timeout or "no responders"; default 2. */
+  /** "No responders" retries (outside a NATS reconnect) before a unit never answered counts as hosted by nobody; default 2. */
   retries?: number;
+  /** Most messages sent for one batch (first send, hedges, retries); default 6. */
+  maxAttempts?: number;
+  /** When to re-send an unanswered batch, from the unit's observed round trips. */
+  hedging?: LatencyOptions;
   /** Element type on the wire; default f32 (exact). f16/bf16 halve the bytes and round. */
   dtype?: WireDType;
   /** Split batches above this many payload bytes; default (and at most) the server's max_payload. */
@@ -51,9 +59,11 @@ export interface UnitsAvailability {
 
 /** Counters since the backend was created (for metrics and failover checks). */
 export interface DispatchStats {
-  /** NATS requests sent, retries included. */
+  /** NATS requests sent, hedges and retries included. */
   requests: number;
-  /** Attempts that got no reply in time (e.g. the replica died holding the request). */
+  /** Re-sends of a batch still unanswered after its unit's hedge delay (e.g. its replica died or stopped). */
+  hedges: number;
+  /** Batches that got no reply within their whole budget. */
   timeouts: number;
   /** Attempts that found nobody subscribed to the unit. */
   noResponders: number;
@@ -78,7 +88,7 @@ export interface NatsExpertBackend extends ExpertBackend {
 export class ExpertDispatchError extends Error {
   constructor(
     readonly unit: string,
-    readonly reason: 'no-responders' | 'timeout' | 'error-reply' | 'bad-reply' | 'nats',
+    readonly reason: 'no-responders' | 'timeout' | 'error-reply' | 'bad-reply' | 'nats' | 'disconnected' | 'overloaded',
     message: string,
   ) {
     super(message);
@@ -86,74 +96,72 @@ export class ExpertDispatchError extends Error {
   }
 }
 
-const NO_RESPONDER_BACKOFF_MS = 25;
-
 export async function createNatsExpertBackend(opts: NatsExpertBackendOptions): Promise<NatsExpertBackend> {
   const timeoutMs = opts.timeoutMs ?? 10_000;
   const retries = opts.retries ?? 2;
+  const maxAttempts = opts.maxAttempts ?? 6;
   const dtype = opts.dtype ?? 'f32';
   const { hidden, model } = opts;
   const nc: NatsConnection = await connectNats(opts.natsUrl, 'unimoe-edge', { role: { kind: 'edge' }, security: opts.natsSecurity });
+  const watch = new NatsConnectionWatch(nc, 'unimoe edge');
+  const latency = new LatencyTracker(opts.hedging);
   const serverMax = nc.info?.max_payload ?? 1024 * 1024;
   const maxRows = maxRowsPerMessage(Math.min(opts.maxPayload ?? serverMax, serverMax), hidden, dtype);
   let nextId = 0;
-  const counters: DispatchStats = { requests: 0, timeouts: 0, noResponders: 0 };
+  const counters: DispatchStats = { requests: 0, hedges: 0, timeouts: 0, noResponders: 0 };
+  /** Units some replica has answered: "no responders" for them means a restart, worth waiting out. */
+  const answered = new Set<string>();
   const observe = opts.observe;
 
   const requestOnce = async (unit: string, x: Float32Array, rows: number): Promise<Float32Array> => {
     const subject = unitSubject(model, unit);
     const requestId = `${unit}-${(nextId++).toString(36)}`;
     const message = encodeTensorMessage({ dtype, rows, hidden, data: x, requestId });
-    const h = natsHeaders();
-    for (const [k, v] of Object.entries(message.headers)) h.set(k, v);
     const trace = traceHeaderValue();
-    if (trace) h.set(TRACE_HEADER, trace);
-    let lastFailure = '';
-    for (let attempt = 0; attempt <= retries; attempt++) {
-      let reply: Msg;
-      counters.requests++;
-      const sentAt = observe ? performance.now() : 0;
-      try {
-        reply = await nc.request(subject, message.body, { timeout: timeoutMs, headers: h });
-      } catch (err) {
-        const code = (err as NatsError).code;
-        if (code === ErrorCode.NoResponders) {
-          counters.noResponders++;
-          lastFailure = 'no-responders';
-          if (attempt < retries) await sleep(NO_RESPONDER_BACKOFF_MS * 2 ** attempt);
-          continue;
-        }
-        if (code === ErrorCode.Timeout) {
-          counters.timeouts++;
-          lastFailure = 'timeout';
-          continue;
-        }
-        throw new ExpertDispatchError(unit, 'nats', `unit ${unit}: NATS request on ${subject} failed: ${(err as Error).message}`);
-      }
-      const error = readErrorReply(reply.headers);
-      // A worker-side failure may be that replica's alone (e.g. out of memory): another one may succeed.
-      if (error?.code === 'internal' && attempt < retries) {
-        lastFailure = 'internal';
-        continue;
-      }
-      const y = decodeReply(unit, reply, rows);
-      if (observe) {
-        const compute = Number(reply.headers?.get(WIRE_HEADERS.computeUs));
-        observe({
-          unit,
-          rows,
-          requestBytes: message.body.byteLength,
-          replyBytes: reply.data.byteLength,
-          roundTripMs: performance.now() - sentAt,
-          ...(Number.isFinite(compute) && compute > 0 ? { computeUs: compute } : {}),
-        });
-      }
-      return y;
+    let answer;
+    try {
+      answer = await reliableRequest({
+        nc,
+        watch,
+        subject,
+        body: message.body,
+        headers: trace ? { ...message.headers, [TRACE_HEADER]: trace } : message.headers,
+        budgetMs: timeoutMs,
+        hedgeAfterMs: latency.hedgeAfterMs(unit),
+        maxAttempts,
+        noResponderRetries: retries,
+        hostedBefore: answered.has(unit),
+        onSend: (kind) => {
+          counters.requests++;
+          if (kind === 'hedge') counters.hedges++;
+        },
+        onFailure: (kind) => (kind === 'timeout' ? counters.timeouts++ : counters.noResponders++),
+      });
+    } catch (err) {
+      if (!(err instanceof RequestFailed)) throw err;
+      const message =
+        err.reason === 'no-responders'
+          ? `no worker hosts unit ${unit} (nobody answers ${subject}; is a pool serving it running?)`
+          : `unit ${unit}: no usable reply on ${subject}: ${err.message}`;
+      throw new ExpertDispatchError(unit, err.reason, message);
     }
-    if (lastFailure === 'no-responders') {
-      throw new ExpertDispatchError(unit, 'no-responders', `no worker hosts unit ${unit} (nobody answers ${subject}; is a pool serving it running?)`);
+    const { msg: reply, sentAt } = answer;
+    const roundTripMs = performance.now() - sentAt;
+    latency.observe(unit, roundTripMs);
+    answered.add(unit);
+    const y = decodeReply(unit, reply, rows);
+    if (observe) {
+      const compute = Number(reply.headers?.get(WIRE_HEADERS.computeUs));
+      observe({
+        unit,
+        rows,
+        requestBytes: message.body.byteLength,
+        replyBytes: reply.data.byteLength,
+        roundTripMs,
+        ...(Number.isFinite(compute) && compute > 0 ? { computeUs: compute } : {}),
+      });
     }
-    throw new ExpertDispatchError(unit, 'timeout', `unit ${unit}: no reply on ${subject} within ${timeoutMs} ms, ${retries + 1} attempts`);
+    return y;
   };
 
   const decodeReply = (unit: string, reply: Msg, rows: number): Float32Array => {
@@ -208,8 +216,4 @@ export async function createNatsExpertBackend(opts: NatsExpertBackendOptions): P
       if (!nc.isClosed()) await nc.drain();
     },
   };
-}
-
-function sleep(ms: number): Promise<void> {
-  return new Promise((resolve) => setTimeout(resolve, ms));
 }

@@ -2,6 +2,7 @@
  * The single-process generation engine: dense units in this process, experts wherever the given
  * `ExpertBackend` puts them (in-process by default), continuous batching over all live requests.
  */
+import { totalmem } from 'node:os';
 import type { Manifest } from '@unimoe/shared/bundle/manifest';
 import { validateSamplingOptions } from '@unimoe/shared/model/sampling';
 import type { UnitSessionOptions } from '@unimoe/shared/runtime/ort-unit';
@@ -22,6 +23,10 @@ export interface EngineOptions {
   maxBatch?: number;
   /** Most prompt tokens one sequence feeds per step (default 128). */
   prefillChunk?: number;
+  /** Most requests waiting while every batch slot is taken; more are refused with EngineUnavailableError (default 256). */
+  maxWaiting?: number;
+  /** KV-cache bytes all admitted requests may ever reach together (default: half of this machine's memory). */
+  kvBudgetBytes?: number;
   /** Load (and verify) every in-process expert at start instead of on first use. */
   eagerExperts?: boolean;
   session?: UnitSessionOptions;
@@ -31,6 +36,12 @@ export interface Engine extends GenerationEngine {
   readonly manifest: Manifest;
   /** Bytes held by the KV caches of running sequences. */
   kvCacheBytes(): number;
+  /** Bytes admitted requests may reach at most (what the KV budget counts). */
+  kvReservedBytes(): number;
+  /** Why a new request would be refused right now (queue or KV budget full, closing), or null. */
+  full(): string | null;
+  /** Stops; requests still queued or running fail with `reason` (default: "engine closed"). */
+  close(reason?: Error): Promise<void>;
 }
 
 export async function createEngine(opts: EngineOptions): Promise<Engine> {
@@ -50,7 +61,11 @@ export async function createEngine(opts: EngineOptions): Promise<Engine> {
     }
   }
   const ownsExperts = !opts.experts;
-  const scheduler = new Scheduler(manifest, model, experts, { maxBatch, prefillChunk });
+  const maxWaiting = opts.maxWaiting ?? 256;
+  const kvBudgetBytes = opts.kvBudgetBytes ?? Math.floor(totalmem() / 2);
+  if (!Number.isInteger(maxWaiting) || maxWaiting < 0) throw new Error(`maxWaiting must be an integer >= 0, got ${maxWaiting}`);
+  if (!(kvBudgetBytes > 0)) throw new Error(`kvBudgetBytes must be > 0, got ${kvBudgetBytes}`);
+  const scheduler = new Scheduler(manifest, model, experts, { maxBatch, prefillChunk, maxWaiting, kvBudgetBytes });
   const cfg = manifest.config;
   let closed: Promise<void> | null = null;
 
@@ -146,9 +161,11 @@ export async function createEngine(opts: EngineOptions): Promise<Engine> {
     },
     stats: () => scheduler.stats(),
     kvCacheBytes: () => scheduler.kvCacheBytes(),
-    close(): Promise<void> {
+    kvReservedBytes: () => scheduler.kvReservedBytes(),
+    full: () => scheduler.full(),
+    close(reason?: Error): Promise<void> {
       closed ??= (async () => {
-        await scheduler.close(new Error('engine closed'));
+        await scheduler.close(reason ?? new Error('engine closed'));
         await model.release();
         if (ownsExperts) await experts.close();
       })();

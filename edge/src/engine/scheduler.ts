@@ -5,6 +5,7 @@
  * the loop carries on with the rest.
  */
 import type { Manifest } from '@unimoe/shared/bundle/manifest';
+import { Admission } from './admission';
 import type { DenseModel } from './dense-model';
 import type { ExpertBackend } from './expert-backend';
 import { withRequestIds } from '@unimoe/shared/log';
@@ -16,6 +17,10 @@ import type { EngineStats } from './types';
 export interface SchedulerOptions {
   maxBatch: number;
   prefillChunk: number;
+  /** Most sequences waiting while every batch slot is taken; more are refused (EngineUnavailableError). */
+  maxWaiting: number;
+  /** KV-cache bytes all admitted sequences may ever reach together (see admission.ts). */
+  kvBudgetBytes: number;
 }
 
 export class Scheduler {
@@ -26,18 +31,43 @@ export class Scheduler {
   private closing: Error | null = null;
   private steps = 0;
   private generatedTokens = 0;
+  private readonly admission: Admission;
+  /** Each admitted sequence's KV-cache reservation, freed when it leaves. */
+  private readonly reservations = new Map<Sequence, () => void>();
+  private readonly kvBytesPerPosition: number;
 
   constructor(
     private readonly manifest: Manifest,
     private readonly model: DenseModel,
     private readonly experts: ExpertBackend,
     private readonly opts: SchedulerOptions,
-  ) {}
+  ) {
+    this.admission = new Admission(opts);
+    const { layers, kvHeads, headDim } = manifest.config;
+    this.kvBytesPerPosition = layers * 2 * kvHeads * headDim * Float32Array.BYTES_PER_ELEMENT;
+  }
 
+  /** Queues `seq`, or fails it at once when closing or when it is beyond the queue or KV budget. */
   submit(seq: Sequence): void {
     if (this.closing) return seq.fail(this.closing);
+    try {
+      this.reservations.set(seq, this.admission.reserve(seq.maxPositions * this.kvBytesPerPosition, ...this.occupancy()));
+    } catch (err) {
+      return seq.fail(err as Error);
+    }
     this.waiting.push(seq);
     this.wake();
+  }
+
+  /** Why a new request would be refused right now, or null (a cheap check before starting a response). */
+  full(): string | null {
+    return this.closing ? this.closing.message : this.admission.full(...this.occupancy());
+  }
+
+  /** Sequences waiting for a slot (beyond the free ones), and whether one more would start at once. */
+  private occupancy(): [waiting: number, slotFree: boolean] {
+    const taken = this.waiting.length + this.running.length;
+    return [Math.max(0, taken - this.opts.maxBatch), taken < this.opts.maxBatch];
   }
 
   /** Called from an abort listener: a waiting sequence leaves at once; a running one before the next step. */
@@ -46,12 +76,18 @@ export class Scheduler {
     if (i >= 0) {
       this.waiting.splice(i, 1);
       seq.complete('abort');
+      this.release(seq);
     }
     this.wake();
   }
 
   stats(): EngineStats {
     return { running: this.running.length, waiting: this.waiting.length, steps: this.steps, generatedTokens: this.generatedTokens };
+  }
+
+  /** KV-cache bytes reserved by admitted sequences (their worst case; kvCacheBytes() is what they hold now). */
+  kvReservedBytes(): number {
+    return this.admission.reserved;
   }
 
   /** Bytes held by the KV caches of running sequences. */
@@ -64,7 +100,10 @@ export class Scheduler {
   /** Fails every pending sequence with `reason` once the step in flight (if any) has finished. */
   async close(reason: Error): Promise<void> {
     this.closing = reason;
-    for (const s of this.waiting.splice(0)) s.fail(reason);
+    for (const s of this.waiting.splice(0)) {
+      s.fail(reason);
+      this.release(s);
+    }
     await this.loop;
   }
 
@@ -76,7 +115,10 @@ export class Scheduler {
     for (;;) {
       this.reap();
       if (this.closing) {
-        for (const s of this.running.splice(0)) s.fail(this.closing);
+        for (const s of this.running.splice(0)) {
+          s.fail(this.closing);
+          this.release(s);
+        }
         return;
       }
       this.admit();
@@ -92,8 +134,16 @@ export class Scheduler {
     for (let i = this.running.length - 1; i >= 0; i--) {
       const s = this.running[i];
       if (s.aborted && !s.done) s.complete('abort');
-      if (s.done) this.running.splice(i, 1);
+      if (s.done) {
+        this.running.splice(i, 1);
+        this.release(s);
+      }
     }
+  }
+
+  private release(s: Sequence): void {
+    this.reservations.get(s)?.();
+    this.reservations.delete(s);
   }
 
   private admit(): void {
@@ -104,6 +154,7 @@ export class Scheduler {
         s.allocateCache({ layers, kvHeads, headDim });
       } catch (err) {
         s.fail(new Error(`cannot allocate the KV cache: ${(err as Error).message}`));
+        this.release(s);
         continue;
       }
       this.running.push(s);

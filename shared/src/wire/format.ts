@@ -15,6 +15,8 @@ export const WIRE_HEADERS = {
   error: 'Unimoe-Error',
   /** On replies: microseconds the worker spent in the onnxruntime run that computed this batch. */
   computeUs: 'Unimoe-Compute-Us',
+  /** On requests: milliseconds the sender will wait for the reply, counted from sending (see deadline.ts). */
+  deadlineMs: 'Unimoe-Deadline-Ms',
 } as const;
 
 export type WireDType = 'f32' | 'f16' | 'bf16';
@@ -29,9 +31,10 @@ export function isWireDType(s: unknown): s is WireDType {
 
 /**
  * Why a message was refused. `bad-*` codes are the sender's fault and deterministic (retrying is
- * pointless); `internal` is the worker's.
+ * pointless); `internal` is the worker's; `overloaded` (the replica's queue is full) and `expired`
+ * (the request's deadline passed before it ran) say the work was dropped, not computed.
  */
-export type WireErrorCode = 'bad-version' | 'bad-dtype' | 'bad-shape' | 'bad-hidden' | 'bad-part' | 'internal';
+export type WireErrorCode = 'bad-version' | 'bad-dtype' | 'bad-shape' | 'bad-hidden' | 'bad-part' | 'internal' | 'overloaded' | 'expired';
 
 export class WireError extends Error {
   constructor(

@@ -2,10 +2,12 @@
  * `unimoe cluster <bundle>`: a whole split deployment on this machine for development and demos -
  * nats-server from PATH, two expert pools with disjoint experts (N replicas each), an encoder pool when
  * the bundle is multimodal, and the edge API -
- * all stopped together on Ctrl-C (or when any of them dies).
+ * all stopped together on Ctrl-C (or when any of them dies). Every child is tied to this process
+ * (spawnTied): killed with SIGKILL, it still takes them down.
  */
-import { spawn, type ChildProcess } from 'node:child_process';
+import type { ChildProcess } from 'node:child_process';
 import { log } from '@unimoe/shared/log';
+import { spawnTied } from '@unimoe/shared/runtime/tied-child';
 import { fileURLToPath } from 'node:url';
 import { readManifest } from '@unimoe/shared/bundle/load';
 import { freePort, portAccepts } from '@unimoe/shared/runtime/ports';
@@ -14,6 +16,8 @@ import { noUnits, resolveBundle } from '../resolve-bundle';
 
 const USAGE = 'unimoe cluster [<bundle>] [--port 8000] [--nats-port N] [--replicas 1] [--no-auth]';
 const MAIN = fileURLToPath(new URL('../main.ts', import.meta.url));
+/** The edge's drain bound and a worker's (10 s) fit in this; beyond it children are killed. */
+const STOP_BOUND_MS = 45_000;
 
 async function waitForPort(port: number, timeoutMs: number): Promise<void> {
   const deadline = Date.now() + timeoutMs;
@@ -40,16 +44,29 @@ export async function run(argv: string[]): Promise<number> {
     { name: 'pool-b', experts: `${half}-${experts - 1}` },
   ].filter((p) => experts > 1 || p.name === 'pool-a');
 
-  const children: ChildProcess[] = [];
+  /** Started in this order; stopped edge first, then the workers (so they can drain), nats-server last. */
+  const stages: Record<'nats' | 'workers' | 'edge', ChildProcess[]> = { nats: [], workers: [], edge: [] };
   let stopping = false;
   const stopAll = (code: number) => {
     if (stopping) return;
     stopping = true;
-    for (const child of children.reverse()) child.kill('SIGTERM');
-    setTimeout(() => process.exit(code), 5000).unref();
+    // Whatever outlives its bound (a worker's drain, the edge's shutdown) is killed.
+    const forced = setTimeout(() => {
+      for (const child of Object.values(stages).flat()) child.kill('SIGKILL');
+    }, STOP_BOUND_MS);
+    void (async () => {
+      for (const stage of [stages.edge, stages.workers, stages.nats]) {
+        const running = stage.filter((c) => c.exitCode === null && c.signalCode === null);
+        const exited = running.map((c) => new Promise((resolve) => c.once('exit', resolve)));
+        for (const child of running) child.kill('SIGTERM');
+        await Promise.all(exited);
+      }
+      clearTimeout(forced);
+      process.exit(code);
+    })();
   };
-  const start = (label: string, cmd: string, args: string[]) => {
-    const child = spawn(cmd, args, { stdio: ['ignore', 'inherit', 'inherit'] });
+  const start = (stage: keyof typeof stages, label: string, cmd: string, args: string[]) => {
+    const child = spawnTied(cmd, args, { stdio: ['ignore', 'inherit', 'inherit'] });
     child.once('error', (err) => {
       log.error(`${label} failed to start: ${err.message}`);
       stopAll(1);
@@ -60,26 +77,26 @@ export async function run(argv: string[]): Promise<number> {
         stopAll(1);
       }
     });
-    children.push(child);
+    stages[stage].push(child);
     log.info(`started ${label}`);
   };
 
-  start('nats-server', 'nats-server', ['-a', '127.0.0.1', '-p', String(natsPort)]);
+  start('nats', 'nats-server', 'nats-server', ['-a', '127.0.0.1', '-p', String(natsPort)]);
   await waitForPort(natsPort, 10_000);
   const node = [process.execPath, '--import', 'tsx', MAIN];
   for (const pool of pools) {
     for (let r = 0; r < replicas; r++) {
-      start(`${pool.name} replica ${r} (experts ${pool.experts})`, node[0]!, [...node.slice(1), 'worker', bundle, '--pool', pool.name, '--experts', pool.experts, '--nats', natsUrl]);
+      start('workers', `${pool.name} replica ${r} (experts ${pool.experts})`, node[0]!, [...node.slice(1), 'worker', bundle, '--pool', pool.name, '--experts', pool.experts, '--nats', natsUrl]);
     }
   }
   // A multimodal bundle's encoders get a pool of their own.
   const encoders = manifest.units.filter((u) => u.kind === 'vision' || u.kind === 'audio').map((u) => u.kind);
   if (encoders.length > 0) {
-    start(`pool-encoders (${encoders.join(', ')})`, node[0]!, [...node.slice(1), 'worker', bundle, '--pool', 'pool-encoders', '--encoders', encoders.join(','), '--nats', natsUrl]);
+    start('workers', `pool-encoders (${encoders.join(', ')})`, node[0]!, [...node.slice(1), 'worker', bundle, '--pool', 'pool-encoders', '--encoders', encoders.join(','), '--nats', natsUrl]);
   }
   const serveArgs = ['serve', bundle, '--nats', natsUrl, '--port', values.port ?? '8000'];
   if (values['no-auth']) serveArgs.push('--no-auth');
-  start('edge', node[0]!, [...node.slice(1), ...serveArgs]);
+  start('edge', 'edge', node[0]!, [...node.slice(1), ...serveArgs]);
   process.on('SIGINT', () => stopAll(0));
   process.on('SIGTERM', () => stopAll(0));
   await new Promise(() => {});

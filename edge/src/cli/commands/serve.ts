@@ -12,7 +12,8 @@ import { NATS_SECURITY_FLAGS, natsSecurityFromFlags } from '@unimoe/shared/runti
 const USAGE =
   'unimoe serve <bundle-or-s3-uri> [--nats URL [--local-encoders]] [--port 8000] [--host 127.0.0.1] [--database-url URL] [--no-auth]\n' +
   '  [--nats-creds FILE | --nats-nkey-seed FILE] [--nats-tls-ca FILE [--nats-tls-cert FILE --nats-tls-key FILE]]\n' +
-  '  [--max-tokens-cap N] [--body-limit-mb N] [--rate-limit RPM] [--max-concurrent N] [--max-media-items N] [--timeout-s N] [--max-batch 16] [--prefill-chunk 128]';
+  '  [--max-tokens-cap N] [--body-limit-mb N] [--rate-limit RPM] [--max-concurrent N] [--max-media-items N] [--timeout-s N] [--max-batch 16] [--prefill-chunk 128]\n' +
+  '  [--max-queue 256] [--kv-budget-mb N] [--drain-s 30]';
 
 export async function run(argv: string[]): Promise<number> {
   const s = { type: 'string' } as const;
@@ -34,6 +35,9 @@ export async function run(argv: string[]): Promise<number> {
       'max-batch': s,
       'prefill-chunk': s,
       ...NATS_SECURITY_FLAGS,
+      'max-queue': s,
+      'kv-budget-mb': s,
+      'drain-s': s,
     },
     USAGE,
   );
@@ -54,7 +58,10 @@ export async function run(argv: string[]): Promise<number> {
     engine: {
       maxBatch: parseNumber(values['max-batch'], '--max-batch', 16, { integer: true, min: 1, max: 1024 }),
       prefillChunk: parseNumber(values['prefill-chunk'], '--prefill-chunk', 128, { integer: true, min: 1, max: 8192 }),
+      maxWaiting: parseNumber(values['max-queue'], '--max-queue', 256, { integer: true, min: 0 }),
+      ...(values['kv-budget-mb'] ? { kvBudgetBytes: Math.round(parseNumber(values['kv-budget-mb'], '--kv-budget-mb', 0, { min: 1 }) * 2 ** 20) } : {}),
     },
+    drainMs: parseNumber(values['drain-s'], '--drain-s', 30, { min: 0 }) * 1000,
     api: {
       noAuth,
       maxTokensCap: parseNumber(values['max-tokens-cap'], '--max-tokens-cap', d.maxTokensCap, { integer: true, min: 1 }),
@@ -80,12 +87,14 @@ export async function run(argv: string[]): Promise<number> {
 
   await new Promise<void>((resolve) => {
     const stop = (signal: string) => {
-      log.info(`${signal}: shutting down`);
+      log.info(`${signal}: not ready, finishing the requests in flight, then exiting (again to stop at once)`);
+      // A second signal stops at once (the default action, since these handlers ran once).
       resolve();
     };
     process.once('SIGINT', () => stop('SIGINT'));
     process.once('SIGTERM', () => stop('SIGTERM'));
   });
-  await server.close();
+  await server.shutdown();
+  console.error('[serve] stopped');
   return 0;
 }

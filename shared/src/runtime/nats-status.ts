@@ -1,0 +1,69 @@
+/**
+ * Follows one NATS connection's state: logs every disconnect and reconnect, and lets senders wait for
+ * the connection instead of queueing requests into the client's reconnect buffer (where they would
+ * all time out together, or be delivered late as a burst).
+ */
+import { Events, type NatsConnection } from 'nats';
+
+/** After a reconnect, subscribers (workers) may still be resubscribing for about this long. */
+const SETTLE_MS = 5000;
+
+export class NatsConnectionWatch {
+  private up = true;
+  private isClosed = false;
+  private reconnectedAt = -Infinity;
+  private waiters: Array<() => void> = [];
+
+  constructor(
+    nc: NatsConnection,
+    private readonly label: string,
+    private readonly log: (line: string) => void = (line) => console.error(line),
+  ) {
+    void this.follow(nc);
+    void nc.closed().then(() => {
+      this.up = false;
+      this.isClosed = true;
+      this.wake(); // nobody waits for a connection that is closed for good
+    });
+  }
+
+  get connected(): boolean {
+    return this.up;
+  }
+
+  /** Closed for good (by close() or drain()): waiting is pointless. */
+  get closed(): boolean {
+    return this.isClosed;
+  }
+
+  /** True for a few seconds after a reconnect, while the other side may still be resubscribing. */
+  get settling(): boolean {
+    return performance.now() - this.reconnectedAt < SETTLE_MS;
+  }
+
+  /** Resolves when the connection is up again (at once if it is), or closed for good. */
+  whenConnected(): Promise<void> {
+    if (this.up) return Promise.resolve();
+    return new Promise((resolve) => this.waiters.push(resolve));
+  }
+
+  private async follow(nc: NatsConnection): Promise<void> {
+    for await (const s of nc.status()) {
+      if (s.type === Events.Disconnect) {
+        this.up = false;
+        this.log(`[${this.label}] NATS disconnected from ${String(s.data)}; reconnecting`);
+      } else if (s.type === Events.Reconnect) {
+        this.up = true;
+        this.reconnectedAt = performance.now();
+        this.log(`[${this.label}] NATS reconnected to ${String(s.data)}`);
+        this.wake();
+      } else if (s.type === Events.Error) {
+        this.log(`[${this.label}] NATS error: ${String(s.data)}`);
+      }
+    }
+  }
+
+  private wake(): void {
+    for (const w of this.waiters.splice(0)) w();
+  }
+}
