@@ -9,7 +9,7 @@ import { runWorker } from './worker';
 
 const USAGE =
   'usage: unimoe worker <bundle-dir|s3://bucket/prefix> --pool NAME [--experts LIST [--layers LIST]] [--encoders vision,audio]\n' +
-  '       [--nats URL] [--stats-interval MS] [--threads N]   (LIST like 0-3 or 0,2,5; at least one of --experts and\n' +
+  '       [--nats URL] [--replica ID] [--stats-interval MS] [--threads N]   (LIST like 0-3 or 0,2,5; at least one of --experts and\n' +
   '       --encoders; --nats defaults to NATS_URL)';
 
 /** Resolves to the process exit code: 0 after a clean drain, 1 when the worker cannot start or loses NATS, 2 on usage errors. */
@@ -25,6 +25,7 @@ export async function workerCommand(argv: string[]): Promise<number> {
         encoders: { type: 'string' },
         layers: { type: 'string' },
         nats: { type: 'string' },
+        replica: { type: 'string' },
         'stats-interval': { type: 'string' },
         threads: { type: 'string' },
         help: { type: 'boolean', short: 'h' },
@@ -54,6 +55,7 @@ export async function workerCommand(argv: string[]): Promise<number> {
       encoders: values.encoders === undefined ? undefined : parseEncoderList(values.encoders),
       layers: values.layers === undefined ? undefined : parseIndexList(values.layers, '--layers'),
       natsUrl,
+      replica: values.replica,
       statsIntervalMs: positiveInt(values['stats-interval'], '--stats-interval'),
       threads: positiveInt(values.threads, '--threads'),
     };

@@ -60,13 +60,18 @@ export class UnitCoalescer {
 
   private readonly clock: RunClock;
 
+  /** Rows of requests received and not yet answered (queued or in the running batch). */
+  private outstanding = 0;
+
   constructor(private readonly o: CoalescerOptions) {
     this.clock = o.clock ?? new RunClock();
+    o.counters.trackQueue(o.unit, () => this.outstanding);
   }
 
   /** x is row-major [rows, ...inRowDims]; resolves to the unit's [rows, outRowSize] output. */
   submit(x: Float32Array, rows: number): Promise<UnitResult> {
     return new Promise((resolve, reject) => {
+      this.outstanding++;
       this.queue.push({ x, rows, arrivedAt: performance.now(), resolve, reject });
       if (!this.pumping) {
         this.pumping = true;
@@ -130,11 +135,14 @@ export class UnitCoalescer {
       busyMs ||= this.clock.ended(started);
       for (const p of batch) p.reject(err as Error);
     }
+    const ended = performance.now();
+    this.outstanding -= batch.length;
     this.o.counters.record(this.o.unit, {
       requests: batch.length,
       tokens: rows,
       busyMs,
       queueWaitMs: batch.reduce((s, p) => s + (started - p.arrivedAt), 0),
+      latenciesMs: batch.map((p) => ended - p.arrivedAt),
     });
   }
 }

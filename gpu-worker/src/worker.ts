@@ -19,7 +19,9 @@ import {
 import { statsSubject, unitQueueGroup, unitSubject } from '@unimoe/shared/wire/subjects';
 import { RunClock, UnitCoalescer } from './coalescer';
 import { EncoderRequests } from './encoder-requests';
+import { addWorkerService } from './service';
 import { LoadCounters, type StatsMessage } from './stats';
+import { formatIndexList } from './index-list';
 import { selectEncoderUnits, selectExpertUnits, type EncoderName } from './units';
 import { connectNats } from '@unimoe/shared/runtime/nats-connect';
 
@@ -34,6 +36,8 @@ export interface WorkerOptions {
   /** Modality encoder units to host (`vision` -> vision.encoder, `audio` -> audio.encoder). */
   encoders?: EncoderName[];
   natsUrl: string;
+  /** Replica id (NATS service metadata, stats); default `<pool>-<random>`. Drivers set it to find their replicas again. */
+  replica?: string;
   /** How often load statistics are published; default 5000. */
   statsIntervalMs?: number;
   /** Bound on rows coalesced into one onnxruntime run; default 4096. */
@@ -125,7 +129,7 @@ async function join(
 ): Promise<RunningWorker> {
   // Reconnect forever: a NATS restart must not take a pool down.
   const nc: NatsConnection = await connectNats(opts.natsUrl, `unimoe-worker-${opts.pool}`);
-  const replica = `${opts.pool}-${randomBytes(4).toString('hex')}`;
+  const replica = opts.replica ?? `${opts.pool}-${randomBytes(4).toString('hex')}`;
   const executionProvider = hosted[0].session.executionProvider;
   const subs: Subscription[] = [];
   const encoderRequests = new EncoderRequests(nc, log);
@@ -144,6 +148,20 @@ async function join(
       }),
     );
   }
+  const service = await addWorkerService(
+    nc,
+    {
+      model,
+      pool: opts.pool,
+      replica,
+      units: hosted.map((h) => h.spec.name),
+      experts: opts.experts ? formatIndexList(opts.experts) : '',
+      layers: opts.layers ? formatIndexList(opts.layers) : '',
+      encoders: (opts.encoders ?? []).join(','),
+      executionProvider,
+    },
+    counters,
+  );
   await nc.flush(); // subscriptions are live on the server before we report ready
 
   const publishStats = () => {
@@ -163,6 +181,7 @@ async function join(
   const stop = () =>
     (stopping ??= (async () => {
       clearInterval(statsTimer);
+      await service.stop(); // leaves $SRV discovery first: the autoscaler stops counting this replica
       await Promise.all(subs.map((s) => s.drain())); // no new requests reach this replica
       await encoderRequests.idle(); // encoder requests still pulling parts get them, run and are answered
       await Promise.all(hosted.map((h) => h.coalescer.idle())); // in-flight work finishes and is answered

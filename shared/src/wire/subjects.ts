@@ -24,3 +24,21 @@ export function unitQueueGroup(model: string, unit: string): string {
 export function statsSubject(model: string, pool: string): string {
   return `unimoe.${subjectToken(model)}.stats.${subjectToken(pool)}`;
 }
+
+/** The NATS services name every worker registers (`$SRV.PING|INFO|STATS.unimoe-worker`). */
+export const WORKER_SERVICE = 'unimoe-worker';
+
+/** `unimoe.<model>.load.<replica>`: a worker's own load endpoint (the same JSON its `$SRV.STATS` data holds). */
+export function loadSubject(model: string, replica: string): string {
+  return `unimoe.${subjectToken(model)}.load.${subjectToken(replica)}`;
+}
+
+/** `unimoe.<model>.demand`: the edge asks for a replica of a unit nobody serves (scale from zero). */
+export function demandSubject(model: string): string {
+  return `unimoe.${subjectToken(model)}.demand`;
+}
+
+/** `unimoe.<model>.routed`: the edges' routed-token counts per (layer, expert) and modality, as deltas. */
+export function routedSubject(model: string): string {
+  return `unimoe.${subjectToken(model)}.routed`;
+}
