@@ -41,7 +41,7 @@ describe('decide: replicas per pool', () => {
     ['max clamps', { ready: 8, tokensPerSecond: 5000 }, 8, 8],
     ['demand at zero starts one replica', { ready: 0, demand: ['layer0.expert1'] }, 0, 1],
     ['zero stays zero without demand', { ready: 0 }, 0, 0],
-  ] as const)('%s', (_case, o, start, want) => {
+  ] as [string, Partial<PoolObservation>, number, number][])('%s', (_case, o, start, want) => {
     expect(run('a=0-1', [[100, o]], start)[0]!.desired).toBe(want);
   });
 

@@ -16,6 +16,7 @@ const commands: Record<string, Command> = {
   keys: { summary: 'create, list and revoke API keys', load: () => import('./commands/keys') },
   preprocess: { summary: 'write model-ready features of an image, audio or video file', load: () => import('./commands/preprocess') },
   cluster: { summary: 'run nats-server, two expert pools and the edge locally', load: () => import('./commands/cluster') },
+  autoscale: { summary: 'scale expert pools with their load (process or docker driver)', load: () => import('./commands/autoscale') },
 };
 
 function usage(): string {
