@@ -5,6 +5,7 @@
  * with @hono/node-server.
  */
 import { readFile } from 'node:fs/promises';
+import { createRequire } from 'node:module';
 import type { AddressInfo } from 'node:net';
 import { join } from 'node:path';
 import { serve, type ServerType } from '@hono/node-server';
@@ -16,6 +17,7 @@ import { createApp, type Readiness } from './api/app';
 import type { ApiConfig } from './api/config';
 import { instrumentExperts } from './api/expert-metrics';
 import { registry } from './api/metrics';
+import { RoutedTokens } from './api/routed-tokens';
 import { createChatTokenizer } from './api/prompt';
 import { resolveBundle } from './cli/resolve-bundle';
 import { openStore } from './db/open';
@@ -49,6 +51,8 @@ export interface ServeOptions {
   encoders?: EncoderBackend;
   /** Split mode: run the encoders in this process instead of on pools (the operator's fallback). */
   localEncoders?: boolean;
+  /** Split mode, scale from zero: hold a batch for a unit nobody serves up to this long while the autoscaler starts a replica. */
+  scaleFromZeroMs?: number;
 }
 
 export interface RunningServer {
@@ -61,6 +65,7 @@ export interface RunningServer {
 }
 
 let defaultMetricsOn = false;
+const require = createRequire(import.meta.url);
 
 export async function startServer(opts: ServeOptions): Promise<RunningServer> {
   // With pools behind NATS this process runs only the dense units (and the encoders when they stay local).
@@ -77,9 +82,10 @@ export async function startServer(opts: ServeOptions): Promise<RunningServer> {
   try {
     const store = opts.store ?? (await openStore(opts.databaseUrl));
     if (!opts.store) cleanup.push(() => store.close());
-    const { experts, ready: expertsReady } = await openExperts(bundleDir, manifest, opts.natsUrl);
+    const { experts, ready: expertsReady } = await openExperts(bundleDir, manifest, opts.natsUrl, opts.scaleFromZeroMs);
     cleanup.push(() => experts.close());
-    const engine = await createEngine({ bundleDir, experts: instrumentExperts(experts), ...opts.engine });
+    const routed = new RoutedTokens(manifest.config.layers, manifest.config.experts);
+    const engine = await createEngine({ bundleDir, experts: instrumentExperts(experts, routed), ...opts.engine });
     cleanup.push(() => engine.close());
     const remoteEncoders = opts.natsUrl && !opts.encoders && !opts.localEncoders ? opts.natsUrl : undefined;
     const { multimodal, ready: encodersReady } = await openMultimodal(bundleDir, manifest, opts.encoders, remoteEncoders, cleanup);
@@ -87,7 +93,10 @@ export async function startServer(opts: ServeOptions): Promise<RunningServer> {
       const [e, m] = await Promise.all([expertsReady(), encodersReady()]);
       return { ok: e.ok && m.ok, missing: [...e.missing, ...m.missing] };
     };
-    const app = createApp({ engine, tokenizer, manifest, store, ready, config: opts.api, multimodal });
+    const pools = opts.natsUrl ? await (await import('./dispatch/pool-telemetry')).startPoolTelemetry({ natsUrl: opts.natsUrl, model: manifest.name, routed }) : undefined;
+    if (pools) cleanup.push(() => pools.close());
+    const dashboard = { model: manifest.name, routed, pools, echarts: () => readFile(require.resolve('echarts/dist/echarts.min.js'), 'utf8') };
+    const app = createApp({ engine, tokenizer, manifest, store, ready, config: opts.api, multimodal, dashboard });
     if (!defaultMetricsOn) {
       collectDefaultMetrics({ register: registry, prefix: 'unimoe_process_' });
       defaultMetricsOn = true;
@@ -135,14 +144,14 @@ async function openMultimodal(
   };
 }
 
-async function openExperts(bundleDir: string, manifest: Manifest, natsUrl?: string): Promise<{ experts: ExpertBackend; ready: () => Promise<Readiness> }> {
+async function openExperts(bundleDir: string, manifest: Manifest, natsUrl?: string, scaleFromZeroMs?: number): Promise<{ experts: ExpertBackend; ready: () => Promise<Readiness> }> {
   if (!natsUrl) {
     // Embedded: loading every expert up front means ready() is true once the server listens.
     const experts = await LocalExpertBackend.open(bundleDir, { eager: true }, manifest);
     return { experts, ready: async () => ({ ok: true, missing: [] }) };
   }
   const { createNatsExpertBackend } = await import('./dispatch/nats-expert-backend');
-  const experts = await createNatsExpertBackend({ natsUrl, model: manifest.name, hidden: manifest.config.hidden });
+  const experts = await createNatsExpertBackend({ natsUrl, model: manifest.name, hidden: manifest.config.hidden, scaleFromZeroMs });
   const units: string[] = [];
   for (let l = 0; l < manifest.config.layers; l++) for (let e = 0; e < manifest.config.experts; e++) units.push(unitName.expert(l, e));
   return {

@@ -11,6 +11,7 @@ import type { GenerationEngine } from '../engine/types';
 import type { MultimodalPipeline } from '../multimodal/pipeline';
 import type { ChatTokenizer } from './chat-tokenizer';
 import { handleChatCompletion } from './chat';
+import { dashboardRoutes, type DashboardSource } from './dashboard';
 import { DEFAULT_API_CONFIG, type ApiConfig } from './config';
 import { ApiError, internalError, invalidRequest, notFound, tooLarge, unauthorized } from './errors';
 import { KeyLimiter } from './limits';
@@ -32,11 +33,13 @@ export interface ApiDeps {
   config?: Partial<ApiConfig>;
   /** Preprocesses and encodes media; without it only text is accepted. */
   multimodal?: MultimodalPipeline;
+  /** Serves /dashboard (expert load view) when given. */
+  dashboard?: DashboardSource;
 }
 
 type Env = { Variables: { keyId: number | null; limiterKey: string } };
 
-const ROUTES = new Set(['/v1/chat/completions', '/v1/models', '/healthz', '/readyz', '/metrics']);
+const ROUTES = new Set(['/v1/chat/completions', '/v1/models', '/healthz', '/readyz', '/metrics', '/dashboard', '/dashboard/data']);
 
 export function createApp(deps: ApiDeps): Hono<Env> {
   const config: ApiConfig = { ...DEFAULT_API_CONFIG, ...deps.config };
@@ -61,6 +64,7 @@ export function createApp(deps: ApiDeps): Hono<Env> {
     return c.json({ status: r.ok ? 'ready' : 'not_ready', missing: r.missing }, r.ok ? 200 : 503);
   });
   app.get('/metrics', async (c) => c.body(await registry.metrics(), 200, { 'Content-Type': registry.contentType }));
+  if (deps.dashboard) app.route('/dashboard', dashboardRoutes(deps.dashboard));
 
   app.use('/v1/*', async (c, next) => {
     if (config.noAuth) {

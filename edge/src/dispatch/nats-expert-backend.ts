@@ -10,6 +10,7 @@ import { maxRowsPerMessage, rowRanges } from '@unimoe/shared/wire/split';
 import { unitSubject } from '@unimoe/shared/wire/subjects';
 import type { ExpertBackend, ExpertBatch } from '../engine/expert-backend';
 import { connectNats } from '@unimoe/shared/runtime/nats-connect';
+import { pingExpertUnit, waitForReplicaOnDemand } from './scale-from-zero';
 
 export interface NatsExpertBackendOptions {
   natsUrl: string;
@@ -26,6 +27,8 @@ export interface NatsExpertBackendOptions {
   maxPayload?: number;
   /** Called for every answered request (metrics, benchmarks); must be cheap. */
   observe?: (reply: ReplyObservation) => void;
+  /** Scale from zero: on "no responders", signal demand and hold the batch up to this long for a replica (default off). */
+  scaleFromZeroMs?: number;
 }
 
 /** One answered request, as seen by the edge. */
@@ -95,6 +98,7 @@ export async function createNatsExpertBackend(opts: NatsExpertBackendOptions): P
   let nextId = 0;
   const counters: DispatchStats = { requests: 0, timeouts: 0, noResponders: 0 };
   const observe = opts.observe;
+  const waitForReplica = waitForReplicaOnDemand(nc, model, opts.scaleFromZeroMs);
 
   const requestOnce = async (unit: string, x: Float32Array, rows: number): Promise<Float32Array> => {
     const subject = unitSubject(model, unit);
@@ -103,6 +107,7 @@ export async function createNatsExpertBackend(opts: NatsExpertBackendOptions): P
     const h = natsHeaders();
     for (const [k, v] of Object.entries(message.headers)) h.set(k, v);
     let lastFailure = '';
+    let heldForReplica = false;
     for (let attempt = 0; attempt <= retries; attempt++) {
       let reply: Msg;
       counters.requests++;
@@ -114,6 +119,13 @@ export async function createNatsExpertBackend(opts: NatsExpertBackendOptions): P
         if (code === ErrorCode.NoResponders) {
           counters.noResponders++;
           lastFailure = 'no-responders';
+          if (!heldForReplica) {
+            heldForReplica = true;
+            if (await waitForReplica(unit, () => pingExpertUnit(nc, subject, hidden))) {
+              attempt--; // a replica came up: this attempt does not count
+              continue;
+            }
+          }
           if (attempt < retries) await sleep(NO_RESPONDER_BACKOFF_MS * 2 ** attempt);
           continue;
         }

@@ -9,7 +9,8 @@ import { CliError, parseCommand, parseNumber } from '../args';
 
 const USAGE =
   'unimoe serve <bundle-or-s3-uri> [--nats URL [--local-encoders]] [--port 8000] [--host 0.0.0.0] [--database-url URL] [--no-auth]\n' +
-  '  [--max-tokens-cap N] [--body-limit-mb N] [--rate-limit RPM] [--max-concurrent N] [--timeout-s N] [--max-batch 16] [--prefill-chunk 128]';
+  '  [--max-tokens-cap N] [--body-limit-mb N] [--rate-limit RPM] [--max-concurrent N] [--timeout-s N] [--max-batch 16] [--prefill-chunk 128]\n' +
+  '  [--scale-from-zero-s N]   (split mode: hold requests for units with no replica up to N s while the autoscaler starts one)';
 
 export async function run(argv: string[]): Promise<number> {
   const s = { type: 'string' } as const;
@@ -29,6 +30,7 @@ export async function run(argv: string[]): Promise<number> {
       'timeout-s': s,
       'max-batch': s,
       'prefill-chunk': s,
+      'scale-from-zero-s': s,
     },
     USAGE,
   );
@@ -42,6 +44,7 @@ export async function run(argv: string[]): Promise<number> {
     bundle: positionals[0]!,
     natsUrl,
     localEncoders,
+    scaleFromZeroMs: parseNumber(values['scale-from-zero-s'], '--scale-from-zero-s', 0, { min: 0 }) * 1000,
     port: parseNumber(values.port, '--port', 8000, { integer: true, min: 0, max: 65535 }),
     host: values.host ?? '0.0.0.0',
     databaseUrl: values['database-url'],
