@@ -9,7 +9,7 @@ import { runWorker } from './worker';
 
 const USAGE =
   'usage: unimoe worker <bundle-dir|s3://bucket/prefix> --pool NAME [--experts LIST [--layers LIST]] [--encoders vision,audio]\n' +
-  '       [--nats URL] [--replica ID] [--stats-interval MS] [--threads N]   (LIST like 0-3 or 0,2,5; at least one of --experts and\n' +
+  '       [--nats URL] [--replica ID] [--stats-interval MS] [--stats-window MS] [--threads N]   (LIST like 0-3 or 0,2,5; at least one of --experts and\n' +
   '       --encoders; --nats defaults to NATS_URL)';
 
 /** Resolves to the process exit code: 0 after a clean drain, 1 when the worker cannot start or loses NATS, 2 on usage errors. */
@@ -27,6 +27,7 @@ export async function workerCommand(argv: string[]): Promise<number> {
         nats: { type: 'string' },
         replica: { type: 'string' },
         'stats-interval': { type: 'string' },
+        'stats-window': { type: 'string' },
         threads: { type: 'string' },
         help: { type: 'boolean', short: 'h' },
       },
@@ -57,6 +58,7 @@ export async function workerCommand(argv: string[]): Promise<number> {
       natsUrl,
       replica: values.replica,
       statsIntervalMs: positiveInt(values['stats-interval'], '--stats-interval'),
+      statsWindowMs: positiveInt(values['stats-window'], '--stats-window'),
       threads: positiveInt(values.threads, '--threads'),
     };
   } catch (err) {

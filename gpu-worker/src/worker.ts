@@ -40,6 +40,8 @@ export interface WorkerOptions {
   replica?: string;
   /** How often load statistics are published; default 5000. */
   statsIntervalMs?: number;
+  /** The sliding window `$SRV.STATS` reports load over; default 10000. */
+  statsWindowMs?: number;
   /** Bound on rows coalesced into one onnxruntime run; default 4096. */
   maxRowsPerRun?: number;
   /** Bound on encoder items (images, frames, audio chunks) coalesced into one run; default 16. */
@@ -88,7 +90,7 @@ export async function runWorker(opts: WorkerOptions): Promise<RunningWorker> {
     const specs = [...(opts.experts ? selectExpertUnits(manifest, opts.experts, opts.layers) : []), ...encoderSpecs];
     const paths = [];
     for (const spec of specs) paths.push(await store.unitPath(spec)); // sha256-verified, before any session loads
-    const counters = new LoadCounters(specs.map((s) => s.name));
+    const counters = new LoadCounters(specs.map((s) => s.name), opts.statsWindowMs);
     const hidden = manifest.config.hidden;
     const clock = new RunClock();
     for (const [i, spec] of specs.entries()) {

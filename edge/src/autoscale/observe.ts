@@ -4,7 +4,7 @@
  * counts per (layer, expert) and modality (`unimoe.<model>.routed`), and the edges' demand for units
  * nobody serves (`unimoe.<model>.demand`, the scale-from-zero signal).
  */
-import { RequestStrategy, type NatsConnection, type ServiceStats, type Subscription } from 'nats';
+import { ErrorCode, RequestStrategy, type NatsConnection, type NatsError, type ServiceStats, type Subscription } from 'nats';
 import { connectNats } from '@unimoe/shared/runtime/nats-connect';
 import { demandSubject, routedSubject, WORKER_SERVICE } from '@unimoe/shared/wire/subjects';
 import type { WorkerLoad } from '@unimoe/gpu-worker/service';
@@ -82,9 +82,13 @@ export class Observer {
   async replicas(): Promise<ReplicaSnapshot[]> {
     const client = this.nc.services.client({ strategy: RequestStrategy.Timer, maxWait: this.o.discoveryMs });
     const out: ReplicaSnapshot[] = [];
-    for await (const s of await client.stats(WORKER_SERVICE)) {
-      const snap = toSnapshot(s, this.o.model);
-      if (snap) out.push(snap);
+    try {
+      for await (const s of await client.stats(WORKER_SERVICE)) {
+        const snap = toSnapshot(s, this.o.model);
+        if (snap) out.push(snap);
+      }
+    } catch (err) {
+      if (!isNoResponders(err)) throw err; // no replica at all is an answer: zero
     }
     return out;
   }
@@ -141,6 +145,10 @@ export function replicasPerUnit(replicas: ReplicaSnapshot[], layers: number, exp
     }
   }
   return out;
+}
+
+export function isNoResponders(err: unknown): boolean {
+  return (err as NatsError)?.code === ErrorCode.NoResponders;
 }
 
 function toSnapshot(s: ServiceStats, model: string): ReplicaSnapshot | undefined {
