@@ -5,9 +5,13 @@
  * all stopped together on Ctrl-C (or when any of them dies).
  */
 import { spawn, type ChildProcess } from 'node:child_process';
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { readManifest } from '@unimoe/shared/bundle/load';
 import { freePort, portAccepts } from '@unimoe/shared/runtime/ports';
+import { ProcessDriver } from '../../autoscale/drivers/process';
 import { CliError, parseCommand, parseNumber } from '../args';
 import { noUnits, resolveBundle } from '../resolve-bundle';
 
@@ -35,17 +39,29 @@ export async function run(argv: string[]): Promise<number> {
   const experts = manifest.config.experts;
   const half = Math.ceil(experts / 2);
   const pools = [
-    { name: 'pool-a', experts: `0-${half - 1}` },
-    { name: 'pool-b', experts: `${half}-${experts - 1}` },
-  ].filter((p) => experts > 1 || p.name === 'pool-a');
+    { pool: 'pool-a', experts: range(0, half) },
+    { pool: 'pool-b', experts: range(half, experts) },
+  ].filter((p) => p.experts.length > 0);
+  // The pools' replicas run under the autoscaler's process driver (the same one `unimoe autoscale` uses).
+  const stateDir = await mkdtemp(join(tmpdir(), 'unimoe-cluster-'));
+  const driver = new ProcessDriver({ bundle, natsUrl, stateDir, inheritOutput: true });
 
   const children: ChildProcess[] = [];
   let stopping = false;
   const stopAll = (code: number) => {
     if (stopping) return;
     stopping = true;
-    for (const child of children.reverse()) child.kill('SIGTERM');
-    setTimeout(() => process.exit(code), 5000).unref();
+    setTimeout(() => process.exit(code), 15_000).unref();
+    void (async () => {
+      // The edge and encoders first, then the pools drain while NATS still runs, then nats-server.
+      const [nats, ...others] = children;
+      for (const child of others.reverse()) child.kill('SIGTERM');
+      await driver.stopAll();
+      nats?.kill('SIGTERM');
+      await rm(stateDir, { recursive: true, force: true });
+      await Promise.all(children.map((c) => (c.exitCode !== null || c.signalCode !== null ? undefined : new Promise((r) => c.once('exit', r)))));
+      process.exit(code);
+    })();
   };
   const start = (label: string, cmd: string, args: string[]) => {
     const child = spawn(cmd, args, { stdio: ['ignore', 'inherit', 'inherit'] });
@@ -67,9 +83,8 @@ export async function run(argv: string[]): Promise<number> {
   await waitForPort(natsPort, 10_000);
   const node = [process.execPath, '--import', 'tsx', MAIN];
   for (const pool of pools) {
-    for (let r = 0; r < replicas; r++) {
-      start(`${pool.name} replica ${r} (experts ${pool.experts})`, node[0]!, [...node.slice(1), 'worker', bundle, '--pool', pool.name, '--experts', pool.experts, '--nats', natsUrl]);
-    }
+    await driver.scale(pool, replicas);
+    console.error(`[cluster] started ${pool.pool} (experts ${pool.experts[0]}-${pool.experts.at(-1)}) x ${replicas} via the process driver`);
   }
   // A multimodal bundle's encoders get a pool of their own.
   const encoders = manifest.units.filter((u) => u.kind === 'vision' || u.kind === 'audio').map((u) => u.kind);
@@ -83,4 +98,8 @@ export async function run(argv: string[]): Promise<number> {
   process.on('SIGTERM', () => stopAll(0));
   await new Promise(() => {});
   return 0;
+}
+
+function range(from: number, to: number): number[] {
+  return Array.from({ length: Math.max(0, to - from) }, (_, i) => from + i);
 }
