@@ -45,7 +45,22 @@ export interface Deployment {
   stop(): Promise<void>;
 }
 
-export async function deploy(opts: { pools: string[]; limits: Record<string, [number, number]>; policy?: Partial<ScalingPolicy>; edge?: boolean; intervalMs?: number }): Promise<Deployment> {
+export interface DeployOptions {
+  pools: string[];
+  /** [min, max] per pool name. */
+  limits: Record<string, [number, number]>;
+  policy?: Partial<ScalingPolicy>;
+  /** Start the edge API too (scale from zero on). */
+  edge?: boolean;
+  intervalMs?: number;
+  /** Checkpoint to convert; default the tiny 4e fixture. */
+  checkpoint?: string;
+  /** Worker load window; default 2000 ms. */
+  statsWindowMs?: number;
+  log?: (line: string) => void;
+}
+
+export async function deploy(opts: DeployOptions): Promise<Deployment> {
   const root = await mkdtemp(join(tmpdir(), 'unimoe-autoscale-'));
   const bundle = join(root, 'bundle');
   const stateDir = join(root, 'state');
@@ -54,7 +69,7 @@ export async function deploy(opts: { pools: string[]; limits: Record<string, [nu
     for (const fn of cleanups.reverse()) await fn().catch((err: unknown) => console.error(`[autoscale test] cleanup: ${(err as Error).message}`));
   };
   try {
-    const manifest = await convertCheckpoint({ checkpointDir: modelFixture('unimoe-4e'), bundleDir: bundle, name: 'tiny-4e' });
+    const manifest = await convertCheckpoint({ checkpointDir: opts.checkpoint ?? modelFixture('unimoe-4e'), bundleDir: bundle, name: 'tiny-4e' });
     const nats = await startNatsServer();
     cleanups.push(() => nats.stop());
     const model = { layers: manifest.config.layers, experts: manifest.config.experts };
@@ -65,10 +80,10 @@ export async function deploy(opts: { pools: string[]; limits: Record<string, [nu
     });
     const policy = { ...FAST_POLICY, ...opts.policy };
     const makeDriver = () =>
-      new ProcessDriver({ bundle, natsUrl: nats.url, stateDir, env: { UNIMOE_THREADS: '1' }, workerArgs: ['--stats-interval', '1000', '--stats-window', '2000'] });
+      new ProcessDriver({ bundle, natsUrl: nats.url, stateDir, env: { UNIMOE_THREADS: '1' }, workerArgs: ['--stats-interval', '1000', '--stats-window', String(opts.statsWindowMs ?? 2000)] });
     let driver = makeDriver();
     cleanups.push(() => driver.stopAll());
-    const log = (line: string) => console.log(line);
+    const log = opts.log ?? ((line: string) => console.log(line));
     const startController = async () => {
       const observer = await Observer.open({ natsUrl: nats.url, model: manifest.name, ...model, discoveryMs: 300, routedWindowMs: 3000 });
       const controller = new Controller({ model, pools, policy, driver, observer, intervalMs: opts.intervalMs ?? 500, log });
