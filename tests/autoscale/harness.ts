@@ -122,7 +122,7 @@ export async function deploy(opts: DeployOptions): Promise<Deployment> {
       stop: stopAll,
     };
     if (opts.edge) {
-      d.edge = await startServer({ bundle, natsUrl: nats.url, port: 0, host: '127.0.0.1', databaseUrl: `file:${join(root, 'usage.db')}`, api: { noAuth: true }, scaleFromZeroMs: 120_000 });
+      d.edge = await startServer({ bundle, natsUrl: nats.url, port: 0, host: '127.0.0.1', databaseUrl: `file:${join(root, 'usage.db')}`, api: { noAuth: true, maxConcurrentPerKey: 0, requestsPerMinute: 0 }, scaleFromZeroMs: 120_000 });
       cleanups.push(() => d.edge!.close());
     }
     return d;

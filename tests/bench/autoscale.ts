@@ -4,7 +4,7 @@
  * (3 replicas per pool) as the baseline. Prints per phase replicas, TTFT and ITL p50/p99, tokens/s;
  * scale-up reaction time (load step -> a new replica serving), cold start from zero, and tokens per
  * replica-second of both deployments; writes an SVG plot of replicas and TTFT over time.
- * Knobs: BENCH_PHASE_S (default 15,30,20,15), BENCH_TARGET_TOKENS (expert rows/s per replica, default 300).
+ * Knobs: BENCH_PHASE_S (default 15,30,20,15), BENCH_TARGET_TOKENS (expert rows/s per replica, default 1500).
  */
 import { mkdir, writeFile } from 'node:fs/promises';
 import { availableParallelism, cpus } from 'node:os';
@@ -18,7 +18,7 @@ import { fmt, percentile, printTable } from './table';
 
 const PHASE_S = (process.env.BENCH_PHASE_S ?? '15,30,20,15').split(',').map(Number);
 const SCHEDULE = [1, 32, 1, 0].map((clients, i) => ({ clients, seconds: PHASE_S[i] ?? 15 }));
-const TARGET_TOKENS = Number(process.env.BENCH_TARGET_TOKENS ?? 300);
+const TARGET_TOKENS = Number(process.env.BENCH_TARGET_TOKENS ?? 1500);
 const MAX_TOKENS = 16;
 const MAX_REPLICAS = 3;
 /** A small model: 4 layers, 4 experts, hidden 128 (the schedule must finish in minutes on 2 shared cores). */
@@ -62,23 +62,26 @@ async function runSchedule(d: Deployment, label: string): Promise<RunResult> {
     }
   })();
   const phaseStarts: number[] = [];
-  for (const [phase, { clients, seconds }] of SCHEDULE.entries()) {
-    phaseStarts.push(now());
-    console.error(`[bench:autoscale] ${label}: phase ${phase + 1}, ${clients} clients for ${seconds} s`);
-    const until = performance.now() + seconds * 1000;
-    await Promise.all(
-      Array.from({ length: clients }, async (_, c) => {
-        for (let i = 0; performance.now() < until; i++) {
-          const s = await streamChat(edge.url, d.manifest.name, `Client ${c} asks question ${i} about mixtures of experts.`, MAX_TOKENS);
-          requests.push({ phase, at: now(), ...s });
-        }
-      }),
-    );
-    if (clients === 0) await new Promise((r) => setTimeout(r, seconds * 1000));
+  try {
+    for (const [phase, { clients, seconds }] of SCHEDULE.entries()) {
+      phaseStarts.push(now());
+      console.error(`[bench:autoscale] ${label}: phase ${phase + 1}, ${clients} clients for ${seconds} s`);
+      const until = performance.now() + seconds * 1000;
+      await Promise.all(
+        Array.from({ length: clients }, async (_, c) => {
+          for (let i = 0; performance.now() < until; i++) {
+            const s = await streamChat(edge.url, d.manifest.name, `Client ${c} asks question ${i} about mixtures of experts.`, MAX_TOKENS);
+            requests.push({ phase, at: now(), ...s });
+          }
+        }),
+      );
+      if (clients === 0) await new Promise((r) => setTimeout(r, seconds * 1000));
+    }
+  } finally {
+    sampling = false;
+    await sampler;
   }
   const end = now();
-  sampling = false;
-  await sampler;
   // Reaction: from the 32-client step to the first sample with more ready replicas than at the step.
   const step = phaseStarts[1]!;
   const before = samples.filter((s) => s.at <= step).at(-1)?.ready ?? 0;
@@ -149,22 +152,22 @@ async function main(): Promise<void> {
   const results: { auto?: RunResult; fixed?: RunResult; coldMs?: number; warmMs?: number } = {};
   const auto = await deploy({ ...common, limits: { a: [0, MAX_REPLICAS], b: [0, MAX_REPLICAS] }, policy });
   try {
-    results.auto = await runSchedule(auto, 'autoscaled');
-    // Cold start: wait for both pools at zero, then one request (its TTFT includes starting the replicas).
-    const deadline = Date.now() + 60_000;
-    while ((await auto.driver.list()).length > 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 250));
-    if ((await auto.driver.list()).length > 0) throw new Error('the pools did not scale to zero within 60 s after the schedule');
-    results.coldMs = (await streamChat(auto.edge!.url, auto.manifest.name, 'A cold question.', MAX_TOKENS)).ttftMs;
-    results.warmMs = (await streamChat(auto.edge!.url, auto.manifest.name, 'A warm question.', MAX_TOKENS)).ttftMs;
+      results.auto = await runSchedule(auto, 'autoscaled');
+      // Cold start: wait for both pools at zero, then one request (its TTFT includes starting the replicas).
+      const deadline = Date.now() + 60_000;
+      while ((await auto.driver.list()).length > 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 250));
+      if ((await auto.driver.list()).length > 0) throw new Error('the pools did not scale to zero within 60 s after the schedule');
+      results.coldMs = (await streamChat(auto.edge!.url, auto.manifest.name, 'A cold question.', MAX_TOKENS)).ttftMs;
+      results.warmMs = (await streamChat(auto.edge!.url, auto.manifest.name, 'A warm question.', MAX_TOKENS)).ttftMs;
   } finally {
     await auto.stop();
   }
   const fixed = await deploy({ ...common, limits: { a: [MAX_REPLICAS, MAX_REPLICAS], b: [MAX_REPLICAS, MAX_REPLICAS] }, policy });
   try {
-    // The baseline starts warm: wait for its replicas before the clock starts.
-    const deadline = Date.now() + 120_000;
-    while ((await fixed.observer.replicas()).length < 2 * MAX_REPLICAS && Date.now() < deadline) await new Promise((r) => setTimeout(r, 250));
-    results.fixed = await runSchedule(fixed, 'fixed');
+      // The baseline starts warm: wait for its replicas before the clock starts.
+      const deadline = Date.now() + 120_000;
+      while ((await fixed.observer.replicas()).length < 2 * MAX_REPLICAS && Date.now() < deadline) await new Promise((r) => setTimeout(r, 250));
+      results.fixed = await runSchedule(fixed, 'fixed');
   } finally {
     await fixed.stop();
   }

@@ -14,7 +14,7 @@ import { CliError, parseCommand, parseNumber } from '../args';
 import { noUnits, resolveBundle } from '../resolve-bundle';
 
 const USAGE =
-  'unimoe autoscale <bundle-or-s3-uri> --nats URL --driver process|docker (--pool NAME=EXPERTS[@LAYERS] ... | --config FILE)\n' +
+  'unimoe autoscale <bundle-or-s3-uri> --nats URL --driver process|docker|external (--pool NAME=EXPERTS[@LAYERS] ... | --config FILE)\n' +
   '  [--min 0] [--max 4] [--port N] [--interval-ms 2000] [--state-dir .cache/autoscale] [--target-busy 0.6] [--target-tokens N]\n' +
   '  [--idle-to-zero-s 60] [--scale-down-window-s 30] [--hot-replicas 0] [--hot-units 4] [--worker-arg ARG ...]';
 
@@ -46,7 +46,7 @@ export async function run(argv: string[]): Promise<number> {
   const natsUrl = values.nats ?? process.env.NATS_URL;
   if (!natsUrl) throw new CliError(`--nats URL (or NATS_URL) is required\nusage: ${USAGE}`);
   const driverKind = values.driver ?? 'process';
-  if (driverKind !== 'process' && driverKind !== 'docker') throw new CliError(`--driver must be process or docker, got ${JSON.stringify(driverKind)}`);
+  if (!['process', 'docker', 'external'].includes(driverKind)) throw new CliError(`--driver must be process, docker or external, got ${JSON.stringify(driverKind)}`);
   const limits = {
     minReplicas: parseNumber(values.min, '--min', 0, { integer: true, min: 0 }),
     maxReplicas: parseNumber(values.max, '--max', 4, { integer: true, min: 1 }),
@@ -85,16 +85,21 @@ export async function run(argv: string[]): Promise<number> {
   };
   const metricsPort = values.port === undefined ? undefined : parseNumber(values.port, '--port', 0, { integer: true, min: 0, max: 65535 });
 
-  const driver: Driver =
-    driverKind === 'process'
-      ? new (await import('../../autoscale/drivers/process')).ProcessDriver({
-          bundle,
-          natsUrl,
-          stateDir: resolve(values['state-dir'] ?? '.cache/autoscale'),
-          workerArgs: values['worker-arg'] ?? [],
-        })
-      : await (await import('../../autoscale/drivers/docker')).DockerDriver.connect();
   const observer = await Observer.open({ natsUrl, model: manifest.name, ...model });
+  let driver: Driver;
+  try {
+    if (driverKind === 'process') {
+      const { ProcessDriver } = await import('../../autoscale/drivers/process');
+      driver = new ProcessDriver({ bundle, natsUrl, stateDir: resolve(values['state-dir'] ?? '.cache/autoscale'), workerArgs: values['worker-arg'] ?? [] });
+    } else if (driverKind === 'docker') {
+      driver = await (await import('../../autoscale/drivers/docker')).DockerDriver.connect();
+    } else {
+      driver = new (await import('../../autoscale/drivers/external')).ExternalDriver(() => observer.replicas());
+    }
+  } catch (err) {
+    await observer.close();
+    throw new CliError((err as Error).message);
+  }
   const controller = new Controller({ model, pools, policy, driver, observer, intervalMs: parseNumber(values['interval-ms'], '--interval-ms', 2000, { integer: true, min: 100 }) });
   await controller.init();
   let server: Server | undefined;
