@@ -5,6 +5,8 @@
  * with @hono/node-server. shutdown() is the graceful stop (SIGTERM): not ready, no new requests, the
  * running ones finish within a bound (then fail with 503), every usage row written, then closed.
  */
+import { readFile } from 'node:fs/promises';
+import { createRequire } from 'node:module';
 import type { AddressInfo } from 'node:net';
 import { serve, type ServerType } from '@hono/node-server';
 import { collectDefaultMetrics } from 'prom-client';
@@ -19,6 +21,7 @@ import { RequestGate } from './api/gate';
 import type { ApiConfig } from './api/config';
 import { instrumentExperts } from './api/expert-metrics';
 import { registry } from './api/metrics';
+import { RoutedTokens } from './api/routed-tokens';
 import { createChatTokenizer } from './api/prompt';
 import { resolveBundle } from './cli/resolve-bundle';
 import { openStore } from './db/open';
@@ -56,7 +59,7 @@ export interface ServeOptions {
    */
   engine?: { maxBatch?: number; prefillChunk?: number; maxWaiting?: number; kvBudgetBytes?: number };
   /** Split mode: each expert batch's budget (re-sends and NATS reconnect waits included; default 10 s) and when to re-send. */
-  dispatch?: Pick<NatsExpertBackendOptions, 'timeoutMs' | 'hedging'>;
+  dispatch?: Pick<NatsExpertBackendOptions, 'timeoutMs' | 'hedging' | 'scaleFromZeroMs'>;
   /** Graceful shutdown: how long running requests may take to finish (default 30 s). */
   drainMs?: number;
   /** Longest a response waits for its usage row to be written (default 5 s; the write itself carries on). */
@@ -68,6 +71,8 @@ export interface ServeOptions {
   encoders?: EncoderBackend;
   /** Split mode: run the encoders in this process instead of on pools (the operator's fallback). */
   localEncoders?: boolean;
+  /** Split mode, scale from zero: hold a batch for a unit nobody serves up to this long while the autoscaler starts a replica. */
+  scaleFromZeroMs?: number;
 }
 
 export interface RunningServer {
@@ -90,6 +95,7 @@ export const DEFAULT_HOST = '127.0.0.1';
 const STOPPED_REQUESTS_GRACE_MS = 5000;
 
 let defaultMetricsOn = false;
+const require = createRequire(import.meta.url);
 
 export async function startServer(opts: ServeOptions): Promise<RunningServer> {
   // With pools behind NATS this process runs only the dense units (and the encoders when they stay local).
@@ -110,9 +116,10 @@ export async function startServer(opts: ServeOptions): Promise<RunningServer> {
     const rawStore = opts.store ?? (await openStore(opts.databaseUrl));
     if (!opts.store) cleanup.push(() => rawStore.close());
     const store = boundUsageWrites(rawStore, opts.usageWriteWaitMs ?? 5000);
-    const { experts, ready: expertsReady } = await openExperts(bundleDir, manifest, opts.natsUrl, opts.natsSecurity, opts.dispatch);
+    const { experts, ready: expertsReady } = await openExperts(bundleDir, manifest, opts.natsUrl, opts.natsSecurity, { ...opts.dispatch, scaleFromZeroMs: opts.scaleFromZeroMs });
     cleanup.push(() => experts.close());
-    const engine = await createEngine({ bundleDir, experts: instrumentExperts(experts), ...opts.engine });
+    const routed = new RoutedTokens(manifest.config.layers, manifest.config.experts);
+    const engine = await createEngine({ bundleDir, experts: instrumentExperts(experts, routed), ...opts.engine });
     cleanup.push(() => engine.close());
     const remoteEncoders = opts.natsUrl && !opts.encoders && !opts.localEncoders ? opts.natsUrl : undefined;
     const { multimodal, ready: encodersReady } = await openMultimodal(bundleDir, manifest, opts.encoders, remoteEncoders, cleanup, opts.natsSecurity);
@@ -126,7 +133,12 @@ export async function startServer(opts: ServeOptions): Promise<RunningServer> {
     const vocab = Math.min(manifest.config.vocab, manifest.tokenizer.vocabSize ?? manifest.config.vocab);
     const grammar = await createXGrammar(textTokenizer, vocab, [manifest.tokenizer.eos]);
     cleanup.push(async () => grammar.dispose());
-    const app = createApp({ engine, tokenizer, manifest, store, ready, config: opts.api, multimodal, grammar, gate });
+    const pools = opts.natsUrl
+      ? await (await import('./dispatch/pool-telemetry')).startPoolTelemetry({ natsUrl: opts.natsUrl, natsSecurity: opts.natsSecurity, model: wireModel(manifest), routed })
+      : undefined;
+    if (pools) cleanup.push(() => pools.close());
+    const dashboard = { model: manifest.name, routed, pools, echarts: () => readFile(require.resolve('echarts/dist/echarts.min.js'), 'utf8') };
+    const app = createApp({ engine, tokenizer, manifest, store, ready, config: opts.api, multimodal, grammar, gate, dashboard });
     if (!defaultMetricsOn) {
       collectDefaultMetrics({ register: registry, prefix: 'unimoe_process_' });
       defaultMetricsOn = true;

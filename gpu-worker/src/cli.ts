@@ -13,7 +13,7 @@ import { NATS_SECURITY_FLAGS, natsSecurityFromFlags } from '@unimoe/shared/runti
 const USAGE =
   'usage: unimoe worker <bundle-dir|s3://bucket/prefix> --pool NAME [--experts LIST [--layers LIST]] [--encoders vision,audio]\n' +
   '       [--nats URL] [--nats-creds FILE | --nats-nkey-seed FILE] [--nats-tls-ca FILE [--nats-tls-cert FILE --nats-tls-key FILE]]\n' +
-  '       [--stats-interval MS] [--threads N] [--drain-timeout MS]   (LIST like 0-3 or 0,2,5; at least one of --experts and\n' +
+  '       [--replica ID] [--stats-interval MS] [--stats-window MS] [--threads N] [--drain-timeout MS]   (LIST like 0-3 or 0,2,5; at least one of --experts and\n' +
   '       --encoders; --nats defaults to NATS_URL)';
 
 /** Resolves to the process exit code: 0 after a clean drain, 1 when the worker cannot start or loses NATS, 2 on usage errors. */
@@ -29,7 +29,9 @@ export async function workerCommand(argv: string[]): Promise<number> {
         encoders: { type: 'string' },
         layers: { type: 'string' },
         nats: { type: 'string' },
+        replica: { type: 'string' },
         'stats-interval': { type: 'string' },
+        'stats-window': { type: 'string' },
         threads: { type: 'string' },
         ...NATS_SECURITY_FLAGS,
         'drain-timeout': { type: 'string' },
@@ -61,7 +63,9 @@ export async function workerCommand(argv: string[]): Promise<number> {
       layers: values.layers === undefined ? undefined : parseIndexList(values.layers, '--layers'),
       natsUrl,
       natsSecurity: natsSecurityFromFlags(values),
+      replica: values.replica,
       statsIntervalMs: positiveInt(values['stats-interval'], '--stats-interval'),
+      statsWindowMs: positiveInt(values['stats-window'], '--stats-window'),
       threads: positiveInt(values.threads, '--threads'),
       drainTimeoutMs: positiveInt(values['drain-timeout'], '--drain-timeout'),
     };

@@ -78,8 +78,12 @@ export class UnitCoalescer {
 
   private readonly clock: RunClock;
 
+  /** Requests received and not yet answered (queued or in the running batch). */
+  private outstanding = 0;
+
   constructor(private readonly o: CoalescerOptions) {
     this.clock = o.clock ?? new RunClock();
+    o.counters.trackQueue(o.unit, () => this.outstanding);
   }
 
   /**
@@ -94,6 +98,7 @@ export class UnitCoalescer {
         return;
       }
       this.queuedRows += rows;
+      this.outstanding++;
       this.queue.push({ x, rows, arrivedAt: performance.now(), expiresAt, resolve, reject });
       if (!this.pumping) {
         this.pumping = true;
@@ -125,6 +130,7 @@ export class UnitCoalescer {
       if (p.expiresAt <= now) {
         this.queue.splice(i, 1);
         this.queuedRows -= p.rows;
+        this.outstanding--;
         p.reject(new DroppedWork('expired', `unit ${this.o.unit}: the deadline passed ${Math.round(now - p.expiresAt)} ms before the run`));
       }
     }
@@ -167,11 +173,14 @@ export class UnitCoalescer {
       busyMs ||= this.clock.ended(started);
       for (const p of batch) p.reject(err as Error);
     }
+    const ended = performance.now();
+    this.outstanding -= batch.length;
     this.o.counters.record(this.o.unit, {
       requests: batch.length,
       tokens: rows,
       busyMs,
       queueWaitMs: batch.reduce((s, p) => s + (started - p.arrivedAt), 0),
+      latenciesMs: batch.map((p) => ended - p.arrivedAt),
     });
   }
 }

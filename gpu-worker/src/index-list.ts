@@ -12,3 +12,16 @@ export function parseIndexList(text: string, what: string): number[] {
   }
   return [...out].sort((a, b) => a - b);
 }
+
+/** The inverse of parseIndexList: [0,1,2,5] -> `0-2,5`. */
+export function formatIndexList(indices: readonly number[]): string {
+  const sorted = [...new Set(indices)].sort((a, b) => a - b);
+  const parts: string[] = [];
+  for (let i = 0; i < sorted.length; ) {
+    let j = i;
+    while (j + 1 < sorted.length && sorted[j + 1] === sorted[j]! + 1) j++;
+    parts.push(j === i ? String(sorted[i]) : `${sorted[i]}-${sorted[j]}`);
+    i = j + 1;
+  }
+  return parts.join(',');
+}

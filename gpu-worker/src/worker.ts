@@ -20,7 +20,9 @@ import { statsSubject, unitQueueGroup, unitSubject, wireModel, type WireModel } 
 import { readDeadline } from '@unimoe/shared/wire/deadline';
 import { DroppedWork, RunClock, UnitCoalescer } from './coalescer';
 import { EncoderRequests } from './encoder-requests';
+import { addWorkerService } from './service';
 import { LoadCounters, type StatsMessage } from './stats';
+import { formatIndexList } from './index-list';
 import { selectEncoderUnits, selectExpertUnits, type EncoderName } from './units';
 import { connectNats } from '@unimoe/shared/runtime/nats-connect';
 import { log as logger, parseTraceHeader, TRACE_HEADER, withRequestIds } from '@unimoe/shared/log';
@@ -40,8 +42,12 @@ export interface WorkerOptions {
   natsUrl: string;
   /** Credentials and TLS; default: from the environment (shared/src/runtime/nats-auth.ts). */
   natsSecurity?: NatsSecurity;
+  /** Replica id (NATS service metadata, stats); default `<pool>-<random>`. Drivers set it to find their replicas again. */
+  replica?: string;
   /** How often load statistics are published; default 5000. */
   statsIntervalMs?: number;
+  /** The sliding window `$SRV.STATS` reports load over; default 10000. */
+  statsWindowMs?: number;
   /** Bound on rows coalesced into one onnxruntime run; default 4096. */
   maxRowsPerRun?: number;
   /** Bound on encoder items (images, frames, audio chunks) coalesced into one run; default 16. */
@@ -95,7 +101,7 @@ export async function runWorker(opts: WorkerOptions): Promise<RunningWorker> {
     const specs = [...(opts.experts ? selectExpertUnits(manifest, opts.experts, opts.layers) : []), ...encoderSpecs];
     const paths = [];
     for (const spec of specs) paths.push(await store.unitPath(spec)); // sha256-verified, before any session loads
-    const counters = new LoadCounters(specs.map((s) => s.name));
+    const counters = new LoadCounters(specs.map((s) => s.name), opts.statsWindowMs);
     const hidden = manifest.config.hidden;
     const clock = new RunClock();
     for (const [i, spec] of specs.entries()) {
@@ -137,7 +143,7 @@ async function join(
   const model = wire.name;
   // Reconnect forever: a NATS restart must not take a pool down.
   const nc: NatsConnection = await connectNats(opts.natsUrl, `unimoe-worker-${opts.pool}`, { role: { kind: 'worker', pool: opts.pool }, security: opts.natsSecurity });
-  const replica = `${opts.pool}-${randomBytes(4).toString('hex')}`;
+  const replica = opts.replica ?? `${opts.pool}-${randomBytes(4).toString('hex')}`;
   new NatsConnectionWatch(nc, `unimoe worker ${replica}`, log); // logs disconnects and reconnects
   const executionProvider = hosted[0].session.executionProvider;
   const subs: Subscription[] = [];
@@ -161,6 +167,20 @@ async function join(
       }),
     );
   }
+  const service = await addWorkerService(
+    nc,
+    {
+      model: wire,
+      pool: opts.pool,
+      replica,
+      units: hosted.map((h) => h.spec.name),
+      experts: opts.experts ? formatIndexList(opts.experts) : '',
+      layers: opts.layers ? formatIndexList(opts.layers) : '',
+      encoders: (opts.encoders ?? []).join(','),
+      executionProvider,
+    },
+    counters,
+  );
   await nc.flush(); // subscriptions are live on the server before we report ready
 
   const publishStats = () => {
@@ -177,6 +197,7 @@ async function join(
   );
 
   const drain = async () => {
+    await service.stop(); // leaves $SRV discovery first: the autoscaler stops counting this replica
     await Promise.all(subs.map((s) => s.drain())); // no new requests reach this replica
     await encoderRequests.idle(); // encoder requests still pulling parts get them, run and are answered
     await Promise.all(hosted.map((h) => h.coalescer.idle())); // in-flight work finishes and is answered

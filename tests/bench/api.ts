@@ -18,6 +18,7 @@ import { startNatsServer, freePort } from '../helpers/nats-server';
 import { makeTempDir } from '../helpers/tmp';
 import { REPO, spawnWorker } from '../split/cluster';
 import { realisticBundle } from './realistic-model';
+import { streamChat } from './stream-client';
 import { fmt, percentile, printTable } from './table';
 import { wireModel } from '@unimoe/shared/wire/subjects';
 
@@ -27,47 +28,8 @@ const CLIENTS = process.env.BENCH_CLIENTS?.split(',').map(Number) ?? [16, 64];
 const MODES = (process.env.BENCH_MODES?.split(',') ?? ['embedded', 'split']) as ('embedded' | 'split')[];
 const question = (i: number) => `Question ${i}: what is the capital of country number ${i * 7}?`;
 
-interface StreamStats {
-  ttftMs: number;
-  gapsMs: number[];
-  tokens: number;
-}
-
 /** One streaming chat completion; timings from the bytes as they arrive. */
-async function streamOnce(url: string, model: string, i: number): Promise<StreamStats> {
-  const t0 = performance.now();
-  const res = await fetch(`${url}/v1/chat/completions`, {
-    method: 'POST',
-    headers: { 'content-type': 'application/json' },
-    body: JSON.stringify({ model, messages: [{ role: 'user', content: question(i) }], max_tokens: MAX_TOKENS, temperature: 0, stream: true, stream_options: { include_usage: true } }),
-  });
-  if (!res.ok || !res.body) throw new Error(`HTTP ${res.status}: ${await res.text()}`);
-  let ttftMs = NaN;
-  let last = 0;
-  const gapsMs: number[] = [];
-  let tokens = 0;
-  let buffer = '';
-  const decoder = new TextDecoder();
-  for await (const chunk of res.body as unknown as AsyncIterable<Uint8Array>) {
-    buffer += decoder.decode(chunk, { stream: true });
-    let end: number;
-    while ((end = buffer.indexOf('\n\n')) >= 0) {
-      const event = buffer.slice(0, end);
-      buffer = buffer.slice(end + 2);
-      const data = event.replace(/^data: /, '');
-      if (data === '[DONE]') continue;
-      const parsed = JSON.parse(data);
-      if (parsed.usage) tokens = parsed.usage.completion_tokens;
-      if (parsed.choices?.[0]?.delta?.content !== undefined && parsed.choices[0].delta.content !== '') {
-        const now = performance.now();
-        if (Number.isNaN(ttftMs)) ttftMs = now - t0;
-        else gapsMs.push(now - last);
-        last = now;
-      }
-    }
-  }
-  return { ttftMs, gapsMs, tokens };
-}
+const streamOnce = (url: string, model: string, i: number) => streamChat(url, model, question(i), MAX_TOKENS);
 
 function startServe(bundle: string, port: number, dbFile: string, natsUrl?: string): { child: ChildProcess; ready: Promise<void> } {
   const args = ['--import', 'tsx', join(REPO, 'edge/src/cli/main.ts'), 'serve', bundle, '--port', String(port), '--host', '127.0.0.1', '--no-auth', '--max-concurrent', '0', '--rate-limit', '0'];

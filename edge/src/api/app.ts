@@ -13,6 +13,7 @@ import type { ChatTokenizer } from './chat-tokenizer';
 import type { OutputGrammar } from '../grammar/xgrammar';
 import { handleChatCompletion } from './chat';
 import { handleTextCompletion } from './text-completions';
+import { dashboardRoutes, type DashboardSource } from './dashboard';
 import { DEFAULT_API_CONFIG, type ApiConfig } from './config';
 import { ApiError, internalError, invalidRequest, notFound, tooLarge, unauthorized } from './errors';
 import { RequestGate } from './gate';
@@ -41,11 +42,13 @@ export interface ApiDeps {
   grammar?: OutputGrammar;
   /** Admission (engine full, shutting down) and the count of requests in flight; default: admits all. */
   gate?: RequestGate;
+  /** Serves /dashboard (expert load view) when given. */
+  dashboard?: DashboardSource;
 }
 
 type Env = { Variables: { keyId: number | null; limiterKey: string } };
 
-const ROUTES = new Set(['/v1/chat/completions', '/v1/completions', '/v1/models', '/healthz', '/readyz', '/metrics']);
+const ROUTES = new Set(['/v1/chat/completions', '/v1/completions', '/v1/models', '/healthz', '/readyz', '/metrics', '/dashboard', '/dashboard/data']);
 
 export function createApp(deps: ApiDeps): Hono<Env> {
   const config: ApiConfig = { ...DEFAULT_API_CONFIG, ...deps.config };
@@ -79,6 +82,7 @@ export function createApp(deps: ApiDeps): Hono<Env> {
     return c.json({ status: r.ok ? 'ready' : 'not_ready', missing: r.missing }, r.ok ? 200 : 503);
   });
   app.get('/metrics', opsAuth, async (c) => c.body(await registry.metrics(), 200, { 'Content-Type': registry.contentType }));
+  if (deps.dashboard) app.route('/dashboard', dashboardRoutes(deps.dashboard));
 
   app.use('/v1/*', async (c, next) => {
     if (config.noAuth) {

@@ -57,6 +57,13 @@ const expertTokens = new Counter({
   registers: [registry],
 });
 
+const routedTokens = new Counter({
+  name: 'unimoe_expert_routed_tokens_total',
+  help: 'Tokens routed to each (layer, expert), by the modality of the token (text, image, audio, video).',
+  labelNames: ['layer', 'expert', 'modality'] as const,
+  registers: [registry],
+});
+
 let engineStats: (() => EngineStats) | null = null;
 new Gauge({
   name: 'unimoe_engine_running_sequences',
@@ -98,8 +105,9 @@ export function observeInterToken(seconds: number): void {
   interTokenLatency.observe(seconds);
 }
 
-export function observeExpertDispatch(layer: number, expert: number, tokens: number, ms: number): void {
+export function observeExpertDispatch(layer: number, expert: number, tokens: number, ms: number, modalities: Record<string, number> = { text: tokens }): void {
   const labels = { layer: String(layer), expert: String(expert) };
   expertDispatch.observe(labels, ms / 1000);
   expertTokens.inc(labels, tokens);
+  for (const [modality, n] of Object.entries(modalities)) if (n > 0) routedTokens.inc({ ...labels, modality }, n);
 }

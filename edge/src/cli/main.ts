@@ -18,6 +18,7 @@ const commands: Record<string, Command> = {
   preprocess: { summary: 'write model-ready features of an image, audio or video file', load: () => import('./commands/preprocess') },
   'nats-auth': { summary: 'write a nats-server config with per-role permissions and nkeys for a bundle', load: () => import('./commands/nats-auth') },
   cluster: { summary: 'run nats-server, two expert pools and the edge locally', load: () => import('./commands/cluster') },
+  autoscale: { summary: 'scale expert pools with their load (process or docker driver)', load: () => import('./commands/autoscale') },
 };
 
 function usage(): string {

@@ -1,10 +1,12 @@
 /**
  * Per-role NATS permissions for one bundle (see docs/security.md). Every subject of the bundle starts with
  * `unimoe.<model>.<hash>`, so these rules also keep other bundles (and other versions) out of reach.
- *  - edge: requests to any unit of the bundle; reads the pools' stats; its own inbox.
+ *  - edge: requests to any unit of the bundle; reads the pools' stats; its own inbox; publishes demand
+ *    (scale from zero) and routed-token counts; pings the workers' NATS service (`$SRV`) for the dashboard.
  *  - worker of pool P: takes requests only on the subjects of P's units; publishes only P's stats and
- *    the part fetches of encoder requests (to the edge's inbox); answers the requests it received.
- *  - autoscaler: reads the stats; publishes nothing.
+ *    the part fetches of encoder requests (to the edge's inbox); answers the requests it received, including
+ *    `$SRV.PING|INFO|STATS` and its load endpoint (NATS services protocol).
+ *  - autoscaler: reads the stats, demand and routed-token counts; asks the workers' `$SRV` endpoints.
  */
 import type { Manifest } from '@unimoe/shared/bundle/manifest';
 import { roleInboxPrefix, type NatsRole } from '@unimoe/shared/runtime/nats-auth';
@@ -56,13 +58,25 @@ export function rolePermissions(manifest: Manifest, pools: PoolPlan[]): RolePerm
       name: `worker-${p.pool}`,
       role,
       publish: [statsSubject(wire, p.pool), inbox(edge)],
-      subscribe: [...p.units.map((u) => unitSubject(wire, u)), inbox(role)],
+      subscribe: [...p.units.map((u) => unitSubject(wire, u)), inbox(role), '$SRV.>', `${prefix}.load.>`],
       allowResponses: true,
     };
   });
   return [
-    { name: 'edge', role: edge, publish: [`${prefix}.unit.>`], subscribe: [inbox(edge), `${prefix}.stats.>`], allowResponses: true },
-    { name: 'autoscaler', role: autoscaler, publish: [], subscribe: [`${prefix}.stats.>`, inbox(autoscaler)], allowResponses: false },
+    {
+      name: 'edge',
+      role: edge,
+      publish: [`${prefix}.unit.>`, `${prefix}.demand`, `${prefix}.routed`, '$SRV.>'],
+      subscribe: [inbox(edge), `${prefix}.stats.>`],
+      allowResponses: true,
+    },
+    {
+      name: 'autoscaler',
+      role: autoscaler,
+      publish: ['$SRV.>', `${prefix}.load.>`],
+      subscribe: [`${prefix}.stats.>`, `${prefix}.demand`, `${prefix}.routed`, inbox(autoscaler)],
+      allowResponses: false,
+    },
     ...workers,
   ];
 }

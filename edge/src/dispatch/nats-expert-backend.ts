@@ -16,6 +16,7 @@ import { TRACE_HEADER, traceHeaderValue } from '@unimoe/shared/log';
 import { NatsConnectionWatch } from '@unimoe/shared/runtime/nats-status';
 import { LatencyTracker, type LatencyOptions } from './latency';
 import { reliableRequest, RequestFailed } from './reliable-request';
+import { pingExpertUnit, waitForReplicaOnDemand } from './scale-from-zero';
 
 export interface NatsExpertBackendOptions {
   natsUrl: string;
@@ -38,6 +39,8 @@ export interface NatsExpertBackendOptions {
   maxPayload?: number;
   /** Called for every answered request (metrics, benchmarks); must be cheap. */
   observe?: (reply: ReplyObservation) => void;
+  /** Scale from zero: on "no responders", signal demand and hold the batch up to this long for a replica (default off). */
+  scaleFromZeroMs?: number;
 }
 
 /** One answered request, as seen by the edge. */
@@ -112,15 +115,15 @@ export async function createNatsExpertBackend(opts: NatsExpertBackendOptions): P
   /** Units some replica has answered: "no responders" for them means a restart, worth waiting out. */
   const answered = new Set<string>();
   const observe = opts.observe;
+  const waitForReplica = waitForReplicaOnDemand(nc, model, opts.scaleFromZeroMs);
 
   const requestOnce = async (unit: string, x: Float32Array, rows: number): Promise<Float32Array> => {
     const subject = unitSubject(model, unit);
     const requestId = `${unit}-${(nextId++).toString(36)}`;
     const message = encodeTensorMessage({ dtype, rows, hidden, data: x, requestId });
     const trace = traceHeaderValue();
-    let answer;
-    try {
-      answer = await reliableRequest({
+    const send = () =>
+      reliableRequest({
         nc,
         watch,
         subject,
@@ -137,6 +140,15 @@ export async function createNatsExpertBackend(opts: NatsExpertBackendOptions): P
         },
         onFailure: (kind) => (kind === 'timeout' ? counters.timeouts++ : counters.noResponders++),
       });
+    let answer;
+    try {
+      try {
+        answer = await send();
+      } catch (err) {
+        // Scale from zero: nobody serves the unit, so ask the autoscaler for a replica, hold, then send again.
+        if (!(err instanceof RequestFailed && err.reason === 'no-responders' && (await waitForReplica(unit, () => pingExpertUnit(nc, subject, hidden))))) throw err;
+        answer = await send();
+      }
     } catch (err) {
       if (!(err instanceof RequestFailed)) throw err;
       const message =

@@ -9,6 +9,8 @@ export interface ExpertBatch {
   /** Row-major [tokens, hidden] float32 inputs (the post-attention-norm hidden states). */
   x: Float32Array;
   tokens: number;
+  /** Tokens per modality (text, image, audio, video); they sum to `tokens`. */
+  modalities?: Record<string, number>;
 }
 
 export interface ExpertBackend {

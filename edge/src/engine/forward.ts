@@ -27,7 +27,7 @@ export interface PrefillSlot {
   position: number;
   ids: ArrayLike<number>;
   /** Rows of this chunk (counted from its first token) whose embeddings are given instead of looked up. */
-  embeddings?: { offset: number; data: Float32Array }[];
+  embeddings?: { offset: number; data: Float32Array; modality?: string }[];
 }
 
 export interface StepPlan {
@@ -55,8 +55,13 @@ export async function forwardStep(model: DenseModel, experts: ExpertBackend, scr
   let hidden = await model.embed(ids);
   // Modality tokens: their placeholder ids were looked up above like any other; the given rows replace them.
   let chunkRow = nd;
+  let rowModality: string[] | undefined; // per step row, only when the step has modality tokens (else all text)
   for (const p of plan.prefill) {
-    for (const e of p.embeddings ?? []) hidden.set(e.data, (chunkRow + e.offset) * H);
+    for (const e of p.embeddings ?? []) {
+      hidden.set(e.data, (chunkRow + e.offset) * H);
+      rowModality ??= new Array<string>(rows).fill('text');
+      rowModality.fill(e.modality ?? 'media', chunkRow + e.offset, chunkRow + e.offset + e.data.length / H);
+    }
     chunkRow += p.ids.length;
   }
   const segments = (nd > 0 ? 1 : 0) + plan.prefill.length;
@@ -118,7 +123,7 @@ export async function forwardStep(model: DenseModel, experts: ExpertBackend, scr
     }
 
     const next = scratch.f32('step.hidden', rows * H);
-    await runMoe({ layer, rows, hidden: H, experts: E, policy: cfg.routing, hiddenOut, moeInput, routerLogits }, experts, scratch, next);
+    await runMoe({ layer, rows, hidden: H, experts: E, policy: cfg.routing, hiddenOut, moeInput, routerLogits, rowModality }, experts, scratch, next);
     hidden = next;
   }
 

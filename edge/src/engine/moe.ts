@@ -20,6 +20,8 @@ export interface MoeInput {
   moeInput: Float32Array;
   /** [rows, E] */
   routerLogits: Float32Array;
+  /** Each row's modality when the step holds modality tokens; absent means every row is text. */
+  rowModality?: readonly string[];
 }
 
 /** Writes the layer's output residual stream [rows, H] into `out`. */
@@ -49,8 +51,9 @@ export async function runMoe(m: MoeInput, backend: ExpertBackend, scratch: Scrat
     const tokens = start[e + 1] - start[e];
     if (tokens === 0) continue;
     batchOfExpert[e] = batches.length;
-    batches.push({ layer: m.layer, expert: e, x: x.subarray(start[e] * H, start[e + 1] * H), tokens });
+    batches.push({ layer: m.layer, expert: e, x: x.subarray(start[e] * H, start[e + 1] * H), tokens, modalities: { text: tokens } });
   }
+  if (m.rowModality) countModalities(m.rowModality, chosen, K, batches, batchOfExpert);
   const ys = await backend.runExperts(batches);
   if (ys.length !== batches.length) throw new Error(`expert backend returned ${ys.length} results for ${batches.length} batches (layer ${m.layer})`);
   for (let i = 0; i < batches.length; i++) {
@@ -73,5 +76,15 @@ export async function runMoe(m: MoeInput, backend: ExpertBackend, scratch: Scrat
     }
     const o = r * H;
     for (let h = 0; h < H; h++) out[o + h] = m.hiddenOut[o + h] + acc[h];
+  }
+}
+
+/** Per batch, how many of its tokens are of each modality (the routing metrics' per-modality view). */
+function countModalities(rowModality: readonly string[], chosen: ArrayLike<number>, K: number, batches: ExpertBatch[], batchOfExpert: Int32Array): void {
+  for (const b of batches) b.modalities = {};
+  for (let i = 0; i < rowModality.length * K; i++) {
+    const counts = batches[batchOfExpert[chosen[i]]]!.modalities!;
+    const modality = rowModality[Math.floor(i / K)]!;
+    counts[modality] = (counts[modality] ?? 0) + 1;
   }
 }

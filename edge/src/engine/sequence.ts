@@ -77,12 +77,12 @@ export class Sequence {
   }
 
   /** The given embeddings inside prompt positions [start, end), as rows counted from `start` (chunked prefill). */
-  embeddingRows(start: number, end: number, hidden: number): { offset: number; data: Float32Array }[] {
-    const rows: { offset: number; data: Float32Array }[] = [];
+  embeddingRows(start: number, end: number, hidden: number): { offset: number; data: Float32Array; modality?: string }[] {
+    const rows: { offset: number; data: Float32Array; modality?: string }[] = [];
     for (const e of this.embeddings) {
       const from = Math.max(start, e.index);
       const to = Math.min(end, e.index + e.tokens);
-      if (from < to) rows.push({ offset: from - start, data: e.data.subarray((from - e.index) * hidden, (to - e.index) * hidden) });
+      if (from < to) rows.push({ offset: from - start, data: e.data.subarray((from - e.index) * hidden, (to - e.index) * hidden), modality: e.modality });
     }
     return rows;
   }

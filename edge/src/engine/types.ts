@@ -55,6 +55,8 @@ export interface PromptEmbedding {
   tokens: number;
   /** [tokens, hidden] float32, row-major. */
   data: Float32Array;
+  /** Which modality these positions are (image, audio, video): counted per expert in the routing metrics. */
+  modality?: string;
 }
 
 export interface GenerationRequest {

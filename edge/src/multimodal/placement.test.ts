@@ -59,7 +59,7 @@ describe('layoutPrompt', () => {
     const prompt = { ids: [1, 10, 11, 12, 13], placeholders: [{ modality: 'image' as const, index: 2 }, { modality: 'audio' as const, index: 3 }] };
     const layout = layoutPrompt(prompt, [{ modality: 'image', tokens: 3 }, { modality: 'audio', tokens: 2 }], 0);
     expect(layout.promptIds).toEqual([1, 10, 0, 0, 0, 11, 0, 0, 12, 13]);
-    expect(layout.runs).toEqual([{ index: 2, tokens: 3 }, { index: 6, tokens: 2 }]);
+    expect(layout.runs).toEqual([{ index: 2, tokens: 3, modality: 'image' }, { index: 6, tokens: 2, modality: 'audio' }]);
     expect(layout.tokens).toEqual({ text: 5, image: 3, audio: 2, video: 0 });
   });
 

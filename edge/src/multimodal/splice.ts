@@ -12,7 +12,7 @@ export interface PromptLayout {
   /** Text ids with `placeholderId` repeated over each media item's positions. */
   promptIds: number[];
   /** One run per media item, in placeholder order. */
-  runs: { index: number; tokens: number }[];
+  runs: { index: number; tokens: number; modality: MediaModality }[];
   /** Prompt positions per modality (they sum to promptIds.length). */
   tokens: Record<PromptModality, number>;
 }
@@ -30,7 +30,7 @@ export function layoutPrompt(prompt: EncodedPrompt, items: readonly { modality: 
     const item = items[i]!;
     if (item.modality !== p.modality) throw new Error(`media item ${i} is ${item.modality}, but placeholder ${i} is <${p.modality}>`);
     for (; from < p.index; from++) promptIds.push(prompt.ids[from]!);
-    runs.push({ index: promptIds.length, tokens: item.tokens });
+    runs.push({ index: promptIds.length, tokens: item.tokens, modality: item.modality });
     for (let t = 0; t < item.tokens; t++) promptIds.push(placeholderId);
     tokens[item.modality] += item.tokens;
   });

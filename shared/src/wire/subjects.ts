@@ -43,3 +43,21 @@ export function unitQueueGroup(model: WireModel, unit: string): string {
 export function statsSubject(model: WireModel, pool: string): string {
   return `${bundleSubjectPrefix(model)}.stats.${subjectToken(pool)}`;
 }
+
+/** The NATS services name every worker registers (`$SRV.PING|INFO|STATS.unimoe-worker`). */
+export const WORKER_SERVICE = 'unimoe-worker';
+
+/** `unimoe.<model>.<hash>.load.<replica>`: a worker's own load endpoint (the same JSON its `$SRV.STATS` data holds). */
+export function loadSubject(model: WireModel, replica: string): string {
+  return `${bundleSubjectPrefix(model)}.load.${subjectToken(replica)}`;
+}
+
+/** `unimoe.<model>.<hash>.demand`: the edge asks for a replica of a unit nobody serves (scale from zero). */
+export function demandSubject(model: WireModel): string {
+  return `${bundleSubjectPrefix(model)}.demand`;
+}
+
+/** `unimoe.<model>.<hash>.routed`: the edges' routed-token counts per (layer, expert) and modality, as deltas. */
+export function routedSubject(model: WireModel): string {
+  return `${bundleSubjectPrefix(model)}.routed`;
+}

@@ -6,11 +6,15 @@
  * (spawnTied): killed with SIGKILL, it still takes them down.
  */
 import type { ChildProcess } from 'node:child_process';
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { log } from '@unimoe/shared/log';
 import { spawnTied } from '@unimoe/shared/runtime/tied-child';
 import { fileURLToPath } from 'node:url';
 import { readManifest } from '@unimoe/shared/bundle/load';
 import { freePort, portAccepts } from '@unimoe/shared/runtime/ports';
+import { ProcessDriver } from '../../autoscale/drivers/process';
 import { CliError, parseCommand, parseNumber } from '../args';
 import { noUnits, resolveBundle } from '../resolve-bundle';
 
@@ -40,9 +44,12 @@ export async function run(argv: string[]): Promise<number> {
   const experts = manifest.config.experts;
   const half = Math.ceil(experts / 2);
   const pools = [
-    { name: 'pool-a', experts: `0-${half - 1}` },
-    { name: 'pool-b', experts: `${half}-${experts - 1}` },
-  ].filter((p) => experts > 1 || p.name === 'pool-a');
+    { pool: 'pool-a', experts: range(0, half) },
+    { pool: 'pool-b', experts: range(half, experts) },
+  ].filter((p) => p.experts.length > 0);
+  // The pools' replicas run under the autoscaler's process driver (the same one `unimoe autoscale` uses).
+  const stateDir = await mkdtemp(join(tmpdir(), 'unimoe-cluster-'));
+  const driver = new ProcessDriver({ bundle, natsUrl, stateDir, inheritOutput: true, tieToParent: true });
 
   /** Started in this order; stopped edge first, then the workers (so they can drain), nats-server last. */
   const stages: Record<'nats' | 'workers' | 'edge', ChildProcess[]> = { nats: [], workers: [], edge: [] };
@@ -55,13 +62,20 @@ export async function run(argv: string[]): Promise<number> {
       for (const child of Object.values(stages).flat()) child.kill('SIGKILL');
     }, STOP_BOUND_MS);
     void (async () => {
-      for (const stage of [stages.edge, stages.workers, stages.nats]) {
+      // The edge first, then the workers drain while NATS still runs (the pools' replicas through the
+      // process driver), then nats-server.
+      for (const stage of [stages.edge, stages.workers, 'pools' as const, stages.nats]) {
+        if (stage === 'pools') {
+          await driver.stopAll();
+          continue;
+        }
         const running = stage.filter((c) => c.exitCode === null && c.signalCode === null);
         const exited = running.map((c) => new Promise((resolve) => c.once('exit', resolve)));
         for (const child of running) child.kill('SIGTERM');
         await Promise.all(exited);
       }
       clearTimeout(forced);
+      await rm(stateDir, { recursive: true, force: true });
       process.exit(code);
     })();
   };
@@ -85,9 +99,8 @@ export async function run(argv: string[]): Promise<number> {
   await waitForPort(natsPort, 10_000);
   const node = [process.execPath, '--import', 'tsx', MAIN];
   for (const pool of pools) {
-    for (let r = 0; r < replicas; r++) {
-      start('workers', `${pool.name} replica ${r} (experts ${pool.experts})`, node[0]!, [...node.slice(1), 'worker', bundle, '--pool', pool.name, '--experts', pool.experts, '--nats', natsUrl]);
-    }
+    await driver.scale(pool, replicas);
+    log.info(`started ${pool.pool} (experts ${pool.experts[0]}-${pool.experts.at(-1)}) x ${replicas} via the process driver`);
   }
   // A multimodal bundle's encoders get a pool of their own.
   const encoders = manifest.units.filter((u) => u.kind === 'vision' || u.kind === 'audio').map((u) => u.kind);
@@ -101,4 +114,8 @@ export async function run(argv: string[]): Promise<number> {
   process.on('SIGTERM', () => stopAll(0));
   await new Promise(() => {});
   return 0;
+}
+
+function range(from: number, to: number): number[] {
+  return Array.from({ length: Math.max(0, to - from) }, (_, i) => from + i);
 }

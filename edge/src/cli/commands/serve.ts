@@ -13,7 +13,8 @@ const USAGE =
   'unimoe serve <bundle-or-s3-uri> [--nats URL [--local-encoders]] [--port 8000] [--host 127.0.0.1] [--database-url URL] [--no-auth]\n' +
   '  [--nats-creds FILE | --nats-nkey-seed FILE] [--nats-tls-ca FILE [--nats-tls-cert FILE --nats-tls-key FILE]]\n' +
   '  [--max-tokens-cap N] [--body-limit-mb N] [--rate-limit RPM] [--max-concurrent N] [--max-media-items N] [--timeout-s N] [--max-batch 16] [--prefill-chunk 128]\n' +
-  '  [--max-queue 256] [--kv-budget-mb N] [--drain-s 30]';
+  '  [--max-queue 256] [--kv-budget-mb N] [--drain-s 30]\n' +
+  '  [--scale-from-zero-s N]   (split mode: hold requests for units with no replica up to N s while the autoscaler starts one)';
 
 export async function run(argv: string[]): Promise<number> {
   const s = { type: 'string' } as const;
@@ -38,6 +39,7 @@ export async function run(argv: string[]): Promise<number> {
       'max-queue': s,
       'kv-budget-mb': s,
       'drain-s': s,
+      'scale-from-zero-s': s,
     },
     USAGE,
   );
@@ -52,6 +54,7 @@ export async function run(argv: string[]): Promise<number> {
     natsUrl,
     natsSecurity: natsSecurityFromFlags(values),
     localEncoders,
+    scaleFromZeroMs: parseNumber(values['scale-from-zero-s'], '--scale-from-zero-s', 0, { min: 0 }) * 1000,
     port: parseNumber(values.port, '--port', 8000, { integer: true, min: 0, max: 65535 }),
     host: values.host,
     databaseUrl: values['database-url'],
