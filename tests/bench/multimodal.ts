@@ -18,7 +18,7 @@ import { createNatsEncoderBackend, type NatsEncoderBackend } from '@unimoe/edge/
 import { startServer } from '@unimoe/edge/serve';
 import { readManifest } from '@unimoe/shared/bundle/load';
 import { makeTiny } from '@unimoe/shared/tiny/make-tiny';
-import { TINY_AUDIO_DIR, TINY_VISION_DIR } from '@unimoe/shared/tiny/towers';
+import { TINY_SPEECH_DIR, TINY_VISION_DIR } from '@unimoe/shared/tiny/towers';
 import { FIXTURES } from '../helpers/fixtures';
 import { startNatsServer } from '../helpers/nats-server';
 import { spawnWorker, type WorkerProcess } from '../split/cluster';
@@ -36,7 +36,7 @@ async function multimodalBundle(): Promise<string> {
   if (await exists(`${bundle}/manifest.json`)) return bundle;
   console.error(`writing the make-tiny multimodal checkpoint to ${checkpoint} and converting it to ${bundle}`);
   await makeTiny(checkpoint, { layout: 'unimoe-4e', multimodal: true, seed: 7 });
-  const code = await convertCommand([checkpoint, bundle, '--name', MODEL, '--vision-tower', join(checkpoint, TINY_VISION_DIR), '--audio-tower', join(checkpoint, TINY_AUDIO_DIR), '--quiet']);
+  const code = await convertCommand([checkpoint, bundle, '--name', MODEL, '--vision-tower', join(checkpoint, TINY_VISION_DIR), '--audio-tower', join(checkpoint, TINY_SPEECH_DIR), '--quiet']);
   if (code !== 0) throw new Error(`unimoe convert exited with ${code}`);
   return bundle;
 }

@@ -7,7 +7,7 @@ import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { run as convertCommand } from '@unimoe/edge/cli/commands/convert';
 import { makeTiny } from '@unimoe/shared/tiny/make-tiny';
-import { TINY_AUDIO_DIR, TINY_VISION_DIR } from '@unimoe/shared/tiny/towers';
+import { TINY_SPEECH_DIR, TINY_VISION_DIR } from '@unimoe/shared/tiny/towers';
 import { FIXTURES } from '../helpers/fixtures';
 import { loadMultimodalReference, type MultimodalReference } from '../reference/multimodal';
 
@@ -24,7 +24,7 @@ export async function buildMultimodalFixture(dir: string): Promise<MultimodalFix
   const bundle = join(dir, 'bundle');
   await makeTiny(checkpoint, { layout: 'unimoe-4e', multimodal: true, seed: 7 });
   const vision = join(checkpoint, TINY_VISION_DIR);
-  const audio = join(checkpoint, TINY_AUDIO_DIR);
+  const audio = join(checkpoint, TINY_SPEECH_DIR);
   const code = await convertCommand([checkpoint, bundle, '--name', MODEL, '--vision-tower', vision, '--audio-tower', audio, '--quiet']);
   if (code !== 0) throw new Error(`unimoe convert exited with ${code}`);
   return { checkpoint, bundle, reference: await loadMultimodalReference(checkpoint, { vision, audio }) };

@@ -14,7 +14,7 @@ import { readManifest } from '../../bundle/load';
 import { openCheckpoint, openCheckpointFile } from '../../checkpoint/open';
 import { writeSafetensors } from '../../checkpoint/write';
 import { makeTiny } from '../../tiny/make-tiny';
-import { TINY_AUDIO_DIR, TINY_VISION_DIR } from '../../tiny/towers';
+import { TINY_SPEECH_DIR, TINY_VISION_DIR } from '../../tiny/towers';
 import { convertCheckpoint } from '../convert';
 import { f32, runUnit } from '../testing/run-unit';
 import { planTowers } from './plan';
@@ -50,7 +50,7 @@ async function fixtureUnits(dtype: 'float32' | 'float16') {
     llmHidden: llmConfig.hidden_size as number,
     dtype,
     visionTower: join(FIXTURES, 'clip'),
-    audioTower: join(FIXTURES, 'whisper'),
+    speechTower: join(FIXTURES, 'whisper'),
   });
   try {
     const units = Object.fromEntries(await Promise.all(plan.units.map(async (u) => [u.name, await u.build()] as const)));
@@ -110,7 +110,7 @@ describe('convertCheckpoint with towers', () => {
     scratch.push(parent);
     const ckpt = join(parent, 'ckpt');
     await makeTiny(ckpt, { layout: 'unimoe-8e', multimodal: true, seed: 3 });
-    return { parent, ckpt, bundle: join(parent, 'bundle'), vision: join(ckpt, TINY_VISION_DIR), audio: join(ckpt, TINY_AUDIO_DIR) };
+    return { parent, ckpt, bundle: join(parent, 'bundle'), vision: join(ckpt, TINY_VISION_DIR), audio: join(ckpt, TINY_SPEECH_DIR) };
   }
 
   async function editConfig(path: string, patch: Record<string, unknown>) {
@@ -118,7 +118,7 @@ describe('convertCheckpoint with towers', () => {
   }
 
   /** The conversion fails with `message` and leaves only the checkpoint in the parent directory. */
-  async function expectCleanFailure(s: Awaited<ReturnType<typeof stage>>, opts: { visionTower?: string; audioTower?: string }, message: RegExp) {
+  async function expectCleanFailure(s: Awaited<ReturnType<typeof stage>>, opts: { visionTower?: string; speechTower?: string }, message: RegExp) {
     await expect(convertCheckpoint({ checkpointDir: s.ckpt, bundleDir: s.bundle, ...opts })).rejects.toThrow(message);
     expect(await readdir(s.parent)).toEqual(['ckpt']);
   }
@@ -154,7 +154,7 @@ describe('convertCheckpoint with towers', () => {
     await llm.close();
     for (const f of await readdir(s.ckpt)) if (f.startsWith('pytorch_model')) await rm(join(s.ckpt, f));
     await writeSafetensors(join(s.ckpt, 'model.safetensors'), tensors);
-    const m = await convertCheckpoint({ checkpointDir: s.ckpt, bundleDir: s.bundle, audioTower: s.audio });
+    const m = await convertCheckpoint({ checkpointDir: s.ckpt, bundleDir: s.bundle, speechTower: s.audio });
     expect(m.modalities).toEqual(['text', 'audio']);
     expect(m.source.warnings).toContainEqual(expect.stringMatching(/no model\.mm_audio_aligner\.decoder\.audio_decoder\.\*; the audio aligner uses the Whisper decoder of/));
   });
@@ -167,8 +167,8 @@ describe('convertCheckpoint with towers', () => {
 
   it('a Whisper whose d_model differs from mm_audio_hidden_size is refused', async () => {
     const s = await stage();
-    await editConfig(join(s.ckpt, TINY_AUDIO_DIR, 'config.json'), { d_model: 48 });
-    await expectCleanFailure(s, { audioTower: s.audio }, /audio tower .*whisper: d_model is 48, but .*mm_audio_hidden_size 32/);
+    await editConfig(join(s.ckpt, TINY_SPEECH_DIR, 'config.json'), { d_model: 48 });
+    await expectCleanFailure(s, { speechTower: s.audio }, /audio tower .*whisper: d_model is 48, but .*mm_audio_hidden_size 32/);
   });
 
   it('a missing tower tensor is named, with its source', async () => {
@@ -187,14 +187,14 @@ describe('convertCheckpoint with towers', () => {
   it('query_tokens that do not match query_tokens_size are refused', async () => {
     const s = await stage();
     await editConfig(join(s.ckpt, 'config.json'), { query_tokens_size: 40 });
-    await expectCleanFailure(s, { audioTower: s.audio }, /LLM checkpoint: tensor model\.query_tokens in .* has shape \[1, 50, 32\], expected \[1, query_tokens_size \(40\), Whisper d_model \(32\)\]/);
+    await expectCleanFailure(s, { speechTower: s.audio }, /LLM checkpoint: tensor model\.query_tokens in .* has shape \[1, 50, 32\], expected \[1, query_tokens_size \(40\), Whisper d_model \(32\)\]/);
   });
 
   it('a tower directory without weights, or without config.json, is refused', async () => {
     const s = await stage();
     await rm(join(s.vision, 'model.safetensors'));
     await expectCleanFailure(s, { visionTower: s.vision }, /vision tower .*clip-vision: cannot open its weights/);
-    await expectCleanFailure(s, { audioTower: join(s.parent, 'nowhere') }, /nowhere[/\\]config\.json: cannot read/);
+    await expectCleanFailure(s, { speechTower: join(s.parent, 'nowhere') }, /nowhere[/\\]config\.json: cannot read/);
   });
 
   it('a flag without the connector in config.json is refused', async () => {
@@ -202,7 +202,7 @@ describe('convertCheckpoint with towers', () => {
     const config = JSON.parse(await readFile(join(s.ckpt, 'config.json'), 'utf8')) as Record<string, unknown>;
     delete config.mm_audio_hidden_size;
     await writeFile(join(s.ckpt, 'config.json'), JSON.stringify(config));
-    await expectCleanFailure(s, { audioTower: s.audio }, /config\.json: mm_audio_hidden_size is missing/);
+    await expectCleanFailure(s, { speechTower: s.audio }, /config\.json: mm_audio_hidden_size is missing/);
   });
 
   it('readManifest refuses preprocessing that names no unit', async () => {
