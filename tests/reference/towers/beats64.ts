@@ -104,7 +104,7 @@ export async function loadBeatsReference(beatsPt: string, alignerDir: string, ll
   const queryTokens = await aligner.tensor('model.mm_audio_aligner.query_tokens', [1, Q, QH]);
   const qlnW = await aligner.tensor(`${qp}.layernorm.weight`, [QH]);
   const qlnB = await aligner.tensor(`${qp}.layernorm.bias`, [QH]);
-  const outHidden = aligner.shape('model.mm_audio_aligner.projector.weight')[0]!;
+  const outHidden = llm.num('hidden_size');
   const proj = await loadProjector(aligner, 'model.mm_audio_aligner.projector', llm.str('audio_projector_type', 'linear'), QH, outHidden);
   await Promise.all([llm.close(), aligner === llm ? undefined : aligner.close()]);
 
