@@ -11,7 +11,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { loadSentencePiece, type SentencePieceTokenizer } from '@unimoe/shared/tokenizer/index';
 import { buildPrompt, encodePrompt } from '@unimoe/shared/tokenizer/template';
 import { preprocessImage } from '@unimoe/edge/preprocess/image';
-import { preprocessAudio } from '@unimoe/edge/preprocess/audio';
+import { preprocessSpeech } from '@unimoe/edge/preprocess/audio';
 import { preprocessVideoFile } from '@unimoe/edge/preprocess/video';
 import { startServer, type RunningServer } from '@unimoe/edge/serve';
 import { FIXTURES } from '../helpers/fixtures';
@@ -110,7 +110,7 @@ describe('multimodal chat completions through the API', () => {
     });
     // Parts without placeholders go where the reference template puts them: images, then audio, then the text.
     const image = { modality: 'image' as const, data: await preprocessImage(pilExpandToSquare(join(FIXTURES, 'media', 'rgb_64x48.png')), 'png'), dims: [1, 3, 336, 336] };
-    const audio = await preprocessAudio(wav, 'wav');
+    const audio = await preprocessSpeech(wav, 'wav');
     const want = referenceAnswer(`<image>\n<audio>\n${question}`, [image, { modality: 'audio', data: audio.data, dims: audio.shape }]);
     expect(res.choices[0]!.message.content).toBe(pythonDecode(want.ids.filter((id) => id !== 2)));
     expect(res.choices[0]!.message.content!.length).toBeGreaterThan(3);

@@ -114,7 +114,7 @@ export async function loadBeatsReference(beatsPt: string, alignerDir: string, ll
     // Conv2d(1, E, P, stride P) over [frames, 128]; rows in (time patch, mel patch) order.
     const pw = get('patch_embedding.weight');
     const pb = cfg.conv_bias ? get('patch_embedding.bias') : undefined;
-    let x = new Float64Array(T * E);
+    let x: Float64Array = new Float64Array(T * E);
     for (let ti = 0; ti < tF; ti++) {
       for (let mi = 0; mi < tM; mi++) {
         for (let e = 0; e < E; e++) {
@@ -196,7 +196,7 @@ export async function loadBeatsReference(beatsPt: string, alignerDir: string, ll
 
   function encode(fbank: ArrayLike<number>): Float64Array {
     const enc = beats(fbank);
-    let h = layerNorm(queryTokens, Q, qlnW, qlnB, qEps);
+    let h: Float64Array = layerNorm(queryTokens, Q, qlnW, qlnB, qEps);
     for (const layer of qLayers) {
       h = runBert(layer.self, h, Q, h, Q, QH, qHeads, qEps);
       if (layer.cross) h = runBert(layer.cross, h, Q, enc, T, QH, qHeads, qEps);

@@ -12,12 +12,8 @@ import type { PlainValue } from '../../checkpoint/torch-pickle';
 import { openTorchZipEntry } from '../../checkpoint/torch-zip';
 import { parseProjectorType, type ProjectorType } from './config';
 
-/** BEATsProcessor: 16 kHz, 128 Kaldi mel bins, 25 ms / 10 ms frames, normalised (x - mean) / (2 std). */
-export const BEATS_FBANK = { sampleRate: 16000, melBins: 128, frameLength: 400, frameShift: 160, mean: 15.41663, std: 6.55582 } as const;
-/** Uni-MoE cuts audio into 30 s chunks (480000 samples; the last one padded with its last sample). */
-export const BEATS_CHUNK_SAMPLES = 480000;
-/** Kaldi frames of one chunk with snip_edges: 1 + (480000 - 400) // 160. */
-export const BEATS_CHUNK_FRAMES = 1 + Math.floor((BEATS_CHUNK_SAMPLES - BEATS_FBANK.frameLength) / BEATS_FBANK.frameShift);
+export { BEATS_CHUNK_FRAMES, BEATS_CHUNK_SAMPLES, BEATS_FBANK } from '../../model/audio-constants';
+import { BEATS_FBANK } from '../../model/audio-constants';
 
 export interface BeatsTowerConfig {
   file: string;
