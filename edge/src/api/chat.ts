@@ -41,7 +41,7 @@ export async function handleChatCompletion(c: Context, deps: ChatDeps, keyId: nu
       .recordUsage({ keyId, model, promptTokens: prompt, completionTokens: completion, latencyMs: performance.now() - startedAt, status, finishReason })
       .catch((err: unknown) => console.error(`[api] could not record usage: ${(err as Error).message}`));
   };
-  const noTokens = { text: 0, image: 0, audio: 0, video: 0 };
+  const noTokens = { text: 0, image: 0, speech: 0, audio: 0, video: 0 };
 
   let prepared: Prepared;
   try {
@@ -62,7 +62,7 @@ export async function handleChatCompletion(c: Context, deps: ChatDeps, keyId: nu
     total_tokens: promptIds.length + o.completionTokens,
     // Only for prompts with media, so text-only responses keep exactly OpenAI's usage shape.
     ...(embeddings
-      ? { prompt_tokens_details: { cached_tokens: 0, text_tokens: prompt.text, image_tokens: prompt.image, audio_tokens: prompt.audio, video_tokens: prompt.video } }
+      ? { prompt_tokens_details: { cached_tokens: 0, text_tokens: prompt.text, image_tokens: prompt.image, speech_tokens: prompt.speech, audio_tokens: prompt.audio, video_tokens: prompt.video } }
       : {}),
   });
 
@@ -182,7 +182,7 @@ async function prepare(deps: ChatDeps, body: unknown): Promise<Prepared> {
   const placed = placeMedia(messages);
   const prompt = deps.tokenizer.encodeChatWithPlaceholders(placed.messages);
   let promptIds = prompt.ids;
-  let promptTokens: Record<Modality, number> = { text: prompt.ids.length, image: 0, audio: 0, video: 0 };
+  let promptTokens: Record<Modality, number> = { text: prompt.ids.length, image: 0, speech: 0, audio: 0, video: 0 };
   let toEncode: { pipeline: MultimodalPipeline; layout: PromptLayout; media: PreparedMedia[] } | undefined;
   if (placed.order.length > 0) {
     // checkModalities let media through, so this server has a pipeline for them.

@@ -1,12 +1,15 @@
 /**
  * Message content: a string or an array of parts (`text`, `image_url`, `input_audio`, `video_url`).
+ * `input_audio.modality` says which encoder hears the clip: `speech` (Whisper) or `audio` (BEATs: music,
+ * environmental sound); without it, the one the model has (a model with both needs it said).
  * Media parts are checked for shape (data URL / base64) and size before the modality check, so a client
  * learns about a malformed part even when the modality would be refused anyway.
  */
 import { ApiError, invalidRequest } from './errors';
 import { describe, preview, type ChatMessage } from './request';
 
-export type Modality = 'text' | 'image' | 'audio' | 'video';
+export type Modality = 'text' | 'image' | 'speech' | 'audio' | 'video';
+const SOUND_MODALITIES = ['speech', 'audio'] as const;
 
 export interface MediaInput {
   modality: Exclude<Modality, 'text'>;
@@ -15,6 +18,8 @@ export interface MediaInput {
   base64: string;
   bytes: number;
   param: string;
+  /** An `input_audio` part that did not say `modality`: `checkModalities` picks the model's sound encoder. */
+  soundUnspecified?: boolean;
 }
 
 export interface PromptMessage {
@@ -59,10 +64,22 @@ export function normalizeMessages(messages: ChatMessage[], limits: ContentLimits
   });
 }
 
-/** Refuses media of a modality the served model (or this server) cannot take, naming the modality. */
+/**
+ * Refuses media of a modality the served model (or this server) cannot take, naming the modality.
+ * An `input_audio` part without `modality` becomes the model's one sound modality (speech or audio).
+ */
 export function checkModalities(messages: PromptMessage[], model: string, accepted: readonly string[]): void {
+  const sound = SOUND_MODALITIES.filter((s) => accepted.includes(s));
   for (const m of messages) {
     for (const item of m.media) {
+      if (item.soundUnspecified && sound.length === 1) item.modality = sound[0]!;
+      if (item.soundUnspecified && sound.length === 2) {
+        throw invalidRequest(
+          `Missing required parameter: '${item.param}.input_audio.modality': the model '${model}' hears both speech (Whisper) and audio (BEATs: music, environmental sound); say which one this clip is.`,
+          `${item.param}.input_audio.modality`,
+          'missing_required_parameter',
+        );
+      }
       if (!accepted.includes(item.modality)) {
         throw invalidRequest(
           `The model '${model}' does not accept ${item.modality} input on this server; it accepts: ${accepted.join(', ')}.`,
@@ -96,7 +113,12 @@ function parsePart(part: unknown, param: string, limits: ContentLimits): string 
       if (!AUDIO_FORMATS.includes(format)) {
         throw invalidRequest(`Invalid value for '${param}.input_audio.format': ${preview(format)} is not one of ${AUDIO_FORMATS.map((f) => `'${f}'`).join(', ')}.`, `${param}.input_audio.format`, 'invalid_value');
       }
-      return { modality: 'audio', format, base64: data, bytes: checkBase64(data, `${param}.input_audio.data`, limits), param };
+      const modality = (p.input_audio as Record<string, unknown>).modality;
+      if (modality !== undefined && !SOUND_MODALITIES.includes(modality as never)) {
+        throw invalidRequest(`Invalid value for '${param}.input_audio.modality': ${preview(modality)} is not one of 'speech', 'audio'.`, `${param}.input_audio.modality`, 'invalid_value');
+      }
+      const bytes = checkBase64(data, `${param}.input_audio.data`, limits);
+      return { modality: (modality as 'speech' | 'audio' | undefined) ?? 'audio', format, base64: data, bytes, param, ...(modality === undefined ? { soundUnspecified: true } : {}) };
     }
     default:
       throw invalidRequest(`Invalid value for '${param}.type': ${preview(p.type)} is not one of ${PART_TYPES.map((t) => `'${t}'`).join(', ')}.`, `${param}.type`, 'invalid_value');

@@ -72,7 +72,7 @@ export class MultimodalPipeline {
   private tokensOf(f: MediaFeatures): number {
     const per = this.shapes.tokens[f.modality];
     if (!per) throw new Error(`the bundle lists no token count for ${f.modality} (manifest modalityTokens)`);
-    // An audio item is one block per 30 s chunk; an image or a video is one block.
-    return f.modality === 'audio' ? per * f.dims[0]! : per;
+    // A speech or audio item is one block per 30 s chunk; an image or a video is one block.
+    return f.modality === 'speech' || f.modality === 'audio' ? per * f.dims[0]! : per;
   }
 }

@@ -34,6 +34,9 @@ export type UnitKind = 'embed' | 'attn' | 'expert' | 'head' | EncoderKind;
 /** Modality encoder units: CLIP (image, video), Whisper (speech), BEATs (audio). */
 export type EncoderKind = 'vision' | 'speech' | 'audio';
 export const ENCODER_KINDS: readonly EncoderKind[] = ['vision', 'speech', 'audio'];
+export function isEncoderKind(kind: string): kind is EncoderKind {
+  return (ENCODER_KINDS as readonly string[]).includes(kind);
+}
 export type WeightDType = 'float32' | 'float16';
 
 export interface TensorSpec {

@@ -4,6 +4,7 @@
  * the bundle is multimodal, and the edge API -
  * all stopped together on Ctrl-C (or when any of them dies).
  */
+import { isEncoderKind } from '@unimoe/shared/bundle/manifest';
 import { spawn, type ChildProcess } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import { readManifest } from '@unimoe/shared/bundle/load';
@@ -72,7 +73,7 @@ export async function run(argv: string[]): Promise<number> {
     }
   }
   // A multimodal bundle's encoders get a pool of their own.
-  const encoders = manifest.units.filter((u) => u.kind === 'vision' || u.kind === 'audio').map((u) => u.kind);
+  const encoders = manifest.units.filter((u) => isEncoderKind(u.kind)).map((u) => u.kind);
   if (encoders.length > 0) {
     start(`pool-encoders (${encoders.join(', ')})`, node[0]!, [...node.slice(1), 'worker', bundle, '--pool', 'pool-encoders', '--encoders', encoders.join(','), '--nats', natsUrl]);
   }

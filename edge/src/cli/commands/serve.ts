@@ -3,6 +3,7 @@
  * With --nats, experts and modality encoders run on the pools (`unimoe worker --encoders`); with
  * --local-encoders the encoders run in this process instead.
  */
+import { isEncoderKind } from '@unimoe/shared/bundle/manifest';
 import { DEFAULT_API_CONFIG } from '../../api/config';
 import { startServer } from '../../serve';
 import { CliError, parseCommand, parseNumber } from '../args';
@@ -64,7 +65,7 @@ export async function run(argv: string[]): Promise<number> {
     console.error('!!! Anyone who can reach it can use it. Use this for local development only. !!!');
     console.error('');
   }
-  const hasEncoders = server.manifest.units.some((u) => u.kind === 'vision' || u.kind === 'audio');
+  const hasEncoders = server.manifest.units.some((u) => isEncoderKind(u.kind));
   const encoders = !hasEncoders ? '' : localEncoders ? ', encoders in-process' : ', encoders on NATS pools';
   const mode = natsUrl ? `experts on NATS pools (${natsUrl})${encoders}` : 'all units in-process';
   console.error(`[serve] ${server.manifest.name}: ${mode}`);
