@@ -1,5 +1,5 @@
 /**
- * `unimoe worker <bundle-dir|s3://bucket/prefix> --pool NAME [--experts LIST [--layers LIST]] [--encoders vision,audio] --nats URL`
+ * `unimoe worker <bundle-dir|s3://bucket/prefix> --pool NAME [--experts LIST [--layers LIST]] [--encoders vision,speech,audio] --nats URL`
  * One replica of a pool (experts, modality encoders or both); runs until SIGTERM/SIGINT, then drains and exits 0.
  */
 import { parseArgs } from 'node:util';
@@ -8,7 +8,7 @@ import { parseEncoderList } from './units';
 import { runWorker } from './worker';
 
 const USAGE =
-  'usage: unimoe worker <bundle-dir|s3://bucket/prefix> --pool NAME [--experts LIST [--layers LIST]] [--encoders vision,audio]\n' +
+  'usage: unimoe worker <bundle-dir|s3://bucket/prefix> --pool NAME [--experts LIST [--layers LIST]] [--encoders vision,speech,audio]\n' +
   '       [--nats URL] [--stats-interval MS] [--threads N]   (LIST like 0-3 or 0,2,5; at least one of --experts and\n' +
   '       --encoders; --nats defaults to NATS_URL)';
 
