@@ -8,7 +8,7 @@ import { mkdtemp, readdir, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { readManifest, verifyUnit } from '@unimoe/shared/bundle/load';
+import { parseManifest, readManifest, verifyUnit } from '@unimoe/shared/bundle/load';
 import type { Manifest } from '@unimoe/shared/bundle/manifest';
 import { openCheckpoint } from '@unimoe/shared/checkpoint/open';
 import { writeSafetensors, type WritableTensor } from '@unimoe/shared/checkpoint/write';
@@ -136,6 +136,25 @@ describe('modality units vs the float64 tower references', () => {
     expect(audio).toMatchObject({ kind: 'audio', inputs: [{ name: 'fbank', shape: ['N', 2998, 128] }], outputs: [{ name: 'embeddings', shape: ['N', 50, 64] }] });
     // Every connector tensor was used: nothing multimodal is reported as unconverted, no tower warning.
     expect(manifest.source.warnings).toEqual([]);
+  });
+});
+
+describe('bundles written before the BEATs audio path', () => {
+  it('read their Whisper unit (named audio.encoder, kind audio) as the speech encoder', () => {
+    const speech = manifest.units.find((u) => u.name === 'speech.encoder')!;
+    const old = {
+      ...manifest,
+      modalities: ['text', 'image', 'video', 'audio'],
+      modalityTokens: { image: 576, video: 576, audio: 50 },
+      preprocessing: { image: manifest.preprocessing!.image, video: manifest.preprocessing!.video, audio: { ...manifest.preprocessing!.speech, unit: 'audio.encoder' } },
+      units: manifest.units.filter((u) => u.kind !== 'audio').map((u) => (u === speech ? { ...u, name: 'audio.encoder', kind: 'audio' } : u)),
+    };
+    const read = parseManifest(JSON.stringify(old), 'old/manifest.json');
+    expect(read.modalities).toEqual(['text', 'image', 'video', 'speech']);
+    expect(read.modalityTokens).toEqual({ image: 576, video: 576, speech: 50 });
+    expect(read.preprocessing?.speech).toEqual({ ...manifest.preprocessing!.speech, unit: 'audio.encoder' });
+    expect(read.preprocessing?.audio).toBeUndefined();
+    expect(read.units.filter((u) => u.kind === 'speech' || u.kind === 'audio').map((u) => [u.name, u.kind, u.file])).toEqual([['audio.encoder', 'speech', speech.file]]);
   });
 });
 

@@ -12,9 +12,10 @@ import { fileURLToPath } from 'node:url';
 import { afterEach, describe, expect, it } from 'vitest';
 import { readManifest } from '../../bundle/load';
 import { openCheckpoint, openCheckpointFile } from '../../checkpoint/open';
-import { writeSafetensors } from '../../checkpoint/write';
+import { openTorchZipEntry } from '../../checkpoint/torch-zip';
+import { writeSafetensors, writeTorchZip } from '../../checkpoint/write';
 import { makeTiny } from '../../tiny/make-tiny';
-import { TINY_SPEECH_DIR, TINY_VISION_DIR } from '../../tiny/towers';
+import { TINY_AUDIO_ALIGNER_DIR, TINY_AUDIO_DIR, TINY_SPEECH_DIR, TINY_VISION_DIR } from '../../tiny/towers';
 import { convertCheckpoint } from '../convert';
 import { f32, runUnit } from '../testing/run-unit';
 import { planTowers } from './plan';
@@ -76,15 +77,15 @@ describe('tower units vs torch float64 (tests/fixtures/towers)', () => {
   it('float32 units within 1e-4; the plan reports tokens and IO for the fixture geometry', async () => {
     const { units, plan } = await fixtureUnits('float32');
     const { pixels, mel } = await fixtureInputs();
-    expect(plan.modalityTokens).toEqual({ image: 16, video: 16, audio: 5 });
+    expect(plan.modalityTokens).toEqual({ image: 16, video: 16, speech: 5 });
     expect(plan.units.map((u) => [u.name, u.io.inputs[0].shape, u.io.outputs[0].shape])).toEqual([
       ['vision.encoder', ['N', 3, 28, 28], ['N', 16, 24]],
-      ['audio.encoder', ['N', 8, 20], ['N', 5, 24]],
+      ['speech.encoder', ['N', 8, 20], ['N', 5, 24]],
     ]);
     const image = await runUnit(units['vision.encoder'], { pixel_values: f32(pixels, [2, 3, 28, 28]) });
     expect(image.embeddings.dims).toEqual(expected.image.shape);
     expect(relErr(image.embeddings.data, expected.image.values)).toBeLessThan(1e-4);
-    const audio = await runUnit(units['audio.encoder'], { input_features: f32(mel, [2, 8, 20]) });
+    const audio = await runUnit(units['speech.encoder'], { input_features: f32(mel, [2, 8, 20]) });
     expect(audio.embeddings.dims).toEqual(expected.audio.shape);
     expect(relErr(audio.embeddings.data, expected.audio.values)).toBeLessThan(1e-4);
   });
@@ -94,7 +95,7 @@ describe('tower units vs torch float64 (tests/fixtures/towers)', () => {
     const { pixels, mel } = await fixtureInputs();
     const image = await runUnit(units['vision.encoder'], { pixel_values: f32(pixels, [2, 3, 28, 28]) });
     expect(relErr(image.embeddings.data, expected.image.values)).toBeLessThan(2e-2);
-    const audio = await runUnit(units['audio.encoder'], { input_features: f32(mel, [2, 8, 20]) });
+    const audio = await runUnit(units['speech.encoder'], { input_features: f32(mel, [2, 8, 20]) });
     expect(relErr(audio.embeddings.data, expected.audio.values)).toBeLessThan(2e-2);
   });
 });
@@ -118,7 +119,7 @@ describe('convertCheckpoint with towers', () => {
   }
 
   /** The conversion fails with `message` and leaves only the checkpoint in the parent directory. */
-  async function expectCleanFailure(s: Awaited<ReturnType<typeof stage>>, opts: { visionTower?: string; speechTower?: string }, message: RegExp) {
+  async function expectCleanFailure(s: Awaited<ReturnType<typeof stage>>, opts: { visionTower?: string; speechTower?: string; audioTower?: string; audioAligner?: string }, message: RegExp) {
     await expect(convertCheckpoint({ checkpointDir: s.ckpt, bundleDir: s.bundle, ...opts })).rejects.toThrow(message);
     expect(await readdir(s.parent)).toEqual(['ckpt']);
   }
@@ -155,7 +156,7 @@ describe('convertCheckpoint with towers', () => {
     for (const f of await readdir(s.ckpt)) if (f.startsWith('pytorch_model')) await rm(join(s.ckpt, f));
     await writeSafetensors(join(s.ckpt, 'model.safetensors'), tensors);
     const m = await convertCheckpoint({ checkpointDir: s.ckpt, bundleDir: s.bundle, speechTower: s.audio });
-    expect(m.modalities).toEqual(['text', 'audio']);
+    expect(m.modalities).toEqual(['text', 'speech']);
     expect(m.source.warnings).toContainEqual(expect.stringMatching(/no model\.mm_audio_aligner\.decoder\.audio_decoder\.\*; the audio aligner uses the Whisper decoder of/));
   });
 
@@ -168,7 +169,7 @@ describe('convertCheckpoint with towers', () => {
   it('a Whisper whose d_model differs from mm_audio_hidden_size is refused', async () => {
     const s = await stage();
     await editConfig(join(s.ckpt, TINY_SPEECH_DIR, 'config.json'), { d_model: 48 });
-    await expectCleanFailure(s, { speechTower: s.audio }, /audio tower .*whisper: d_model is 48, but .*mm_audio_hidden_size 32/);
+    await expectCleanFailure(s, { speechTower: s.audio }, /speech tower .*whisper: d_model is 48, but .*mm_audio_hidden_size 32/);
   });
 
   it('a missing tower tensor is named, with its source', async () => {
@@ -188,6 +189,24 @@ describe('convertCheckpoint with towers', () => {
     const s = await stage();
     await editConfig(join(s.ckpt, 'config.json'), { query_tokens_size: 40 });
     await expectCleanFailure(s, { speechTower: s.audio }, /LLM checkpoint: tensor model\.query_tokens in .* has shape \[1, 50, 32\], expected \[1, query_tokens_size \(40\), Whisper d_model \(32\)\]/);
+  });
+
+  it('audio (BEATs) tower errors: a Whisper directory, a classifier checkpoint, no Q-Former, a width mismatch', async () => {
+    const s = await stage();
+    const beats = join(s.ckpt, TINY_AUDIO_DIR);
+    const aligner = join(s.ckpt, TINY_AUDIO_ALIGNER_DIR);
+    await expectCleanFailure(s, { audioTower: s.audio, audioAligner: aligner }, /audio tower .*whisper: expected one BEATs checkpoint \(\*\.pt\), found none \(a config\.json directory looks like a Whisper tower: that is --speech-tower\)/);
+    await expectCleanFailure(s, { audioTower: beats }, /LLM checkpoint: missing tensor model\.mm_audio_aligner\.qformer\.qformer\.layernorm\.weight \(the audio variant's Q-Former connector\)/);
+    const pt = join(beats, 'BEATs_tiny.pt');
+    const { checkpoint, meta } = await openTorchZipEntry(pt, 'model');
+    const tensors = [];
+    for (const name of checkpoint.names()) tensors.push({ name, dtype: 'F32' as const, shape: checkpoint.info(name).shape, data: await checkpoint.read(name) });
+    await checkpoint.close();
+    const cfg = meta.cfg as Record<string, number | boolean | string>;
+    await writeTorchZip(pt, tensors, { entry: 'model', meta: { cfg: { ...cfg, finetuned_model: true } } });
+    await expectCleanFailure(s, { audioTower: beats, audioAligner: aligner }, /BEATs_tiny\.pt: cfg\.finetuned_model is true: this is an AudioSet-classifier checkpoint/);
+    await writeTorchZip(pt, tensors, { entry: 'model', meta: { cfg: { ...cfg, encoder_embed_dim: 64 } } });
+    await expectCleanFailure(s, { audioTower: beats, audioAligner: aligner }, /encoder_embed_dim is 64, but the Q-Former in the audio aligner .* cross-attends to width 32/);
   });
 
   it('a tower directory without weights, or without config.json, is refused', async () => {
