@@ -11,7 +11,7 @@ import type { PromptLayout } from '../multimodal/splice';
 import type { ApiConfig } from './config';
 import type { ChatTokenizer } from './chat-tokenizer';
 import { runCompletion, type CompletionOutcome } from './completion';
-import { checkModalities, decodeMedia, normalizeMessages, type Modality } from './content';
+import { checkModalities, decodeMediaItem, normalizeMessages, type Modality } from './content';
 import { ApiError, internalError, invalidRequest, notFound, timedOut, unavailable } from './errors';
 import { observeCompletion } from './metrics';
 import { parseChatRequest, preview, type ChatCompletionRequest } from './request';
@@ -187,7 +187,7 @@ async function prepare(deps: ChatDeps, body: unknown): Promise<Prepared> {
   if (placed.order.length > 0) {
     // checkModalities let media through, so this server has a pipeline for them.
     const pipeline = deps.multimodal!;
-    const media = await pipeline.prepare(placed.order.map((m) => ({ modality: m.modality, bytes: decodeMedia(m), param: m.param })));
+    const media = await pipeline.prepare(placed.order.map((m) => ({ modality: m.modality, bytes: decodeMediaItem(m), param: m.param })));
     const layout = pipeline.layout(prompt, media);
     ({ promptIds, tokens: promptTokens } = layout);
     toEncode = { pipeline, layout, media };

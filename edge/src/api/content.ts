@@ -16,6 +16,8 @@ export interface MediaInput {
   /** MIME type (image/png, video/mp4) or audio format (wav, mp3). */
   format: string;
   base64: string;
+  /** A video given as its frames (`video_url.frames`): each frame's base64; `base64` is then empty. */
+  frames?: string[];
   bytes: number;
   param: string;
   /** An `input_audio` part that did not say `modality`: `checkModalities` picks the model's sound encoder. */
@@ -104,6 +106,8 @@ function parsePart(part: unknown, param: string, limits: ContentLimits): string 
       return parseDataUrl(url, 'image', `${param}.image_url.url`, limits);
     }
     case 'video_url': {
+      const frames = field(p.video_url, 'frames', `${param}.video_url`);
+      if (frames !== undefined) return parseFrames(frames, `${param}.video_url.frames`, param, limits);
       const url = requireString(field(p.video_url, 'url', `${param}.video_url`), `${param}.video_url.url`);
       return parseDataUrl(url, 'video', `${param}.video_url.url`, limits);
     }
@@ -140,6 +144,19 @@ function parseDataUrl(url: string, modality: 'image' | 'video', param: string, l
   return { modality, format: `${m[1]}/${m[2]}`.toLowerCase(), base64: data, bytes: checkBase64(data, param, limits), param: param.replace(/\.(image|video)_url\.url$/, '') };
 }
 
+/** `video_url.frames`: a video as its frames in order, each an image data URL; the limit applies to their sum. */
+function parseFrames(frames: unknown, param: string, partParam: string, limits: ContentLimits): MediaInput {
+  if (!Array.isArray(frames) || frames.length === 0) {
+    throw invalidRequest(`Invalid type for '${param}': expected a non-empty array of image data URLs, but got ${describe(frames)} instead.`, param, 'invalid_type');
+  }
+  const parsed = frames.map((f, i) => parseDataUrl(requireString(f, `${param}[${i}]`), 'image', `${param}[${i}]`, limits));
+  const bytes = parsed.reduce((sum, f) => sum + f.bytes, 0);
+  if (bytes > limits.maxMediaBytes) {
+    throw new ApiError(413, `'${param}' holds ${bytes} bytes of frames, more than the limit of ${limits.maxMediaBytes} bytes per media item.`, 'invalid_request_error', param, 'media_too_large');
+  }
+  return { modality: 'video', format: 'frames', base64: '', frames: parsed.map((f) => f.base64), bytes, param: partParam };
+}
+
 /** Checks base64 shape and the decoded size without decoding; returns the decoded byte count. */
 function checkBase64(data: string, param: string, limits: ContentLimits): number {
   if (data.length === 0 || data.length % 4 !== 0 || !BASE64.test(data)) {
@@ -150,6 +167,11 @@ function checkBase64(data: string, param: string, limits: ContentLimits): number
     throw new ApiError(413, `'${param}' holds ${bytes} bytes, more than the limit of ${limits.maxMediaBytes} bytes per media item.`, 'invalid_request_error', param, 'media_too_large');
   }
   return bytes;
+}
+
+/** The part's bytes, or a frame list's frames (their base64 was checked by normalizeMessages). */
+export function decodeMediaItem(item: Pick<MediaInput, 'base64' | 'frames'>): Uint8Array | Uint8Array[] {
+  return item.frames ? item.frames.map((base64) => decodeMedia({ base64 })) : decodeMedia(item);
 }
 
 /** The part's bytes (its base64 was checked by normalizeMessages). atob keeps this runnable on Workers too. */

@@ -17,8 +17,8 @@ import { layoutPrompt, withEmbeddings, type PromptLayout } from './splice';
 
 export interface MediaItem {
   modality: MediaModality;
-  /** The encoded file (PNG, WAV, MP4, ...); formats are recognised from the content. */
-  bytes: Uint8Array;
+  /** The encoded file (PNG, WAV, MP4, ...), or a video's encoded frames in order; formats are recognised from the content. */
+  bytes: Uint8Array | readonly Uint8Array[];
   /** Request field of the item; names it in errors. */
   param: string;
 }
