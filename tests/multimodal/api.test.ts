@@ -161,12 +161,40 @@ describe('multimodal chat completions through the API', () => {
       text += chunk.choices[0]?.delta.content ?? '';
       if (chunk.usage) usage = chunk.usage;
     }
-    const video = await preprocessVideoFile(mkv, 'mkv');
+    // The bundle pads images to a square (image_aspect_ratio: pad), and LLaVA pads video frames the same way.
+    const video = await preprocessVideoFile(mkv, 'mkv', undefined, { padToSquare: true });
     const want = referenceAnswer('Watch <video> closely. What happens?', [{ modality: 'video', data: video.data, dims: video.shape }]);
     expect(text).toBe(pythonDecode(want.ids.filter((id) => id !== 2)));
     expect(text.length).toBeGreaterThan(3);
     expect(usage?.prompt_tokens_details).toEqual({ cached_tokens: 0, text_tokens: want.textTokens, image_tokens: 0, speech_tokens: 0, audio_tokens: 0, video_tokens: 576 });
     expect(usage?.prompt_tokens).toBe(want.textTokens + 576);
+  });
+});
+
+describe('a video given as its frames', () => {
+  it('8 non-square frames, each padded to a square as PIL does: the reference answer', async () => {
+    const names = Array.from({ length: 8 }, (_, i) => (i % 2 === 0 ? 'rgb_64x48.png' : 'gray_50x70.png'));
+    const res = await client.chat.completions.create({
+      model: MODEL,
+      temperature: 0,
+      max_tokens: MAX,
+      messages: [
+        {
+          role: 'user',
+          content: [
+            { type: 'text', text: 'What happens in <video>?' },
+            { type: 'video_url', video_url: { frames: names.map((n) => dataUrl('image/png', media(n))) } },
+          ] as unknown as OpenAI.ChatCompletionContentPart[],
+        },
+      ],
+    });
+    // Expected features: PIL's expand2square of each frame, then the CLIP path (no padding of ours involved).
+    const padded = await Promise.all(names.map((n) => preprocessImage(pilExpandToSquare(join(FIXTURES, 'media', n)), n)));
+    const data = new Float32Array(8 * 3 * 336 * 336);
+    padded.forEach((p, i) => data.set(p, i * p.length));
+    const want = referenceAnswer('What happens in <video>?', [{ modality: 'video', data, dims: [8, 3, 336, 336] }]);
+    expect(res.choices[0]!.message.content).toBe(pythonDecode(want.ids.filter((id) => id !== 2)));
+    expect(res.usage?.prompt_tokens_details).toMatchObject({ video_tokens: 576, image_tokens: 0 });
   });
 });
 
@@ -214,6 +242,8 @@ describe('bad media is refused in OpenAI error shape; nothing else is disturbed'
     ['decompression bomb', withParts(image('image/png', pngDeclaring(60000, 60000))), 413, 'media_too_large', 'messages[0].content[1]', /PNG declares 60000x60000 = 3600000000 pixels, over the limit/],
     ['unsupported image format', withParts(image('image/bmp', bmp)), 415, 'unsupported_media', 'messages[0].content[1]', /not a PNG, JPEG, GIF or WebP/],
     ['oversized part', withParts(image('image/png', new Uint8Array(MAX_MEDIA_BYTES + 3))), 413, 'media_too_large', 'messages[0].content[1].image_url.url', /more than the limit of 1048576 bytes per media item/],
+    ['video frame that is not an image', withParts({ type: 'video_url', video_url: { frames: [dataUrl('image/png', png), dataUrl('audio/wav', wav)] } }), 400, 'invalid_value', 'messages[0].content[1].video_url.frames[1]', /MIME type audio\/wav, expected image/],
+    ['video frames not a list', withParts({ type: 'video_url', video_url: { frames: 'x' } }), 400, 'invalid_type', 'messages[0].content[1].video_url.frames', /expected a non-empty array of image data URLs/],
     ['http URL', withParts({ type: 'image_url', image_url: { url: 'http://169.254.169.254/latest/meta-data' } }), 400, 'invalid_value', 'messages[0].content[1].image_url.url', /remote URLs are not fetched by this server/],
     ['more placeholders than media', { model: MODEL, messages: [{ role: 'user', content: [{ type: 'text', text: '<image> vs <image>' }, image('image/png', png)] }] }, 400, 'media_placeholder_mismatch', 'messages[0].content', /the text has 2 <image> placeholders but the message has 1 image part/],
     ['placeholder in a text-only message', { model: MODEL, messages: [{ role: 'user', content: 'what is <audio>?' }] }, 400, 'media_placeholder_mismatch', 'messages[0].content', /1 <audio> placeholder but the message has 0 speech\/audio parts/],
