@@ -11,7 +11,7 @@ import type { AddressInfo } from 'node:net';
 import { serve, type ServerType } from '@hono/node-server';
 import { collectDefaultMetrics } from 'prom-client';
 import { readManifest } from '@unimoe/shared/bundle/load';
-import { unitName, type Manifest } from '@unimoe/shared/bundle/manifest';
+import { isEncoderKind, unitName, type Manifest } from '@unimoe/shared/bundle/manifest';
 import { wireModel } from '@unimoe/shared/wire/subjects';
 import { log } from '@unimoe/shared/log';
 import type { NatsSecurity } from '@unimoe/shared/runtime/nats-auth';
@@ -101,7 +101,7 @@ export async function startServer(opts: ServeOptions): Promise<RunningServer> {
   // With pools behind NATS this process runs only the dense units (and the encoders when they stay local).
   const encodersHere = !opts.encoders && (!opts.natsUrl || opts.localEncoders === true);
   const bundleDir = await resolveBundle(opts.bundle, (u) =>
-    u.kind === 'expert' ? !opts.natsUrl : u.kind === 'vision' || u.kind === 'audio' ? encodersHere : true,
+    u.kind === 'expert' ? !opts.natsUrl : isEncoderKind(u.kind) ? encodersHere : true,
   );
   const manifest = await readManifest(bundleDir);
   const textTokenizer = await openTokenizer(bundleDir, manifest);
@@ -183,7 +183,7 @@ async function openMultimodal(
   natsSecurity?: NatsSecurity,
 ): Promise<{ multimodal?: MultimodalPipeline; ready: () => Promise<Readiness> }> {
   const always = async () => ({ ok: true, missing: [] });
-  const units = manifest.units.filter((u) => u.kind === 'vision' || u.kind === 'audio').map((u) => u.name);
+  const units = manifest.units.filter((u) => isEncoderKind(u.kind)).map((u) => u.name);
   if (units.length === 0) return { ready: always };
   if (injected) return { multimodal: new MultimodalPipeline(manifest, injected), ready: always };
   if (!natsUrl) {

@@ -1,5 +1,5 @@
 /**
- * `unimoe worker <bundle-dir|s3://bucket/prefix> --pool NAME [--experts LIST [--layers LIST]] [--encoders vision,audio] --nats URL`
+ * `unimoe worker <bundle-dir|s3://bucket/prefix> --pool NAME [--experts LIST [--layers LIST]] [--encoders vision,speech,audio] --nats URL`
  * One replica of a pool (experts, modality encoders or both); runs until SIGTERM/SIGINT, then drains and exits 0
  * (within --drain-timeout, default 10 s, even when NATS is unreachable).
  */
@@ -11,7 +11,7 @@ import { log } from '@unimoe/shared/log';
 import { NATS_SECURITY_FLAGS, natsSecurityFromFlags } from '@unimoe/shared/runtime/nats-auth';
 
 const USAGE =
-  'usage: unimoe worker <bundle-dir|s3://bucket/prefix> --pool NAME [--experts LIST [--layers LIST]] [--encoders vision,audio]\n' +
+  'usage: unimoe worker <bundle-dir|s3://bucket/prefix> --pool NAME [--experts LIST [--layers LIST]] [--encoders vision,speech,audio]\n' +
   '       [--nats URL] [--nats-creds FILE | --nats-nkey-seed FILE] [--nats-tls-ca FILE [--nats-tls-cert FILE --nats-tls-key FILE]]\n' +
   '       [--replica ID] [--stats-interval MS] [--stats-window MS] [--threads N] [--drain-timeout MS]   (LIST like 0-3 or 0,2,5; at least one of --experts and\n' +
   '       --encoders; --nats defaults to NATS_URL)';

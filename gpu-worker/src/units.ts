@@ -23,25 +23,30 @@ export function selectExpertUnits(manifest: Manifest, experts: readonly number[]
   return units;
 }
 
-export const ENCODERS = { vision: { unit: unitName.vision, flag: '--vision-tower' }, audio: { unit: unitName.audio, flag: '--audio-tower' } } as const;
+/** Encoder kinds a worker can host and the converter flag that adds each (CLIP, Whisper, BEATs). */
+export const ENCODERS = { vision: { flag: '--vision-tower' }, speech: { flag: '--speech-tower' }, audio: { flag: '--audio-tower' } } as const;
 export type EncoderName = keyof typeof ENCODERS;
 
-/** `vision,audio` -> ['vision', 'audio'] (sorted, unique). */
+/** `vision,speech,audio` -> ['audio', 'speech', 'vision'] (sorted, unique). */
 export function parseEncoderList(text: string, what = '--encoders'): EncoderName[] {
   const names = new Set<EncoderName>();
   for (const part of text.split(',').map((p) => p.trim())) {
-    if (!Object.hasOwn(ENCODERS, part)) throw new Error(`${what}: ${JSON.stringify(part)} is not an encoder (expected vision, audio or vision,audio)`);
+    if (!Object.hasOwn(ENCODERS, part)) throw new Error(`${what}: ${JSON.stringify(part)} is not an encoder (expected a list of vision, speech, audio)`);
     names.add(part as EncoderName);
   }
   return [...names].sort();
 }
 
-/** The encoder units, each with numeric item dims (the leading axis is the only dynamic one). */
+/**
+ * The encoder units (found by kind: bundles from before the BEATs path name their Whisper unit
+ * `audio.encoder`), each with numeric item dims (the leading axis is the only dynamic one).
+ */
 export function selectEncoderUnits(manifest: Manifest, encoders: readonly EncoderName[]): UnitSpec[] {
   return encoders.map((name) => {
-    const { unit, flag } = ENCODERS[name];
-    const spec = manifest.units.find((u) => u.name === unit);
-    if (!spec) throw new Error(`the bundle's manifest has no unit ${unit} (model ${manifest.name} was converted without ${flag})`);
+    const { flag } = ENCODERS[name];
+    const spec = manifest.units.find((u) => u.kind === name);
+    if (!spec) throw new Error(`the bundle's manifest has no ${name} encoder unit (model ${manifest.name} was converted without ${flag})`);
+    const unit = spec.name;
     for (const t of [spec.inputs[0], spec.outputs[0]]) {
       if (!t || t.shape.length < 2 || t.shape.slice(1).some((d) => typeof d !== 'number')) {
         throw new Error(`unit ${unit}: the manifest shape ${t ? `[${t.shape.join(',')}]` : '(none)'} is not [N, fixed dims...]`);

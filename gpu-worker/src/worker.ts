@@ -37,7 +37,7 @@ export interface WorkerOptions {
   experts?: number[];
   /** Default: every layer. */
   layers?: number[];
-  /** Modality encoder units to host (`vision` -> vision.encoder, `audio` -> audio.encoder). */
+  /** Modality encoder units to host by kind: `vision` (CLIP), `speech` (Whisper), `audio` (BEATs). */
   encoders?: EncoderName[];
   natsUrl: string;
   /** Credentials and TLS; default: from the environment (shared/src/runtime/nats-auth.ts). */
@@ -50,7 +50,7 @@ export interface WorkerOptions {
   statsWindowMs?: number;
   /** Bound on rows coalesced into one onnxruntime run; default 4096. */
   maxRowsPerRun?: number;
-  /** Bound on encoder items (images, frames, audio chunks) coalesced into one run; default 16. */
+  /** Bound on encoder items (images, frames, speech and audio chunks) coalesced into one run; default 16. */
   maxItemsPerRun?: number;
   /** onnxruntime intra-op threads per unit session. */
   threads?: number;

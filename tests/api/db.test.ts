@@ -52,15 +52,15 @@ function storeContract(name: string, open: () => Promise<{ store: Store; raw: (s
 
     it('records one usage row per request with per-modality prompt tokens', async () => {
       const [alice] = await store.listKeys();
-      await store.recordUsage({ keyId: alice!.id, model: 'tiny', promptTokens: { text: 7, image: 576, audio: 50, video: 1 }, completionTokens: 9, latencyMs: 12.6, status: 200, finishReason: 'stop' });
-      await store.recordUsage({ keyId: null, model: 'tiny', promptTokens: { text: 0, image: 0, audio: 0, video: 0 }, completionTokens: 0, latencyMs: 1, status: 400, finishReason: null });
+      await store.recordUsage({ keyId: alice!.id, model: 'tiny', promptTokens: { text: 7, image: 576, speech: 100, audio: 50, video: 1 }, completionTokens: 9, latencyMs: 12.6, status: 200, finishReason: 'stop' });
+      await store.recordUsage({ keyId: null, model: 'tiny', promptTokens: { text: 0, image: 0, speech: 0, audio: 0, video: 0 }, completionTokens: 0, latencyMs: 1, status: 400, finishReason: null });
       const mine = await store.listUsage(alice!.id);
       expect(mine).toHaveLength(1);
-      expect(mine[0]).toMatchObject({ keyId: alice!.id, model: 'tiny', promptTokens: { text: 7, image: 576, audio: 50, video: 1 }, completionTokens: 9, latencyMs: 13, status: 200, finishReason: 'stop' });
+      expect(mine[0]).toMatchObject({ keyId: alice!.id, model: 'tiny', promptTokens: { text: 7, image: 576, speech: 100, audio: 50, video: 1 }, completionTokens: 9, latencyMs: 13, status: 200, finishReason: 'stop' });
       expect(mine[0]!.createdAt).toBeInstanceOf(Date);
       expect((await store.listUsage()).map((u) => u.status)).toEqual([200, 400]);
-      const cols = await raw('SELECT prompt_image_tokens, prompt_audio_tokens, completion_tokens FROM usage ORDER BY id');
-      expect(cols[0]).toEqual({ prompt_image_tokens: 576, prompt_audio_tokens: 50, completion_tokens: 9 });
+      const cols = await raw('SELECT prompt_image_tokens, prompt_speech_tokens, prompt_audio_tokens, completion_tokens FROM usage ORDER BY id');
+      expect(cols[0]).toEqual({ prompt_image_tokens: 576, prompt_speech_tokens: 100, prompt_audio_tokens: 50, completion_tokens: 9 });
     });
   });
 }

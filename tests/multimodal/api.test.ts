@@ -11,13 +11,13 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { loadSentencePiece, type SentencePieceTokenizer } from '@unimoe/shared/tokenizer/index';
 import { buildPrompt, encodePrompt } from '@unimoe/shared/tokenizer/template';
 import { preprocessImage } from '@unimoe/edge/preprocess/image';
-import { preprocessAudio } from '@unimoe/edge/preprocess/audio';
+import { preprocessAudio, preprocessSpeech } from '@unimoe/edge/preprocess/audio';
 import { preprocessVideoFile } from '@unimoe/edge/preprocess/video';
 import { startServer, type RunningServer } from '@unimoe/edge/serve';
 import { FIXTURES } from '../helpers/fixtures';
 import { makeTempDir } from '../helpers/tmp';
 import type { ReferenceMedia } from '../reference/multimodal';
-import { buildMultimodalFixture, media, MODEL, type MultimodalFixture } from './setup';
+import { buildMultimodalFixture, chirpWav, media, MODEL, type MultimodalFixture } from './setup';
 
 const MAX = 6;
 const MAX_MEDIA_BYTES = 1 << 20;
@@ -34,6 +34,7 @@ const b64 = (bytes: Uint8Array) => Buffer.from(bytes).toString('base64');
 const dataUrl = (mime: string, bytes: Uint8Array) => `data:${mime};base64,${b64(bytes)}`;
 const png = media('rgb_64x48.png');
 const wav = media('speech_16k_s16.wav');
+const sound = chirpWav(8);
 const mkv = media('frames12_32x24_ffv1.mkv');
 
 /** The fixture PNG padded to a square by PIL exactly as LLaVA's expand2square does (mean colour fill). */
@@ -91,8 +92,8 @@ afterAll(async () => {
 });
 
 describe('multimodal chat completions through the API', () => {
-  it('image + speech + text: the reference answer, usage per modality, the usage row', async () => {
-    const question = 'What is in the picture and the sound?';
+  it('image + speech + audio + text: the reference answer, usage per modality, the usage row', async () => {
+    const question = 'What is in the picture, the speech and the sound?';
     const res = await client.chat.completions.create({
       model: MODEL,
       temperature: 0,
@@ -102,28 +103,39 @@ describe('multimodal chat completions through the API', () => {
           role: 'user',
           content: [
             { type: 'text', text: question },
-            { type: 'input_audio', input_audio: { data: b64(wav), format: 'wav' } },
+            { type: 'input_audio', input_audio: { data: b64(wav), format: 'wav', modality: 'speech' } },
             { type: 'image_url', image_url: { url: dataUrl('image/png', png) } },
-          ],
+            { type: 'input_audio', input_audio: { data: b64(sound), format: 'wav', modality: 'audio' } },
+          ] as unknown as OpenAI.ChatCompletionContentPart[],
         },
       ],
     });
-    // Parts without placeholders go where the reference template puts them: images, then audio, then the text.
+    // Parts without placeholders go where the reference template puts them: images, then the sound clips
+    // (one <audio> each, in part order), then the text.
     const image = { modality: 'image' as const, data: await preprocessImage(pilExpandToSquare(join(FIXTURES, 'media', 'rgb_64x48.png')), 'png'), dims: [1, 3, 336, 336] };
-    const audio = await preprocessAudio(wav, 'wav');
-    const want = referenceAnswer(`<image>\n<audio>\n${question}`, [image, { modality: 'audio', data: audio.data, dims: audio.shape }]);
+    const speech = await preprocessSpeech(wav, 'wav');
+    const audio = await preprocessAudio(sound, 'wav');
+    const want = referenceAnswer(`<image>\n<audio>\n<audio>\n${question}`, [
+      image,
+      { modality: 'speech', data: speech.data, dims: speech.shape },
+      { modality: 'audio', data: audio.data, dims: audio.shape },
+    ]);
     expect(res.choices[0]!.message.content).toBe(pythonDecode(want.ids.filter((id) => id !== 2)));
     expect(res.choices[0]!.message.content!.length).toBeGreaterThan(3);
     expect(res.choices[0]!.finish_reason).toBe(want.ids.at(-1) === 2 ? 'stop' : 'length');
-    const promptTokens = want.textTokens + 576 + 50;
+    const promptTokens = want.textTokens + 576 + 50 + 50;
     expect(res.usage).toEqual({
       prompt_tokens: promptTokens,
       completion_tokens: want.ids.length,
       total_tokens: promptTokens + want.ids.length,
-      prompt_tokens_details: { cached_tokens: 0, text_tokens: want.textTokens, image_tokens: 576, audio_tokens: 50, video_tokens: 0 },
+      prompt_tokens_details: { cached_tokens: 0, text_tokens: want.textTokens, image_tokens: 576, speech_tokens: 50, audio_tokens: 50, video_tokens: 0 },
     });
     const rows = await server.store.listUsage(keyId);
-    expect(rows.at(-1)).toMatchObject({ model: MODEL, status: 200, promptTokens: { text: want.textTokens, image: 576, audio: 50, video: 0 }, completionTokens: want.ids.length });
+    expect(rows.at(-1)).toMatchObject({ model: MODEL, status: 200, promptTokens: { text: want.textTokens, image: 576, speech: 50, audio: 50, video: 0 }, completionTokens: want.ids.length });
+    // Prometheus counts the two apart too.
+    const metrics = await (await fetch(`${server.url}/metrics`)).text();
+    expect(metrics).toMatch(new RegExp(`unimoe_prompt_tokens_total\\{model="${MODEL}",modality="speech"\\} 50\\b`));
+    expect(metrics).toMatch(new RegExp(`unimoe_prompt_tokens_total\\{model="${MODEL}",modality="audio"\\} 50\\b`));
   });
 
   it('video (a data URL, 8 frames averaged) with its placeholder written in the text, streamed', async () => {
@@ -149,12 +161,40 @@ describe('multimodal chat completions through the API', () => {
       text += chunk.choices[0]?.delta.content ?? '';
       if (chunk.usage) usage = chunk.usage;
     }
-    const video = await preprocessVideoFile(mkv, 'mkv');
+    // The bundle pads images to a square (image_aspect_ratio: pad), and LLaVA pads video frames the same way.
+    const video = await preprocessVideoFile(mkv, 'mkv', undefined, { padToSquare: true });
     const want = referenceAnswer('Watch <video> closely. What happens?', [{ modality: 'video', data: video.data, dims: video.shape }]);
     expect(text).toBe(pythonDecode(want.ids.filter((id) => id !== 2)));
     expect(text.length).toBeGreaterThan(3);
-    expect(usage?.prompt_tokens_details).toEqual({ cached_tokens: 0, text_tokens: want.textTokens, image_tokens: 0, audio_tokens: 0, video_tokens: 576 });
+    expect(usage?.prompt_tokens_details).toEqual({ cached_tokens: 0, text_tokens: want.textTokens, image_tokens: 0, speech_tokens: 0, audio_tokens: 0, video_tokens: 576 });
     expect(usage?.prompt_tokens).toBe(want.textTokens + 576);
+  });
+});
+
+describe('a video given as its frames', () => {
+  it('8 non-square frames, each padded to a square as PIL does: the reference answer', async () => {
+    const names = Array.from({ length: 8 }, (_, i) => (i % 2 === 0 ? 'rgb_64x48.png' : 'gray_50x70.png'));
+    const res = await client.chat.completions.create({
+      model: MODEL,
+      temperature: 0,
+      max_tokens: MAX,
+      messages: [
+        {
+          role: 'user',
+          content: [
+            { type: 'text', text: 'What happens in <video>?' },
+            { type: 'video_url', video_url: { frames: names.map((n) => dataUrl('image/png', media(n))) } },
+          ] as unknown as OpenAI.ChatCompletionContentPart[],
+        },
+      ],
+    });
+    // Expected features: PIL's expand2square of each frame, then the CLIP path (no padding of ours involved).
+    const padded = await Promise.all(names.map((n) => preprocessImage(pilExpandToSquare(join(FIXTURES, 'media', n)), n)));
+    const data = new Float32Array(8 * 3 * 336 * 336);
+    padded.forEach((p, i) => data.set(p, i * p.length));
+    const want = referenceAnswer('What happens in <video>?', [{ modality: 'video', data, dims: [8, 3, 336, 336] }]);
+    expect(res.choices[0]!.message.content).toBe(pythonDecode(want.ids.filter((id) => id !== 2)));
+    expect(res.usage?.prompt_tokens_details).toMatchObject({ video_tokens: 576, image_tokens: 0 });
   });
 });
 
@@ -181,7 +221,7 @@ describe('bad media is refused in OpenAI error shape; nothing else is disturbed'
     fetch(`${server.url}/v1/chat/completions`, { method: 'POST', headers: { 'Content-Type': 'application/json', Authorization: `Bearer ${key}` }, body: JSON.stringify(body) });
   const withParts = (...parts: unknown[]) => ({ model: MODEL, max_tokens: 4, messages: [{ role: 'user', content: [{ type: 'text', text: 'hi' }, ...parts] }] });
   const image = (mime: string, bytes: Uint8Array) => ({ type: 'image_url', image_url: { url: dataUrl(mime, bytes) } });
-  const audio = (bytes: Uint8Array, format = 'wav') => ({ type: 'input_audio', input_audio: { data: b64(bytes), format } });
+  const audio = (bytes: Uint8Array, modality?: string) => ({ type: 'input_audio', input_audio: { data: b64(bytes), format: 'wav', ...(modality ? { modality } : {}) } });
 
   const garbled = png.slice();
   for (let i = 60; i < garbled.length - 20; i++) garbled[i] = (garbled[i]! * 31 + 7) & 0xff;
@@ -192,15 +232,21 @@ describe('bad media is refused in OpenAI error shape; nothing else is disturbed'
 
   const cases: [string, unknown, number, string, string, RegExp][] = [
     ['corrupt PNG', withParts(image('image/png', garbled)), 400, 'invalid_media', 'messages[0].content[1]', /messages\[0\]\.content\[1\]: PNG: cannot decode/],
-    ['truncated WAV', withParts(audio(wav.subarray(0, 5000))), 400, 'invalid_media', 'messages[0].content[1]', /WAV is truncated: data chunk declares 25600 bytes but only 4956 follow/],
-    ['WAV without samples', withParts(audio(silent)), 400, 'empty_media', 'messages[0].content[1]', /WAV contains no audio samples/],
+    ['truncated WAV (speech)', withParts(audio(wav.subarray(0, 5000), 'speech')), 400, 'invalid_media', 'messages[0].content[1]', /WAV is truncated: data chunk declares 25600 bytes but only 4956 follow/],
+    ['truncated WAV (audio)', withParts(audio(wav.subarray(0, 5000), 'audio')), 400, 'invalid_media', 'messages[0].content[1]', /WAV is truncated: data chunk declares 25600 bytes but only 4956 follow/],
+    ['WAV without samples (audio)', withParts(audio(silent, 'audio')), 400, 'empty_media', 'messages[0].content[1]', /WAV contains no audio samples/],
+    ['not audio at all (audio)', withParts(audio(new TextEncoder().encode('definitely not audio'), 'audio')), 400, 'invalid_media', 'messages[0].content[1]', /ffmpeg cannot decode it/],
+    ['unknown sound modality', withParts(audio(wav, 'music')), 400, 'invalid_value', 'messages[0].content[1].input_audio.modality', /'music' is not one of 'speech', 'audio'/],
+    ['sound modality not said (model has both)', withParts(audio(wav)), 400, 'missing_required_parameter', 'messages[0].content[1].input_audio.modality', /hears both speech \(Whisper\) and audio \(BEATs/],
     ['empty audio data', withParts({ type: 'input_audio', input_audio: { data: '', format: 'wav' } }), 400, 'invalid_base64', 'messages[0].content[1].input_audio.data', /not valid base64/],
     ['decompression bomb', withParts(image('image/png', pngDeclaring(60000, 60000))), 413, 'media_too_large', 'messages[0].content[1]', /PNG declares 60000x60000 = 3600000000 pixels, over the limit/],
     ['unsupported image format', withParts(image('image/bmp', bmp)), 415, 'unsupported_media', 'messages[0].content[1]', /not a PNG, JPEG, GIF or WebP/],
     ['oversized part', withParts(image('image/png', new Uint8Array(MAX_MEDIA_BYTES + 3))), 413, 'media_too_large', 'messages[0].content[1].image_url.url', /more than the limit of 1048576 bytes per media item/],
+    ['video frame that is not an image', withParts({ type: 'video_url', video_url: { frames: [dataUrl('image/png', png), dataUrl('audio/wav', wav)] } }), 400, 'invalid_value', 'messages[0].content[1].video_url.frames[1]', /MIME type audio\/wav, expected image/],
+    ['video frames not a list', withParts({ type: 'video_url', video_url: { frames: 'x' } }), 400, 'invalid_type', 'messages[0].content[1].video_url.frames', /expected a non-empty array of image data URLs/],
     ['http URL', withParts({ type: 'image_url', image_url: { url: 'http://169.254.169.254/latest/meta-data' } }), 400, 'invalid_value', 'messages[0].content[1].image_url.url', /remote URLs are not fetched by this server/],
     ['more placeholders than media', { model: MODEL, messages: [{ role: 'user', content: [{ type: 'text', text: '<image> vs <image>' }, image('image/png', png)] }] }, 400, 'media_placeholder_mismatch', 'messages[0].content', /the text has 2 <image> placeholders but the message has 1 image part/],
-    ['placeholder in a text-only message', { model: MODEL, messages: [{ role: 'user', content: 'what is <audio>?' }] }, 400, 'media_placeholder_mismatch', 'messages[0].content', /1 <audio> placeholder but the message has 0 audio parts/],
+    ['placeholder in a text-only message', { model: MODEL, messages: [{ role: 'user', content: 'what is <audio>?' }] }, 400, 'media_placeholder_mismatch', 'messages[0].content', /1 <audio> placeholder but the message has 0 speech\/audio parts/],
   ];
 
   it('answers each with its 4xx while a concurrent text stream finishes with the same tokens as alone', async () => {

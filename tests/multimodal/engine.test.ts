@@ -1,4 +1,5 @@
-// The whole multimodal forward through the engine: CLI-converted tiny Uni-MoE 4e bundle with both towers,
+// The whole multimodal forward through the engine: CLI-converted tiny Uni-MoE 4e bundle with the three towers
+// (image through CLIP, speech through Whisper, audio through BEATs + Q-Former),
 // media preprocessed and encoded by the edge pipeline (in-process encoders), spliced into the prompt,
 // chunked prefill + continuous batching; checked against the float64 multimodal reference fed the same
 // preprocessed features.
@@ -18,7 +19,7 @@ import type { ReferenceInput } from '../reference/reference-model';
 import { argmax } from '../reference/math';
 import { buildMultimodalFixture, chirpWav, media, type MultimodalFixture } from './setup';
 
-const QUERY = 'Describe the picture and the sound.';
+const QUERY = 'Describe the picture, the speech and the sound.';
 const STEPS = 5;
 
 let tmp: { dir: string; cleanup: () => Promise<void> };
@@ -27,7 +28,7 @@ let engine: Engine;
 let encoders: LocalEncoderBackend;
 let pipeline: MultimodalPipeline;
 let tokenizer: SentencePieceTokenizer;
-// The image + 35 s speech prompt, as the engine gets it and as the reference gets it.
+// The image + 35 s speech + 12 s audio prompt, as the engine gets it and as the reference gets it.
 let prepared: PreparedMedia[];
 let prompt: MultimodalPrompt;
 let refInputs: ReferenceInput[];
@@ -37,16 +38,17 @@ beforeAll(async () => {
   fx = await buildMultimodalFixture(tmp.dir);
   const manifest = await readManifest(fx.bundle);
   tokenizer = loadSentencePiece(new Uint8Array(await readFile(join(fx.bundle, manifest.tokenizer.file))));
-  // A small prefill chunk: the 576 image tokens and the 100 audio tokens span several chunks.
+  // A small prefill chunk: the 576 image tokens, 100 speech and 50 audio tokens span several chunks.
   engine = await createEngine({ bundleDir: fx.bundle, prefillChunk: 97, maxBatch: 4 });
   encoders = await LocalEncoderBackend.open(fx.bundle, manifest);
   pipeline = new MultimodalPipeline(manifest, encoders);
 
-  // The reference template: `USER: <image>\n<audio>\n{query}`, tokenised by the shared template code.
-  const encoded = encodePrompt(tokenizer, buildPrompt([{ role: 'user', content: `<image>\n<audio>\n${QUERY}` }]));
+  // The reference template: `USER: <image>\n<audio>\n{query}` (one <audio> per sound clip), tokenised by the shared template code.
+  const encoded = encodePrompt(tokenizer, buildPrompt([{ role: 'user', content: `<image>\n<audio>\n<audio>\n${QUERY}` }]));
   const items: MediaItem[] = [
     { modality: 'image', bytes: media('rgb_64x48.png'), param: 'image' },
-    { modality: 'audio', bytes: chirpWav(35), param: 'speech' },
+    { modality: 'speech', bytes: chirpWav(35), param: 'speech' },
+    { modality: 'audio', bytes: chirpWav(12, 22050), param: 'audio' },
   ];
   prepared = await pipeline.prepare(items);
   prompt = await pipeline.embed(pipeline.layout(encoded, prepared), prepared);
@@ -61,14 +63,14 @@ afterAll(async () => {
 });
 
 describe('multimodal prompt through the engine vs the float64 reference', () => {
-  it('lays the prompt out with 576 image tokens and 50 tokens per 30 s audio chunk', () => {
+  it('lays the prompt out with 576 image tokens and 50 tokens per 30 s speech or audio chunk', () => {
     expect(prepared.map((p) => [p.modality, p.dims, p.tokens])).toEqual([
       ['image', [1, 3, 336, 336], 576],
-      ['audio', [2, 80, 3000], 100],
+      ['speech', [2, 80, 3000], 100],
+      ['audio', [1, 2998, 128], 50],
     ]);
-    expect(prompt.tokens.image).toBe(576);
-    expect(prompt.tokens.audio).toBe(100);
-    expect(prompt.promptIds.length).toBe(prompt.tokens.text + 676);
+    expect(prompt.tokens).toMatchObject({ image: 576, speech: 100, audio: 50, video: 0 });
+    expect(prompt.promptIds.length).toBe(prompt.tokens.text + 726);
     expect(refInputs.length).toBe(prompt.promptIds.length);
     // Placeholder positions hold the pad id; the runs sit exactly where the reference puts embeddings.
     for (const run of prompt.embeddings) {
@@ -79,7 +81,7 @@ describe('multimodal prompt through the engine vs the float64 reference', () => 
     }
   });
 
-  it('encoder outputs match the tower references (video-free path: image, two speech chunks)', () => {
+  it('encoder outputs match the tower references (image, two speech chunks, one audio chunk)', () => {
     for (const [i, p] of prepared.entries()) {
       expect(relativeError(prompt.embeddings[i]!.data, fx.reference.encode(p))).toBeLessThan(1e-4);
     }

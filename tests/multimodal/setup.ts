@@ -1,13 +1,14 @@
 /**
- * Shared setup of the multimodal tests: a make-tiny Uni-MoE 4e checkpoint with tiny CLIP/Whisper towers
- * (real geometry: 576 image tokens, 50 per 30 s of speech), converted by the CLI with the tower flags,
+ * Shared setup of the multimodal tests: a make-tiny Uni-MoE 4e checkpoint with tiny CLIP, Whisper and
+ * BEATs (+ Q-Former) towers (real geometry: 576 image tokens, 50 per 30 s of speech, 50 per 30 s of
+ * audio), converted by the CLI with the tower flags,
  * the float64 multimodal reference over the same checkpoint, and media from tests/fixtures/media.
  */
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { run as convertCommand } from '@unimoe/edge/cli/commands/convert';
 import { makeTiny } from '@unimoe/shared/tiny/make-tiny';
-import { TINY_AUDIO_DIR, TINY_VISION_DIR } from '@unimoe/shared/tiny/towers';
+import { TINY_AUDIO_ALIGNER_DIR, TINY_AUDIO_DIR, TINY_SPEECH_DIR, TINY_VISION_DIR } from '@unimoe/shared/tiny/towers';
 import { FIXTURES } from '../helpers/fixtures';
 import { loadMultimodalReference, type MultimodalReference } from '../reference/multimodal';
 
@@ -24,10 +25,14 @@ export async function buildMultimodalFixture(dir: string): Promise<MultimodalFix
   const bundle = join(dir, 'bundle');
   await makeTiny(checkpoint, { layout: 'unimoe-4e', multimodal: true, seed: 7 });
   const vision = join(checkpoint, TINY_VISION_DIR);
-  const audio = join(checkpoint, TINY_AUDIO_DIR);
-  const code = await convertCommand([checkpoint, bundle, '--name', MODEL, '--vision-tower', vision, '--audio-tower', audio, '--quiet']);
+  const speech = join(checkpoint, TINY_SPEECH_DIR);
+  const beats = join(checkpoint, TINY_AUDIO_DIR);
+  const aligner = join(checkpoint, TINY_AUDIO_ALIGNER_DIR);
+  const args = ['--vision-tower', vision, '--speech-tower', speech, '--audio-tower', beats, '--audio-aligner', aligner];
+  const code = await convertCommand([checkpoint, bundle, '--name', MODEL, ...args, '--quiet']);
   if (code !== 0) throw new Error(`unimoe convert exited with ${code}`);
-  return { checkpoint, bundle, reference: await loadMultimodalReference(checkpoint, { vision, audio }) };
+  const audio = { beats: join(beats, 'BEATs_tiny.pt'), aligner, frames: 2998 };
+  return { checkpoint, bundle, reference: await loadMultimodalReference(checkpoint, { vision, speech, audio }) };
 }
 
 export const media = (name: string): Uint8Array => new Uint8Array(readFileSync(join(FIXTURES, 'media', name)));

@@ -1,8 +1,8 @@
-// Multimodal chat completions in split mode: experts on two pools, the vision and the audio encoder on two
-// more pools (every replica its own `unimoe worker` process), the edge API with its default wiring (encoders
-// on NATS). The image + speech + text answer and its per-modality usage equal the embedded server's exactly
-// (which tests/multimodal/api.test.ts checks against the float64 reference); the two encoder pools work on
-// one request at the same time; /readyz lists encoder units no pool serves.
+// Multimodal chat completions in split mode: experts on two pools, the vision, speech (Whisper) and audio
+// (BEATs) encoders on three more pools (every replica its own `unimoe worker` process), the edge API with its
+// default wiring (encoders on NATS). The image + speech + audio + text answer and its per-modality usage equal
+// the embedded server's exactly (which tests/multimodal/api.test.ts checks against the float64 reference); the
+// three encoder pools work on one request at the same time; /readyz lists encoder units no pool serves.
 import OpenAI from 'openai';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { buildPrompt, encodePrompt } from '@unimoe/shared/tokenizer/template';
@@ -16,19 +16,22 @@ import { join } from 'node:path';
 import { makeTempDir } from '../helpers/tmp';
 import { startNatsServer, type NatsServer } from '../helpers/nats-server';
 import { spawnWorker, type WorkerProcess } from '../split/cluster';
-import { buildMultimodalFixture, media, MODEL, type MultimodalFixture } from './setup';
+import { buildMultimodalFixture, chirpWav, media, MODEL, type MultimodalFixture } from './setup';
 
 let tmp: { dir: string; cleanup: () => Promise<void> };
 let fx: MultimodalFixture;
 let nats: NatsServer;
-let pools: Record<'a' | 'b' | 'vision' | 'audio', WorkerProcess>;
+let pools: Record<'a' | 'b' | 'vision' | 'speech' | 'audio', WorkerProcess>;
 let embedded: RunningServer;
 let split: RunningServer;
 
 const b64 = (bytes: Uint8Array) => Buffer.from(bytes).toString('base64');
 const png = media('rgb_64x48.png');
 const wav = media('speech_16k_s16.wav');
-const QUESTION = 'What is in the picture and the sound?';
+const sound = chirpWav(8);
+const QUESTION = 'What is in the picture, the speech and the sound?';
+const speechPart = { type: 'input_audio', input_audio: { data: b64(wav), format: 'wav', modality: 'speech' } } as unknown as OpenAI.ChatCompletionContentPart;
+const audioPart = { type: 'input_audio', input_audio: { data: b64(sound), format: 'wav', modality: 'audio' } } as unknown as OpenAI.ChatCompletionContentPart;
 
 async function client(server: RunningServer): Promise<OpenAI> {
   const { key } = await server.store.createKey('mm-split');
@@ -44,6 +47,7 @@ beforeAll(async () => {
     a: worker('a', '--experts', '0-1'),
     b: worker('b', '--experts', '2,3'),
     vision: worker('vision', '--encoders', 'vision'),
+    speech: worker('speech', '--encoders', 'speech'),
     audio: worker('audio', '--encoders', 'audio'),
   };
   await Promise.all(Object.values(pools).map((w) => w.ready));
@@ -62,7 +66,7 @@ afterAll(async () => {
 });
 
 describe('multimodal chat completions, split mode', () => {
-  it('image + speech + text: the same answer and per-modality usage as the embedded server', async () => {
+  it('image + speech + audio + text: the same answer and per-modality usage as the embedded server', async () => {
     expect((await fetch(`${split.url}/readyz`)).status).toBe(200);
     const request: OpenAI.ChatCompletionCreateParamsNonStreaming = {
       model: MODEL,
@@ -73,8 +77,9 @@ describe('multimodal chat completions, split mode', () => {
           role: 'user',
           content: [
             { type: 'text', text: QUESTION },
-            { type: 'input_audio', input_audio: { data: b64(wav), format: 'wav' } },
+            speechPart,
             { type: 'image_url', image_url: { url: `data:image/png;base64,${b64(png)}` } },
+            audioPart,
           ],
         },
       ],
@@ -84,34 +89,34 @@ describe('multimodal chat completions, split mode', () => {
     expect(got.choices[0]!.message.content!.length).toBeGreaterThan(3);
     expect(got.choices[0]!.finish_reason).toBe(want.choices[0]!.finish_reason);
     expect(got.usage).toEqual(want.usage);
-    // Usage per modality from the geometry: the template's text tokens, 576 per image, 50 per 30 s of speech.
+    // Usage per modality from the geometry: the template's text tokens, 576 per image, 50 per 30 s of speech or audio.
     const tokenizer = loadSentencePiece(new Uint8Array(await readFile(join(fx.bundle, 'tokenizer.model'))));
-    const textTokens = encodePrompt(tokenizer, buildPrompt([{ role: 'user', content: `<image>\n<audio>\n${QUESTION}` }])).ids.length;
-    expect(got.usage?.prompt_tokens_details).toEqual({ cached_tokens: 0, text_tokens: textTokens, image_tokens: 576, audio_tokens: 50, video_tokens: 0 });
+    const textTokens = encodePrompt(tokenizer, buildPrompt([{ role: 'user', content: `<image>\n<audio>\n<audio>\n${QUESTION}` }])).ids.length;
+    expect(got.usage?.prompt_tokens_details).toEqual({ cached_tokens: 0, text_tokens: textTokens, image_tokens: 576, speech_tokens: 50, audio_tokens: 50, video_tokens: 0 });
   });
 
-  it("one request's image and speech encode on their two pools at the same time", async () => {
+  it("one request's image, speech and audio encode on their three pools at the same time", async () => {
     const manifest = await readManifest(fx.bundle);
     const seen: EncoderObservation[] = [];
     const encoders = await createNatsEncoderBackend({ natsUrl: nats.url, manifest, observe: (o) => seen.push(o) });
     try {
       const pipeline = new MultimodalPipeline(manifest, encoders);
-      const prompt = encodePrompt(loadSentencePiece(new Uint8Array(await readFile(join(fx.bundle, 'tokenizer.model')))), buildPrompt([{ role: 'user', content: `<image>\n<audio>\n${QUESTION}` }]));
+      const prompt = encodePrompt(loadSentencePiece(new Uint8Array(await readFile(join(fx.bundle, 'tokenizer.model')))), buildPrompt([{ role: 'user', content: `<image>\n<audio>\n<audio>\n${QUESTION}` }]));
       const items = await pipeline.prepare([
         { modality: 'image', bytes: png, param: 'image' },
-        { modality: 'audio', bytes: wav, param: 'speech' },
+        { modality: 'speech', bytes: wav, param: 'speech' },
+        { modality: 'audio', bytes: sound, param: 'audio' },
       ]);
       for (let round = 0; round < 3; round++) {
         seen.length = 0;
         await pipeline.embed(pipeline.layout(prompt, items), items);
-        expect(seen.map((o) => o.unit).sort()).toEqual(['audio.encoder', 'vision.encoder']);
-        const [v, a] = ['vision.encoder', 'audio.encoder'].map((u) => seen.find((o) => o.unit === u)!);
-        // Both requests were out at once: each was sent before the other was answered, and each pool computed.
-        expect(Math.max(v.sentAt, a.sentAt)).toBeLessThan(Math.min(v.answeredAt, a.answeredAt));
-        expect(v.computeUs).toBeGreaterThan(0);
-        expect(a.computeUs).toBeGreaterThan(0);
+        expect(seen.map((o) => o.unit).sort()).toEqual(['audio.encoder', 'speech.encoder', 'vision.encoder']);
+        const calls = ['vision.encoder', 'speech.encoder', 'audio.encoder'].map((u) => seen.find((o) => o.unit === u)!);
+        // All requests were out at once: each was sent before any was answered, and each pool computed.
+        expect(Math.max(...calls.map((c) => c.sentAt))).toBeLessThan(Math.min(...calls.map((c) => c.answeredAt)));
+        for (const c of calls) expect(c.computeUs).toBeGreaterThan(0);
       }
-      // Only the modalities present are encoded: an image-only prompt sends nothing to the audio pool.
+      // Only the modalities present are encoded: an image-only prompt sends nothing to the sound pools.
       seen.length = 0;
       const imageOnly = encodePrompt(loadSentencePiece(new Uint8Array(await readFile(join(fx.bundle, 'tokenizer.model')))), buildPrompt([{ role: 'user', content: `<image>\n${QUESTION}` }]));
       await pipeline.embed(pipeline.layout(imageOnly, [items[0]!]), [items[0]!]);
@@ -121,7 +126,7 @@ describe('multimodal chat completions, split mode', () => {
     }
   });
 
-  it('/readyz names an encoder unit whose pool went away, and a speech request then fails', async () => {
+  it('/readyz names an encoder unit whose pool went away, and an audio request then fails', async () => {
     pools.audio.child.kill('SIGTERM');
     expect((await pools.audio.exited).code).toBe(0);
     const res = await fetch(`${split.url}/readyz`);
@@ -132,12 +137,14 @@ describe('multimodal chat completions, split mode', () => {
       api.chat.completions.create({
         model: MODEL,
         max_tokens: 2,
-        messages: [{ role: 'user', content: [{ type: 'text', text: 'hi' }, { type: 'input_audio', input_audio: { data: b64(wav), format: 'wav' } }] }],
+        messages: [{ role: 'user', content: [{ type: 'text', text: 'hi' }, audioPart] }],
       }),
     ).rejects.toMatchObject({ status: 503, error: { code: 'unit_unavailable', message: expect.stringContaining('audio.encoder') } });
-    // Text and images still work: only the unit nobody serves is missing.
+    // Text and speech still work: only the unit nobody serves is missing.
     const text = await api.chat.completions.create({ model: MODEL, max_tokens: 2, temperature: 0, messages: [{ role: 'user', content: 'Hello' }] });
     expect(text.choices[0]!.message.content).toBeTypeOf('string');
+    const speech = await api.chat.completions.create({ model: MODEL, max_tokens: 2, temperature: 0, messages: [{ role: 'user', content: [{ type: 'text', text: 'hi' }, speechPart] }] });
+    expect(speech.usage?.prompt_tokens_details).toMatchObject({ speech_tokens: 50, audio_tokens: 0 });
   });
 
   it('the operator fallback (localEncoders) encodes in the edge with the experts still on the pools', async () => {
@@ -148,7 +155,7 @@ describe('multimodal chat completions, split mode', () => {
         model: MODEL,
         temperature: 0,
         max_tokens: 4,
-        messages: [{ role: 'user', content: [{ type: 'text', text: 'hi' }, { type: 'input_audio', input_audio: { data: b64(wav), format: 'wav' } }] }],
+        messages: [{ role: 'user', content: [{ type: 'text', text: 'hi' }, audioPart] }],
       };
       const [want, got] = await Promise.all([(await client(embedded)).chat.completions.create(request), (await client(local)).chat.completions.create(request)]);
       expect(got.choices[0]!.message.content).toBe(want.choices[0]!.message.content);

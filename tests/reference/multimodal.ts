@@ -1,17 +1,19 @@
 /**
  * Float64 reference of Uni-MoE's whole multimodal forward: the tower references (CLIP + mm_projector,
- * Whisper encoder + aligner) turn preprocessed media into modality tokens, which replace the prompt's
+ * Whisper encoder + aligner for speech, BEATs + Q-Former for audio) turn preprocessed media into
+ * modality tokens, which replace the prompt's
  * placeholders in order, and the text reference runs the spliced sequence. Independent of the
  * converter and the engine: plain float64 loops over the checkpoint's own tensors.
  */
 import type { ReferenceInput, ReferenceModel } from './reference-model';
 import { loadReferenceModel } from './reference-model';
+import { loadBeatsReference, type BeatsReference } from './towers/beats64';
 import { loadClipReference, type ClipReference } from './towers/clip64';
 import { loadWhisperReference, type WhisperReference } from './towers/whisper64';
 
-export type ReferenceModality = 'image' | 'video' | 'audio';
+export type ReferenceModality = 'image' | 'video' | 'speech' | 'audio';
 
-/** Preprocessed media: image [3,S,S] (or [1,3,S,S]), video [frames,3,S,S], audio [chunks,mel,frames]. */
+/** Preprocessed media: image [3,S,S] (or [1,3,S,S]), video [frames,3,S,S], speech [chunks,mel,frames], audio [chunks,frames,128]. */
 export interface ReferenceMedia {
   modality: ReferenceModality;
   data: ArrayLike<number>;
@@ -21,7 +23,7 @@ export interface ReferenceMedia {
 export interface MultimodalPromptInput {
   /** Text ids and where each placeholder's tokens go (the template's `encodePrompt` output). */
   ids: number[];
-  placeholders: { modality: ReferenceModality; index: number }[];
+  placeholders: { modality: 'image' | 'video' | 'audio'; index: number }[];
   /** One item per placeholder, in order. */
   media: ReferenceMedia[];
 }
@@ -36,24 +38,39 @@ export interface MultimodalReference {
   greedy(prompt: MultimodalPromptInput, steps: number): number[];
 }
 
-export async function loadMultimodalReference(checkpointDir: string, towers: { vision?: string; audio?: string }): Promise<MultimodalReference> {
+/** The towers: CLIP directory, Whisper directory, and BEATs `.pt` with its Q-Former checkpoint directory. */
+export interface ReferenceTowers {
+  vision?: string;
+  speech?: string;
+  audio?: { beats: string; aligner: string; frames: number };
+}
+
+export async function loadMultimodalReference(checkpointDir: string, towers: ReferenceTowers): Promise<MultimodalReference> {
   const text = await loadReferenceModel(checkpointDir);
   const clip: ClipReference | undefined = towers.vision ? await loadClipReference(towers.vision, checkpointDir) : undefined;
-  const whisper: WhisperReference | undefined = towers.audio ? await loadWhisperReference(towers.audio, checkpointDir) : undefined;
+  const whisper: WhisperReference | undefined = towers.speech ? await loadWhisperReference(towers.speech, checkpointDir) : undefined;
+  const beats: BeatsReference | undefined = towers.audio ? await loadBeatsReference(towers.audio.beats, towers.audio.aligner, checkpointDir, towers.audio.frames) : undefined;
   const H = text.config.hidden;
 
   const slice = (data: ArrayLike<number>, from: number, size: number) => Float64Array.from({ length: size }, (_, i) => data[from + i]!);
 
+  /** Each 30 s window gives its own query tokens; a long input is their concatenation in time order. */
+  const chunked = (m: ReferenceMedia, per: number, queries: number, run: (x: Float64Array) => Float64Array) => {
+    const chunks = m.data.length / per;
+    if (!Number.isInteger(chunks) || chunks < 1) throw new Error(`reference: ${m.modality} holds ${m.data.length} values, not a whole number of ${per}-value windows`);
+    const out = new Float64Array(chunks * queries * H);
+    for (let c = 0; c < chunks; c++) out.set(run(slice(m.data, c * per, per)), c * queries * H);
+    return out;
+  };
+
   const encode = (m: ReferenceMedia): Float64Array => {
+    if (m.modality === 'speech') {
+      if (!whisper) throw new Error('reference: no speech tower given');
+      return chunked(m, whisper.melBins * whisper.frames, whisper.queries, (x) => whisper.encode(x));
+    }
     if (m.modality === 'audio') {
-      if (!whisper) throw new Error('reference: no audio tower given');
-      const per = whisper.melBins * whisper.frames;
-      const chunks = m.data.length / per;
-      if (!Number.isInteger(chunks) || chunks < 1) throw new Error(`reference: audio holds ${m.data.length} values, not a whole number of ${whisper.melBins}x${whisper.frames} windows`);
-      // Each 30 s window gives its own query tokens; a long input is their concatenation in time order.
-      const out = new Float64Array(chunks * whisper.queries * H);
-      for (let c = 0; c < chunks; c++) out.set(whisper.encode(slice(m.data, c * per, per)), c * whisper.queries * H);
-      return out;
+      if (!beats) throw new Error('reference: no audio tower given');
+      return chunked(m, beats.frames * beats.melBins, beats.queries, (x) => beats.encode(x));
     }
     if (!clip) throw new Error('reference: no vision tower given');
     const per = 3 * clip.imageSize * clip.imageSize;
@@ -75,7 +92,7 @@ export async function loadMultimodalReference(checkpointDir: string, towers: { v
     let next = 0;
     p.placeholders.forEach((ph, i) => {
       const m = p.media[i]!;
-      if (m.modality !== ph.modality) throw new Error(`reference: placeholder ${i} is <${ph.modality}> but media item ${i} is ${m.modality}`);
+      if ((m.modality === 'speech' ? 'audio' : m.modality) !== ph.modality) throw new Error(`reference: placeholder ${i} is <${ph.modality}> but media item ${i} is ${m.modality}`);
       while (next < ph.index) out.push(p.ids[next++]!);
       const block = encode(m);
       for (let t = 0; t < block.length / H; t++) out.push(block.subarray(t * H, (t + 1) * H));

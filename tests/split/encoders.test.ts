@@ -43,7 +43,7 @@ beforeAll(async () => {
   local = await LocalEncoderBackend.open(fx.bundle, manifest, { threads: 1 });
   [image, speech] = await new MultimodalPipeline(manifest, local).prepare([
     { modality: 'image', bytes: media('rgb_64x48.png'), param: 'image' },
-    { modality: 'audio', bytes: chirpWav(35), param: 'speech' },
+    { modality: 'speech', bytes: chirpWav(35), param: 'speech' },
   ]);
 });
 afterAll(async () => {
@@ -65,7 +65,7 @@ describe('encoders on one pool, default 1 MiB max payload', () => {
 
   beforeAll(async () => {
     nats = await startNatsServer();
-    worker = await runWorker({ store: fx.bundle, pool: 'enc', encoders: ['vision', 'audio'], natsUrl: nats.url, threads: 1, statsIntervalMs: 100, log: quiet });
+    worker = await runWorker({ store: fx.bundle, pool: 'enc', encoders: ['vision', 'speech'], natsUrl: nats.url, threads: 1, statsIntervalMs: 100, log: quiet });
     backend = await createNatsEncoderBackend({ natsUrl: nats.url, manifest, observe: (o) => seen.push(o) });
     nc = await connect({ servers: nats.url });
   });
@@ -77,23 +77,23 @@ describe('encoders on one pool, default 1 MiB max payload', () => {
   });
 
   it('hosts only its encoder units', () => {
-    expect(worker.units).toEqual(['vision.encoder', 'audio.encoder']);
+    expect(worker.units).toEqual(['vision.encoder', 'speech.encoder']);
     expect(nc.info?.max_payload).toBe(1024 * 1024);
   });
 
   it('an image (2 parts) and two speech chunks equal the in-process units and the float64 tower references', async () => {
     seen.length = 0;
-    const [vision, audio] = await Promise.all([backend.encode('vision.encoder', image), backend.encode('audio.encoder', speech)]);
+    const [vision, audio] = await Promise.all([backend.encode('vision.encoder', image), backend.encode('speech.encoder', speech)]);
     expect(vision.dims).toEqual([1, 576, manifest.config.hidden]);
     expect(audio.dims).toEqual([2, 50, manifest.config.hidden]);
     expect(maxAbsDiff(vision.data, (await local.encode('vision.encoder', image)).data)).toBeLessThanOrEqual(1e-6);
-    expect(maxAbsDiff(audio.data, (await local.encode('audio.encoder', speech)).data)).toBeLessThanOrEqual(1e-6);
+    expect(maxAbsDiff(audio.data, (await local.encode('speech.encoder', speech)).data)).toBeLessThanOrEqual(1e-6);
     expect(relativeError(vision.data, fx.reference.encode(image))).toBeLessThan(1e-4);
     expect(relativeError(audio.data, fx.reference.encode(speech))).toBeLessThan(1e-4);
     // The image is above the max payload (one request, its body in parts); each speech chunk fits one message.
     const byUnit = (u: string) => seen.filter((o) => o.unit === u).map((o) => [o.items, o.requestBytes]);
     expect(byUnit('vision.encoder')).toEqual([[1, 3 * 336 * 336 * 4]]);
-    expect(byUnit('audio.encoder')).toEqual([[1, 80 * 3000 * 4], [1, 80 * 3000 * 4]]);
+    expect(byUnit('speech.encoder')).toEqual([[1, 80 * 3000 * 4], [1, 80 * 3000 * 4]]);
   });
 
   it('three images go as three requests and come back in order', async () => {
@@ -126,10 +126,10 @@ describe('encoders on one pool, default 1 MiB max payload', () => {
     const stats: StatsMessage[] = [];
     const sub = nc.subscribe(`unimoe.${manifest.name.replace(/[^A-Za-z0-9_-]/g, '_')}.stats.enc`, { callback: (_e, m) => stats.push(m.json<StatsMessage>()) });
     await nc.flush();
-    await backend.encode('audio.encoder', speech);
-    await waitFor(() => stats.reduce((s, m) => s + m.units['audio.encoder']!.tokens, 0) >= 2);
+    await backend.encode('speech.encoder', speech);
+    await waitFor(() => stats.reduce((s, m) => s + m.units['speech.encoder']!.tokens, 0) >= 2);
     sub.unsubscribe();
-    expect(stats.reduce((s, m) => s + m.units['audio.encoder']!.requests, 0)).toBe(2);
+    expect(stats.reduce((s, m) => s + m.units['speech.encoder']!.requests, 0)).toBe(2);
   });
 
   it('refuses every malformed encoder message with an error reply and keeps serving', async () => {
@@ -169,20 +169,20 @@ describe('encoders on one pool, default 1 MiB max payload', () => {
       'pixel_values: unit vision.encoder: axis 2 is 224, expected 336 (shape [N,3,336,336])',
     );
     await expect(backend.encode('vision.encoder', { data: new Float32Array(5), dims: IMAGE_DIMS })).rejects.toThrow(/holds 5 values for dims \[1, 3, 336, 336\]/);
-    await expect(backend.encode('layer0.expert0', image)).rejects.toThrow(/no encoder unit layer0\.expert0 in model tiny-mm \(it has: vision\.encoder, audio\.encoder\)/);
+    await expect(backend.encode('layer0.expert0', image)).rejects.toThrow(/no encoder unit layer0\.expert0 in model tiny-mm \(it has: vision\.encoder, speech\.encoder, audio\.encoder\)/);
   });
 });
 
 describe('a server with a 64 KiB max payload', () => {
   it('splits requests and replies into parts both ways; the result equals the in-process unit', async () => {
     const nats = await startNatsServer({ maxPayload: 64 * 1024 });
-    const worker = await runWorker({ store: fx.bundle, pool: 'small', encoders: ['audio', 'vision'], natsUrl: nats.url, threads: 1, log: quiet });
+    const worker = await runWorker({ store: fx.bundle, pool: 'small', encoders: ['speech', 'vision'], natsUrl: nats.url, threads: 1, log: quiet });
     const backend = await createNatsEncoderBackend({ natsUrl: nats.url, manifest });
     try {
       // One chunk is 960000 bytes: 15 request parts; its reply (50 x H floats) fits, the image's (576 x H) does not.
-      const [audio, vision] = await Promise.all([backend.encode('audio.encoder', speech), backend.encode('vision.encoder', image)]);
+      const [audio, vision] = await Promise.all([backend.encode('speech.encoder', speech), backend.encode('vision.encoder', image)]);
       expect(576 * manifest.config.hidden * 4).toBeGreaterThan(64 * 1024);
-      expect(maxAbsDiff(audio.data, (await local.encode('audio.encoder', speech)).data)).toBeLessThanOrEqual(1e-6);
+      expect(maxAbsDiff(audio.data, (await local.encode('speech.encoder', speech)).data)).toBeLessThanOrEqual(1e-6);
       expect(maxAbsDiff(vision.data, (await local.encode('vision.encoder', image)).data)).toBeLessThanOrEqual(1e-6);
       expect(backend.stats()).toEqual({ requests: 3, timeouts: 0, noResponders: 0 });
     } finally {
@@ -199,9 +199,9 @@ describe('placement', () => {
     const vision = await runWorker({ store: fx.bundle, pool: 'v', encoders: ['vision'], natsUrl: nats.url, threads: 1, log: quiet });
     const backend = await createNatsEncoderBackend({ natsUrl: nats.url, manifest });
     try {
-      expect(await backend.unitsAvailable(['vision.encoder', 'audio.encoder'])).toEqual({ available: ['vision.encoder'], missing: ['audio.encoder'] });
+      expect(await backend.unitsAvailable(['vision.encoder', 'speech.encoder'])).toEqual({ available: ['vision.encoder'], missing: ['speech.encoder'] });
       const started = performance.now();
-      await expect(backend.encode('audio.encoder', speech)).rejects.toThrow(/no worker hosts unit audio\.encoder \(nobody answers unimoe\.tiny-mm\.unit\.audio\.encoder/);
+      await expect(backend.encode('speech.encoder', speech)).rejects.toThrow(/no worker hosts unit speech\.encoder \(nobody answers unimoe\.tiny-mm\.unit\.speech\.encoder/);
       expect(performance.now() - started).toBeLessThan(2000);
       // 12 single-part requests the server has routed to the worker before it drains: all are answered.
       const subject = unitSubject(wireModel(manifest), 'vision.encoder');
@@ -235,8 +235,8 @@ describe('placement', () => {
   it('one worker may host experts and an encoder; refuses an encoder the bundle lacks or no units at all', async () => {
     const nats = await startNatsServer();
     try {
-      const both = await runWorker({ store: fx.bundle, pool: 'mix', experts: [1], layers: [0], encoders: ['audio'], natsUrl: nats.url, threads: 1, log: quiet });
-      expect(both.units).toEqual(['layer0.expert1', 'audio.encoder']);
+      const both = await runWorker({ store: fx.bundle, pool: 'mix', experts: [1], layers: [0], encoders: ['speech'], natsUrl: nats.url, threads: 1, log: quiet });
+      expect(both.units).toEqual(['layer0.expert1', 'speech.encoder']);
       await both.stop();
       await expect(runWorker({ store: fx.bundle, pool: 'none', natsUrl: nats.url, log: quiet })).rejects.toThrow('nothing to host: give experts, encoders or both');
       const textOnly = join(tmp.dir, 'text-only');
@@ -251,7 +251,7 @@ describe('placement', () => {
       }
       await writeFile(join(textOnly, 'manifest.json'), JSON.stringify(m));
       await expect(runWorker({ store: textOnly, pool: 'x', encoders: ['vision'], natsUrl: nats.url, log: quiet })).rejects.toThrow(
-        "the bundle's manifest has no unit vision.encoder (model tiny-mm was converted without --vision-tower)",
+        "the bundle's manifest has no vision encoder unit (model tiny-mm was converted without --vision-tower)",
       );
     } finally {
       await nats.stop();
@@ -267,16 +267,16 @@ describe('placement', () => {
       const bytes = await readFile(join(dir, 'vision.encoder.onnx'));
       bytes[bytes.length - 10] ^= 0x01;
       await writeFile(join(dir, 'vision.encoder.onnx'), bytes);
-      const w = spawnWorker([dir, '--pool', 'bad', '--encoders', 'audio,vision', '--nats', nats.url]);
+      const w = spawnWorker([dir, '--pool', 'bad', '--encoders', 'speech,vision', '--nats', nats.url]);
       const { code, stderr } = await w.exited;
       expect(code).toBe(1);
       expect(stderr).toMatch(/refusing to join pool bad: .*vision\.encoder\.onnx: unit vision\.encoder sha256 [0-9a-f]{64} does not match the manifest's [0-9a-f]{64}/);
       const backend = await createNatsEncoderBackend({ natsUrl: nats.url, manifest });
-      expect((await backend.unitsAvailable(['audio.encoder'])).missing).toEqual(['audio.encoder']); // it never subscribed
+      expect((await backend.unitsAvailable(['speech.encoder'])).missing).toEqual(['speech.encoder']); // it never subscribed
       await backend.close();
       const usage = await spawnWorker([fx.bundle, '--pool', 'x', '--encoders', 'vision,smell', '--nats', nats.url]).exited;
       expect(usage.code).toBe(2);
-      expect(usage.stderr).toMatch(/--encoders: "smell" is not an encoder \(expected vision, audio or vision,audio\)/);
+      expect(usage.stderr).toMatch(/--encoders: "smell" is not an encoder \(expected a list of vision, speech, audio\)/);
     } finally {
       await nats.stop();
     }

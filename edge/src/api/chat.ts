@@ -4,7 +4,7 @@ import { parseChatRequest } from './request';
 import type { MultimodalPipeline, PreparedMedia } from '../multimodal/pipeline';
 import { placeMedia } from '../multimodal/placement';
 import type { PromptLayout } from '../multimodal/splice';
-import { checkModalities, decodeMedia, normalizeMessages, type Modality } from './content';
+import { checkModalities, decodeMediaItem, normalizeMessages, type Modality } from './content';
 import { checkModel, handleGeneration, type Endpoint, type GenerationDeps, type PreparedGeneration } from './generation';
 import { chatLogprobs } from './logprobs-format';
 import { compileResponseFormat } from './response-format';
@@ -38,7 +38,7 @@ export function handleChatCompletion(c: Context, deps: ChatDeps, keyId: number |
     // Only for prompts with media, so text-only responses keep exactly OpenAI's usage shape.
     usageDetails: (p) => {
       const t = p.promptTokens;
-      return p.hasMedia ? { prompt_tokens_details: { cached_tokens: 0, text_tokens: t.text, image_tokens: t.image, audio_tokens: t.audio, video_tokens: t.video } } : {};
+      return p.hasMedia ? { prompt_tokens_details: { cached_tokens: 0, text_tokens: t.text, image_tokens: t.image, speech_tokens: t.speech, audio_tokens: t.audio, video_tokens: t.video } } : {};
     },
   };
   return handleGeneration(c, deps, endpoint, keyId, readBody, release);
@@ -54,12 +54,12 @@ async function prepare(deps: ChatDeps, body: unknown): Promise<PreparedChat> {
   const placed = placeMedia(messages);
   const prompt = deps.tokenizer.encodeChatWithPlaceholders(placed.messages);
   let promptIds = prompt.ids;
-  let promptTokens: Record<Modality, number> = { text: prompt.ids.length, image: 0, audio: 0, video: 0 };
+  let promptTokens: Record<Modality, number> = { text: prompt.ids.length, image: 0, speech: 0, audio: 0, video: 0 };
   let toEncode: { pipeline: MultimodalPipeline; layout: PromptLayout; media: PreparedMedia[] } | undefined;
   if (placed.order.length > 0) {
     // checkModalities let media through, so this server has a pipeline for them.
     const pipeline = deps.multimodal!;
-    const media = await pipeline.prepare(placed.order.map((m) => ({ modality: m.modality, bytes: decodeMedia(m), param: m.param })));
+    const media = await pipeline.prepare(placed.order.map((m) => ({ modality: m.modality, bytes: decodeMediaItem(m), param: m.param })));
     const layout = pipeline.layout(prompt, media);
     ({ promptIds, tokens: promptTokens } = layout);
     toEncode = { pipeline, layout, media };

@@ -1,20 +1,27 @@
 /**
  * Message content: a string or an array of parts (`text`, `image_url`, `input_audio`, `video_url`).
+ * `input_audio.modality` says which encoder hears the clip: `speech` (Whisper) or `audio` (BEATs: music,
+ * environmental sound); without it, the one the model has (a model with both needs it said).
  * Media parts are checked for shape (data URL / base64) and size before the modality check, so a client
  * learns about a malformed part even when the modality would be refused anyway.
  */
 import { ApiError, invalidRequest } from './errors';
 import { describe, preview, type ChatMessage } from './request';
 
-export type Modality = 'text' | 'image' | 'audio' | 'video';
+export type Modality = 'text' | 'image' | 'speech' | 'audio' | 'video';
+const SOUND_MODALITIES = ['speech', 'audio'] as const;
 
 export interface MediaInput {
   modality: Exclude<Modality, 'text'>;
   /** MIME type (image/png, video/mp4) or audio format (wav, mp3). */
   format: string;
   base64: string;
+  /** A video given as its frames (`video_url.frames`): each frame's base64; `base64` is then empty. */
+  frames?: string[];
   bytes: number;
   param: string;
+  /** An `input_audio` part that did not say `modality`: `checkModalities` picks the model's sound encoder. */
+  soundUnspecified?: boolean;
 }
 
 export interface PromptMessage {
@@ -64,10 +71,22 @@ export function normalizeMessages(messages: ChatMessage[], limits: ContentLimits
   });
 }
 
-/** Refuses media of a modality the served model (or this server) cannot take, naming the modality. */
+/**
+ * Refuses media of a modality the served model (or this server) cannot take, naming the modality.
+ * An `input_audio` part without `modality` becomes the model's one sound modality (speech or audio).
+ */
 export function checkModalities(messages: PromptMessage[], model: string, accepted: readonly string[]): void {
+  const sound = SOUND_MODALITIES.filter((s) => accepted.includes(s));
   for (const m of messages) {
     for (const item of m.media) {
+      if (item.soundUnspecified && sound.length === 1) item.modality = sound[0]!;
+      if (item.soundUnspecified && sound.length === 2) {
+        throw invalidRequest(
+          `Missing required parameter: '${item.param}.input_audio.modality': the model '${model}' hears both speech (Whisper) and audio (BEATs: music, environmental sound); say which one this clip is.`,
+          `${item.param}.input_audio.modality`,
+          'missing_required_parameter',
+        );
+      }
       if (!accepted.includes(item.modality)) {
         throw invalidRequest(
           `The model '${model}' does not accept ${item.modality} input on this server; it accepts: ${accepted.join(', ')}.`,
@@ -105,6 +124,8 @@ function parsePart(part: unknown, param: string, limits: ContentLimits): string 
       return parseDataUrl(url, 'image', `${param}.image_url.url`, limits);
     }
     case 'video_url': {
+      const frames = field(p.video_url, 'frames', `${param}.video_url`);
+      if (frames !== undefined) return parseFrames(frames, `${param}.video_url.frames`, param, limits);
       const url = requireString(field(p.video_url, 'url', `${param}.video_url`), `${param}.video_url.url`);
       return parseDataUrl(url, 'video', `${param}.video_url.url`, limits);
     }
@@ -114,7 +135,12 @@ function parsePart(part: unknown, param: string, limits: ContentLimits): string 
       if (!AUDIO_FORMATS.includes(format)) {
         throw invalidRequest(`Invalid value for '${param}.input_audio.format': ${preview(format)} is not one of ${AUDIO_FORMATS.map((f) => `'${f}'`).join(', ')}.`, `${param}.input_audio.format`, 'invalid_value');
       }
-      return { modality: 'audio', format, base64: data, bytes: checkBase64(data, `${param}.input_audio.data`, limits), param };
+      const modality = (p.input_audio as Record<string, unknown>).modality;
+      if (modality !== undefined && !SOUND_MODALITIES.includes(modality as never)) {
+        throw invalidRequest(`Invalid value for '${param}.input_audio.modality': ${preview(modality)} is not one of 'speech', 'audio'.`, `${param}.input_audio.modality`, 'invalid_value');
+      }
+      const bytes = checkBase64(data, `${param}.input_audio.data`, limits);
+      return { modality: (modality as 'speech' | 'audio' | undefined) ?? 'audio', format, base64: data, bytes, param, ...(modality === undefined ? { soundUnspecified: true } : {}) };
     }
     default:
       throw invalidRequest(`Invalid value for '${param}.type': ${preview(p.type)} is not one of ${PART_TYPES.map((t) => `'${t}'`).join(', ')}.`, `${param}.type`, 'invalid_value');
@@ -136,6 +162,19 @@ function parseDataUrl(url: string, modality: 'image' | 'video', param: string, l
   return { modality, format: `${m[1]}/${m[2]}`.toLowerCase(), base64: data, bytes: checkBase64(data, param, limits), param: param.replace(/\.(image|video)_url\.url$/, '') };
 }
 
+/** `video_url.frames`: a video as its frames in order, each an image data URL; the limit applies to their sum. */
+function parseFrames(frames: unknown, param: string, partParam: string, limits: ContentLimits): MediaInput {
+  if (!Array.isArray(frames) || frames.length === 0) {
+    throw invalidRequest(`Invalid type for '${param}': expected a non-empty array of image data URLs, but got ${describe(frames)} instead.`, param, 'invalid_type');
+  }
+  const parsed = frames.map((f, i) => parseDataUrl(requireString(f, `${param}[${i}]`), 'image', `${param}[${i}]`, limits));
+  const bytes = parsed.reduce((sum, f) => sum + f.bytes, 0);
+  if (bytes > limits.maxMediaBytes) {
+    throw new ApiError(413, `'${param}' holds ${bytes} bytes of frames, more than the limit of ${limits.maxMediaBytes} bytes per media item.`, 'invalid_request_error', param, 'media_too_large');
+  }
+  return { modality: 'video', format: 'frames', base64: '', frames: parsed.map((f) => f.base64), bytes, param: partParam };
+}
+
 /** Checks base64 shape and the decoded size without decoding; returns the decoded byte count. */
 function checkBase64(data: string, param: string, limits: ContentLimits): number {
   if (data.length === 0 || data.length % 4 !== 0 || !BASE64.test(data)) {
@@ -146,6 +185,11 @@ function checkBase64(data: string, param: string, limits: ContentLimits): number
     throw new ApiError(413, `'${param}' holds ${bytes} bytes, more than the limit of ${limits.maxMediaBytes} bytes per media item.`, 'invalid_request_error', param, 'media_too_large');
   }
   return bytes;
+}
+
+/** The part's bytes, or a frame list's frames (their base64 was checked by normalizeMessages). */
+export function decodeMediaItem(item: Pick<MediaInput, 'base64' | 'frames'>): Uint8Array | Uint8Array[] {
+  return item.frames ? item.frames.map((base64) => decodeMedia({ base64 })) : decodeMedia(item);
 }
 
 /** The part's bytes (its base64 was checked by normalizeMessages). atob keeps this runnable on Workers too. */

@@ -89,7 +89,7 @@ export function checkModel(model: string, manifest: Manifest): void {
 
 /** Status recorded for a client that went away before the response ended (nginx's convention). */
 const CLIENT_CLOSED = 499;
-const NO_TOKENS: Record<Modality, number> = { text: 0, image: 0, audio: 0, video: 0 };
+const NO_TOKENS: Record<Modality, number> = { text: 0, image: 0, speech: 0, audio: 0, video: 0 };
 
 /** `release` is called once, when the request's work is over (after the last SSE event when streaming). */
 export async function handleGeneration<P extends PreparedGeneration>(

@@ -83,7 +83,7 @@ async function prepare(deps: GenerationDeps, body: unknown): Promise<PreparedTex
   return {
     stream: req.stream === true,
     includeUsage: req.stream_options?.include_usage === true,
-    prompts: prompts.map((p): PreparedPrompt => ({ promptIds: p.ids, promptTokens: { text: p.ids.length, image: 0, audio: 0, video: 0 } })),
+    prompts: prompts.map((p): PreparedPrompt => ({ promptIds: p.ids, promptTokens: { text: p.ids.length, image: 0, speech: 0, audio: 0, video: 0 } })),
     params,
     n: req.n ?? 1,
     stops: stopStrings(req),

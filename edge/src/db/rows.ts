@@ -15,6 +15,7 @@ interface UsageTableRow {
   model: string;
   promptTextTokens: number;
   promptImageTokens: number;
+  promptSpeechTokens: number;
   promptAudioTokens: number;
   promptVideoTokens: number;
   completionTokens: number;
@@ -34,6 +35,7 @@ export function toUsageValues(r: UsageRecord, createdAt: Date): Omit<UsageTableR
     model: r.model,
     promptTextTokens: r.promptTokens.text,
     promptImageTokens: r.promptTokens.image,
+    promptSpeechTokens: r.promptTokens.speech,
     promptAudioTokens: r.promptTokens.audio,
     promptVideoTokens: r.promptTokens.video,
     completionTokens: r.completionTokens,
@@ -52,6 +54,7 @@ export function toUsageRow(row: UsageTableRow): UsageRow {
     promptTokens: {
       text: row.promptTextTokens,
       image: row.promptImageTokens,
+      speech: row.promptSpeechTokens,
       audio: row.promptAudioTokens,
       video: row.promptVideoTokens,
     },

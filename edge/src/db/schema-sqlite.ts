@@ -20,6 +20,7 @@ export const usage = sqliteTable(
     model: text('model').notNull(),
     promptTextTokens: integer('prompt_text_tokens').notNull().default(0),
     promptImageTokens: integer('prompt_image_tokens').notNull().default(0),
+    promptSpeechTokens: integer('prompt_speech_tokens').notNull().default(0),
     promptAudioTokens: integer('prompt_audio_tokens').notNull().default(0),
     promptVideoTokens: integer('prompt_video_tokens').notNull().default(0),
     completionTokens: integer('completion_tokens').notNull().default(0),

@@ -12,6 +12,8 @@ export interface ApiKeyRecord {
 export interface PromptTokenCounts {
   text: number;
   image: number;
+  /** Whisper (speech) and BEATs (audio, non-speech sound) tokens, counted apart. */
+  speech: number;
   audio: number;
   video: number;
 }

@@ -7,7 +7,7 @@
  * `internal`-failed attempt is sent again, like the expert backend does.
  */
 import { createInbox, headers as natsHeaders, type Msg, type NatsConnection, type Subscription } from 'nats';
-import type { Manifest, UnitSpec } from '@unimoe/shared/bundle/manifest';
+import { ENCODER_KINDS as ENCODER_KIND_LIST, type Manifest, type UnitSpec } from '@unimoe/shared/bundle/manifest';
 import {
   checkEncoderDims,
   ENCODER_HEADERS,
@@ -85,7 +85,7 @@ type Attempt =
   | { kind: 'bad-reply'; message: string };
 
 const NO_RESPONDER_BACKOFF_MS = 25;
-const ENCODER_KINDS = new Set(['vision', 'audio']);
+const ENCODER_KINDS: ReadonlySet<string> = new Set(ENCODER_KIND_LIST);
 const EDGE = { kind: 'edge' } as const;
 
 export async function createNatsEncoderBackend(opts: NatsEncoderBackendOptions): Promise<NatsEncoderBackend> {

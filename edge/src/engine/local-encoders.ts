@@ -1,14 +1,14 @@
 /**
- * Embedded-mode encoder placement: the bundle's modality units (`vision.encoder`, `audio.encoder`) run
+ * Embedded-mode encoder placement: the bundle's modality units (`vision.encoder`, `speech.encoder`, `audio.encoder`) run
  * in this process. Inputs are checked against the unit's manifest shape first, so a wrong tensor fails
  * with the unit and axis named instead of an onnxruntime message.
  */
-import type { Manifest, UnitSpec } from '@unimoe/shared/bundle/manifest';
+import { ENCODER_KINDS, type Manifest, type UnitSpec } from '@unimoe/shared/bundle/manifest';
 import type { UnitSession, UnitSessionOptions } from '@unimoe/shared/runtime/ort-unit';
 import { loadVerifiedUnit } from './bundle-units';
 import type { EncodedTensor, EncoderBackend } from './encoder-backend';
 
-const MODALITY_KINDS = new Set(['vision', 'audio']);
+const MODALITY_KINDS: ReadonlySet<string> = new Set(ENCODER_KINDS);
 
 export class LocalEncoderBackend implements EncoderBackend {
   private closed = false;

@@ -1,9 +1,9 @@
 /**
  * Runs the encoders for one request: one encoder call per modality present (all images as one batch,
- * all video frames as one batch, all audio chunks as one batch), the modalities concurrently, so split
+ * all video frames as one batch, all speech chunks, all audio chunks), the modalities concurrently, so split
  * mode can encode them on different machines at once. Nothing is encoded for a modality the request
  * lacks. Video: the frames' outputs are averaged per video (no temporal encoding, as the reference);
- * audio: each item's 30 s chunks give `tokens` each, concatenated in time order.
+ * speech and audio: each item's 30 s chunks give `tokens` each, concatenated in time order.
  */
 import type { Preprocessing } from '@unimoe/shared/bundle/manifest';
 import type { EncoderBackend } from '../engine/encoder-backend';
@@ -11,13 +11,13 @@ import type { MediaFeatures, MediaModality } from './features';
 
 export interface EncoderShapes {
   hidden: number;
-  /** Tokens one image / video / audio chunk yields (manifest `modalityTokens`). */
+  /** Tokens one image / video / speech chunk / audio chunk yields (manifest `modalityTokens`). */
   tokens: Partial<Record<MediaModality, number>>;
   units: Partial<Record<MediaModality, string>>;
 }
 
 export function encoderShapes(pre: Preprocessing, tokens: Partial<Record<MediaModality, number>>, hidden: number): EncoderShapes {
-  return { hidden, tokens, units: { image: pre.image?.unit, video: pre.video?.unit, audio: pre.audio?.unit } };
+  return { hidden, tokens, units: { image: pre.image?.unit, video: pre.video?.unit, speech: pre.speech?.unit, audio: pre.audio?.unit } };
 }
 
 /** Returns one [tokens, hidden] block per item, in item order. */

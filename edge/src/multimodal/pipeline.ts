@@ -17,8 +17,8 @@ import { layoutPrompt, withEmbeddings, type PromptLayout } from './splice';
 
 export interface MediaItem {
   modality: MediaModality;
-  /** The encoded file (PNG, WAV, MP4, ...); formats are recognised from the content. */
-  bytes: Uint8Array;
+  /** The encoded file (PNG, WAV, MP4, ...), or a video's encoded frames in order; formats are recognised from the content. */
+  bytes: Uint8Array | readonly Uint8Array[];
   /** Request field of the item; names it in errors. */
   param: string;
 }
@@ -72,7 +72,7 @@ export class MultimodalPipeline {
   private tokensOf(f: MediaFeatures): number {
     const per = this.shapes.tokens[f.modality];
     if (!per) throw new Error(`the bundle lists no token count for ${f.modality} (manifest modalityTokens)`);
-    // An audio item is one block per 30 s chunk; an image or a video is one block.
-    return f.modality === 'audio' ? per * f.dims[0]! : per;
+    // A speech or audio item is one block per 30 s chunk; an image or a video is one block.
+    return f.modality === 'speech' || f.modality === 'audio' ? per * f.dims[0]! : per;
   }
 }

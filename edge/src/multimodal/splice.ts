@@ -5,6 +5,7 @@
 import type { EncodedPrompt } from '@unimoe/shared/tokenizer/template';
 import type { PromptEmbedding } from '../engine/types';
 import type { MediaModality } from './features';
+import { placeholderOf } from './placement';
 
 export type PromptModality = 'text' | MediaModality;
 
@@ -22,13 +23,13 @@ export function layoutPrompt(prompt: EncodedPrompt, items: readonly { modality: 
   if (items.length !== prompt.placeholders.length) {
     throw new Error(`prompt has ${prompt.placeholders.length} media placeholders but ${items.length} media items were given`);
   }
-  const tokens: Record<PromptModality, number> = { text: prompt.ids.length, image: 0, audio: 0, video: 0 };
+  const tokens: Record<PromptModality, number> = { text: prompt.ids.length, image: 0, video: 0, speech: 0, audio: 0 };
   const promptIds: number[] = [];
   const runs: PromptLayout['runs'] = [];
   let from = 0;
   prompt.placeholders.forEach((p, i) => {
     const item = items[i]!;
-    if (item.modality !== p.modality) throw new Error(`media item ${i} is ${item.modality}, but placeholder ${i} is <${p.modality}>`);
+    if (placeholderOf(item.modality) !== p.modality) throw new Error(`media item ${i} is ${item.modality}, but placeholder ${i} is <${p.modality}>`);
     for (; from < p.index; from++) promptIds.push(prompt.ids[from]!);
     runs.push({ index: promptIds.length, tokens: item.tokens, modality: item.modality });
     for (let t = 0; t < item.tokens; t++) promptIds.push(placeholderId);

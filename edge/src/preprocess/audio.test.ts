@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { preprocessAudio } from './audio';
+import { preprocessSpeech } from './audio';
 import { fixture, fixtureFloat32, fixtureJson } from './fixtures.test-util';
 import { CHUNK_FRAMES, N_MELS, whisperLogMel } from './logmel';
 import { PowerSpectrum } from './rfft';
@@ -42,7 +42,7 @@ describe('Whisper log-mel matches a numpy implementation of WhisperFeatureExtrac
   // 16 kHz inputs: no resampling, so this is the feature extractor alone.
   for (const name of ['speech_16k_s16.wav', 'speech_16k_u8.wav', 'speech_16k_f64.wav']) {
     it(`${name}: within 1e-4 of numpy`, async () => {
-      const { data, shape } = await preprocessAudio(fixture(name), name);
+      const { data, shape } = await preprocessSpeech(fixture(name), name);
       expect(shape).toEqual([1, 80, 3000]);
       expect(compareLogMel(data, cases[name]!)).toBeLessThan(1e-4);
     });
@@ -54,7 +54,7 @@ describe('Whisper log-mel matches a numpy implementation of WhisperFeatureExtrac
   for (const name of ['speech_8k_f32.wav', 'speech_44k1_s24_stereo.wav']) {
     it(`${name}: resampled to 16 kHz, within 1e-4 of numpy and 0.02 of whisper.load_audio`, async () => {
       const want = cases[name]!;
-      const { data } = await preprocessAudio(fixture(name), name);
+      const { data } = await preprocessSpeech(fixture(name), name);
       expect(compareLogMel(data, want)).toBeLessThan(1e-4);
       expect(want.maxAbsDiffToWhisperLoadAudio).toBeLessThan(0.02);
     });

@@ -1,21 +1,23 @@
 /**
- * Speech -> Whisper log-mel features [chunks, 80, 3000]. WAV is parsed in pure TS (runs on
- * Workers); other formats go through ffmpeg when it is on PATH (Node only).
+ * Sound files -> encoder inputs: speech -> Whisper log-mel [chunks, 80, 3000]; audio (non-speech
+ * sound, BEATs) -> Kaldi filterbank [chunks, 2998, 128]. Both decode the same way to 16 kHz mono: WAV
+ * is parsed in pure TS (runs on Workers); other formats go through ffmpeg when it is on PATH (Node only).
  */
 import { MediaError } from './errors';
+import { BEATS_CHUNK_FRAMES, BEATS_FBANK, beatsChunks } from './fbank';
 import { resolveLimits, type MediaLimits } from './limits';
 import { WHISPER_SAMPLE_RATE, whisperLogMel } from './logmel';
 import { resample } from './resample';
 import { isWav, parseWav } from './wav';
 
-export interface AudioFeatures {
-  /** Float32Array [chunks, 80, 3000]. */
+export interface SoundFeatures {
+  /** Float32Array [chunks, 80, 3000] (speech) or [chunks, 2998, 128] (audio). */
   data: Float32Array;
   shape: [number, number, number];
 }
 
 /** Decoded 16 kHz mono samples. */
-export async function decodeSpeech(bytes: Uint8Array, name: string, limits: MediaLimits): Promise<Float64Array> {
+export async function decodeSound(bytes: Uint8Array, name: string, limits: MediaLimits): Promise<Float64Array> {
   if (bytes.length === 0) throw new MediaError('empty', `${name}: audio file is empty`);
   if (bytes.length > limits.maxAudioBytes) {
     throw new MediaError('too_large', `${name}: ${bytes.length} bytes exceeds the audio limit of ${limits.maxAudioBytes} bytes`);
@@ -40,8 +42,16 @@ function checkDuration(seconds: number, name: string, limits: MediaLimits): void
   }
 }
 
-export async function preprocessAudio(bytes: Uint8Array, name = 'audio', limits?: Partial<MediaLimits>): Promise<AudioFeatures> {
-  const samples = await decodeSpeech(bytes, name, resolveLimits(limits));
+/** Speech (Whisper path): one [80, 3000] log-mel window per started 30 s. */
+export async function preprocessSpeech(bytes: Uint8Array, name = 'speech', limits?: Partial<MediaLimits>): Promise<SoundFeatures> {
+  const samples = await decodeSound(bytes, name, resolveLimits(limits));
   const { data, chunks } = whisperLogMel(samples);
   return { data, shape: [chunks, 80, 3000] };
+}
+
+/** Audio (BEATs path): one normalised [2998, 128] filterbank per started 30 s. */
+export async function preprocessAudio(bytes: Uint8Array, name = 'audio', limits?: Partial<MediaLimits>): Promise<SoundFeatures> {
+  const samples = await decodeSound(bytes, name, resolveLimits(limits));
+  const { data, chunks } = beatsChunks(samples);
+  return { data, shape: [chunks, BEATS_CHUNK_FRAMES, BEATS_FBANK.melBins] };
 }

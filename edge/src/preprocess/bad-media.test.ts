@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { preprocessAudio } from './audio';
+import { preprocessSpeech } from './audio';
 import { MediaError, type MediaErrorKind } from './errors';
 import { fixture } from './fixtures.test-util';
 import { preprocessImage } from './image';
@@ -98,34 +98,34 @@ describe('bad audio is refused with a MediaError', () => {
   const wav = fixture('speech_16k_s16.wav');
 
   it('refuses empty input and a WAV without samples', async () => {
-    await expectMediaError(preprocessAudio(new Uint8Array(0), 'empty.wav'), 'empty', /empty\.wav: audio file is empty/);
+    await expectMediaError(preprocessSpeech(new Uint8Array(0), 'empty.wav'), 'empty', /empty\.wav: audio file is empty/);
     const header = withUint32(wav.subarray(0, 44), 40, 0);
     // A zero data size is also the streaming placeholder: with nothing after it, there are no samples.
-    await expectMediaError(preprocessAudio(header, 'silent.wav'), 'empty', /silent\.wav: WAV contains no audio samples/);
+    await expectMediaError(preprocessSpeech(header, 'silent.wav'), 'empty', /silent\.wav: WAV contains no audio samples/);
   });
 
   it('refuses a truncated WAV', async () => {
-    await expectMediaError(preprocessAudio(wav.subarray(0, 5000), 'cut.wav'), 'corrupt', /cut\.wav: WAV is truncated: data chunk declares 25600 bytes but only 4956 follow/);
-    await expectMediaError(preprocessAudio(wav.subarray(0, 30), 'cut.wav'), 'corrupt', /cut\.wav: WAV is truncated inside the fmt chunk/);
+    await expectMediaError(preprocessSpeech(wav.subarray(0, 5000), 'cut.wav'), 'corrupt', /cut\.wav: WAV is truncated: data chunk declares 25600 bytes but only 4956 follow/);
+    await expectMediaError(preprocessSpeech(wav.subarray(0, 30), 'cut.wav'), 'corrupt', /cut\.wav: WAV is truncated inside the fmt chunk/);
   });
 
   it('refuses absurd header sizes', async () => {
-    await expectMediaError(preprocessAudio(withUint32(wav, 40, 0x7fffffff), 'huge.wav'), 'corrupt', /declares 2147483647 bytes/);
-    await expectMediaError(preprocessAudio(withUint32(wav, 24, 4_000_000_000), 'rate.wav'), 'unsupported', /sample rate 4000000000 Hz/);
+    await expectMediaError(preprocessSpeech(withUint32(wav, 40, 0x7fffffff), 'huge.wav'), 'corrupt', /declares 2147483647 bytes/);
+    await expectMediaError(preprocessSpeech(withUint32(wav, 24, 4_000_000_000), 'rate.wav'), 'unsupported', /sample rate 4000000000 Hz/);
   });
 
   it('refuses an unsupported WAV codec', async () => {
     const mp3InWav = wav.slice();
     new DataView(mp3InWav.buffer).setUint16(20, 0x55, true);
-    await expectMediaError(preprocessAudio(mp3InWav, 'mp3.wav'), 'unsupported', /mp3\.wav: WAV codec 0x55/);
+    await expectMediaError(preprocessSpeech(mp3InWav, 'mp3.wav'), 'unsupported', /mp3\.wav: WAV codec 0x55/);
   });
 
   it('refuses audio over the duration limit', async () => {
-    await expectMediaError(preprocessAudio(wav, 'long.wav', { maxAudioSeconds: 0.5 }), 'too_large', /lasts 0\.8 s, over the limit of 0\.5 s/);
+    await expectMediaError(preprocessSpeech(wav, 'long.wav', { maxAudioSeconds: 0.5 }), 'too_large', /lasts 0\.8 s, over the limit of 0\.5 s/);
   });
 
   it('reports unrecognised and undecodable non-WAV audio', async () => {
-    await expectMediaError(preprocessAudio(new TextEncoder().encode('definitely not audio'), 'notes.txt'), 'unsupported', /notes\.txt: not a WAV, MP3, FLAC/);
-    await expectMediaError(preprocessAudio(new TextEncoder().encode('OggS but nothing after'), 'cut.ogg'), 'corrupt', /cut\.ogg: ffmpeg cannot decode it/);
+    await expectMediaError(preprocessSpeech(new TextEncoder().encode('definitely not audio'), 'notes.txt'), 'unsupported', /notes\.txt: not a WAV, MP3, FLAC/);
+    await expectMediaError(preprocessSpeech(new TextEncoder().encode('OggS but nothing after'), 'cut.ogg'), 'corrupt', /cut\.ogg: ffmpeg cannot decode it/);
   });
 });

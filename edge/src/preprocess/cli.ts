@@ -1,16 +1,18 @@
 /**
- * `unimoe preprocess image|audio|video <file...> --out FILE.f32`: writes the model-ready features
- * as little-endian float32 and prints {"shape": [...]} on the last line. For video, one file is a
- * video (decoded with ffmpeg); several files are its frames in order.
+ * `unimoe preprocess image|speech|fbank|video <file...> --out FILE.f32`: writes the model-ready
+ * features as little-endian float32 and prints {"shape": [...]} on the last line. `speech` is the
+ * Whisper log-mel, `fbank` BEATs' filterbank (the audio path). For video, one file is a video
+ * (decoded with ffmpeg); several files are its frames in order.
  */
 import { readFile, writeFile } from 'node:fs/promises';
 import { basename } from 'node:path';
-import { preprocessAudio } from './audio';
+import { preprocessAudio, preprocessSpeech } from './audio';
 import { MediaError } from './errors';
 import { CLIP_IMAGE_SIZE, preprocessImage } from './image';
 import { preprocessVideoFile, preprocessVideoFrames } from './video';
 
-const USAGE = 'usage: unimoe preprocess image|audio|video <file> [more frame files for video] --out FILE.f32';
+const USAGE = 'usage: unimoe preprocess image|speech|fbank|video <file> [more frame files for video] --out FILE.f32';
+const KINDS = ['image', 'speech', 'fbank', 'video'];
 
 interface Features {
   data: Float32Array;
@@ -23,7 +25,8 @@ function parseArgs(argv: string[]): { kind: string; files: string[]; out: string
   if (outAt < 0 || outAt + 1 >= args.length) return '--out FILE is required';
   const out = args.splice(outAt, 2)[1]!;
   const [kind, ...files] = args;
-  if (kind !== 'image' && kind !== 'audio' && kind !== 'video') return `unknown media kind "${kind ?? ''}"`;
+  if (kind === 'audio') return '"audio" is ambiguous: use "speech" (Whisper log-mel) or "fbank" (BEATs filterbank, the audio path)';
+  if (!KINDS.includes(kind ?? '')) return `unknown media kind "${kind ?? ''}"`;
   if (files.length === 0) return 'no input file given';
   if (kind !== 'video' && files.length > 1) return `${kind} takes exactly one file`;
   const unknownFlag = files.find((f) => f.startsWith('--'));
@@ -37,7 +40,8 @@ async function compute(kind: string, files: string[]): Promise<Features> {
   if (kind === 'image') {
     return { data: await preprocessImage(contents[0]!, names[0]), shape: [3, CLIP_IMAGE_SIZE, CLIP_IMAGE_SIZE] };
   }
-  if (kind === 'audio') return preprocessAudio(contents[0]!, names[0]);
+  if (kind === 'speech') return preprocessSpeech(contents[0]!, names[0]);
+  if (kind === 'fbank') return preprocessAudio(contents[0]!, names[0]);
   return files.length === 1 ? preprocessVideoFile(contents[0]!, names[0]) : preprocessVideoFrames(contents, names[0]);
 }
 

@@ -54,8 +54,30 @@ export function clipNormalise(image: RgbImage, out = new Float32Array(3 * image.
   return out;
 }
 
+export interface ImageOptions {
+  /** LLaVA's `image_aspect_ratio: pad`: `padToSquare` before the CLIP resize. */
+  padToSquare?: boolean;
+}
+
 /** Encoded PNG/JPEG/GIF/WebP bytes -> Float32Array [3, 336, 336]. Throws MediaError on bad input. */
-export async function preprocessImage(bytes: Uint8Array, name = 'image', limits?: Partial<MediaLimits>): Promise<Float32Array> {
+export async function preprocessImage(bytes: Uint8Array, name = 'image', limits?: Partial<MediaLimits>, opts: ImageOptions = {}): Promise<Float32Array> {
   const rgb = await decodeImageToRgb(bytes, name, resolveLimits(limits));
-  return clipNormalise(clipResizeAndCrop(rgb));
+  return clipNormalise(clipResizeAndCrop(opts.padToSquare ? padToSquare(rgb) : rgb));
+}
+
+/**
+ * LLaVA's `expand2square` (`image_aspect_ratio: pad`): the image centred on a square canvas filled with
+ * the mean colour `int(mean * 255)`; the offset `(long - short) // 2` as PIL's paste receives it.
+ */
+export function padToSquare(image: RgbImage, mean: readonly number[] = CLIP_MEAN): RgbImage {
+  const { width, height } = image;
+  if (width === height) return image;
+  const size = Math.max(width, height);
+  const fill = mean.map((m) => Math.trunc(m * 255));
+  const out = new Uint8Array(size * size * 3);
+  for (let i = 0; i < size * size; i++) out.set(fill, i * 3);
+  const left = width < size ? Math.floor((size - width) / 2) : 0;
+  const top = height < size ? Math.floor((size - height) / 2) : 0;
+  for (let y = 0; y < height; y++) out.set(image.data.subarray(y * width * 3, (y + 1) * width * 3), ((top + y) * size + left) * 3);
+  return { width: size, height: size, data: out };
 }

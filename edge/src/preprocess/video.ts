@@ -6,7 +6,7 @@
  * MP4/WebM/... file decoded by ffmpeg (Node only).
  */
 import { MediaError } from './errors';
-import { CLIP_IMAGE_SIZE, preprocessImage } from './image';
+import { CLIP_IMAGE_SIZE, preprocessImage, type ImageOptions } from './image';
 import { resolveLimits, type MediaLimits } from './limits';
 
 export const VIDEO_FRAMES = 8;
@@ -22,7 +22,7 @@ export function sampleFrameIndices(frameCount: number): number[] {
   return Array.from({ length: VIDEO_FRAMES }, (_, i) => i * step);
 }
 
-async function preprocessPicked(frames: Uint8Array[], names: string[], limits: MediaLimits): Promise<VideoFeatures> {
+async function preprocessPicked(frames: Uint8Array[], names: string[], limits: MediaLimits, opts: ImageOptions): Promise<VideoFeatures> {
   const data = new Float32Array(VIDEO_FRAMES * FRAME_FLOATS);
   // Repeated frames (short videos) are the same buffer and are preprocessed once.
   const done = new Map<Uint8Array, Float32Array>();
@@ -30,7 +30,7 @@ async function preprocessPicked(frames: Uint8Array[], names: string[], limits: M
     const frame = frames[i]!;
     let pixels = done.get(frame);
     if (pixels === undefined) {
-      pixels = await preprocessImage(frame, names[i]!, limits);
+      pixels = await preprocessImage(frame, names[i]!, limits, opts);
       done.set(frame, pixels);
     }
     data.set(pixels, i * FRAME_FLOATS);
@@ -38,8 +38,8 @@ async function preprocessPicked(frames: Uint8Array[], names: string[], limits: M
   return { data, shape: [VIDEO_FRAMES, 3, CLIP_IMAGE_SIZE, CLIP_IMAGE_SIZE] };
 }
 
-/** Encoded frames in order (PNG/JPEG/GIF/WebP each). */
-export async function preprocessVideoFrames(frames: Uint8Array[], name = 'video', limits?: Partial<MediaLimits>): Promise<VideoFeatures> {
+/** Encoded frames in order (PNG/JPEG/GIF/WebP each). `opts.padToSquare`: LLaVA pads video frames as it pads images. */
+export async function preprocessVideoFrames(frames: Uint8Array[], name = 'video', limits?: Partial<MediaLimits>, opts: ImageOptions = {}): Promise<VideoFeatures> {
   const resolved = resolveLimits(limits);
   if (frames.length === 0) throw new MediaError('empty', `${name}: no frames given`);
   const total = frames.reduce((sum, f) => sum + f.length, 0);
@@ -51,11 +51,12 @@ export async function preprocessVideoFrames(frames: Uint8Array[], name = 'video'
     picked.map((i) => frames[i]!),
     picked.map((i) => `${name} frame ${i}`),
     resolved,
+    opts,
   );
 }
 
 /** An encoded video file, decoded with ffmpeg (Node only; a clear MediaError where ffmpeg is missing). */
-export async function preprocessVideoFile(bytes: Uint8Array, name = 'video', limits?: Partial<MediaLimits>): Promise<VideoFeatures> {
+export async function preprocessVideoFile(bytes: Uint8Array, name = 'video', limits?: Partial<MediaLimits>, opts: ImageOptions = {}): Promise<VideoFeatures> {
   const resolved = resolveLimits(limits);
   if (bytes.length === 0) throw new MediaError('empty', `${name}: video file is empty`);
   if (bytes.length > resolved.maxVideoBytes) {
@@ -65,5 +66,5 @@ export async function preprocessVideoFile(bytes: Uint8Array, name = 'video', lim
   let picked: number[] = [];
   const frames = await extractVideoFramesWithFfmpeg(bytes, name, resolved, (count) => (picked = sampleFrameIndices(count)));
   // Frames extracted by ffmpeg are trusted PNGs sized like the video; only the pixel limit applies.
-  return preprocessPicked(frames, picked.map((i) => `${name} frame ${i}`), { ...resolved, maxImageBytes: Infinity });
+  return preprocessPicked(frames, picked.map((i) => `${name} frame ${i}`), { ...resolved, maxImageBytes: Infinity }, opts);
 }

@@ -22,7 +22,7 @@ const tensorSpec = z.object({
 
 const unitSpec = z.object({
   name: z.string().min(1),
-  kind: z.enum(['embed', 'attn', 'expert', 'head', 'vision', 'audio']),
+  kind: z.enum(['embed', 'attn', 'expert', 'head', 'vision', 'speech', 'audio']),
   layer: z.number().int().nonnegative().optional(),
   expert: z.number().int().nonnegative().optional(),
   file: bundleFile,
@@ -44,7 +44,7 @@ const imagePreprocessing = z.object({
 const preprocessing = z.object({
   image: imagePreprocessing.optional(),
   video: z.object({ unit: z.string().min(1), frames: positiveInt }).optional(),
-  audio: z
+  speech: z
     .object({
       unit: z.string().min(1),
       sampleRate: positiveInt,
@@ -55,8 +55,21 @@ const preprocessing = z.object({
       frames: positiveInt,
     })
     .optional(),
+  audio: z
+    .object({
+      unit: z.string().min(1),
+      sampleRate: positiveInt,
+      melBins: positiveInt,
+      frameLength: positiveInt,
+      frameShift: positiveInt,
+      chunkSamples: positiveInt,
+      frames: positiveInt,
+      mean: z.number(),
+      std: z.number().positive(),
+    })
+    .optional(),
 });
-const modalityTokens = z.object({ image: positiveInt.optional(), video: positiveInt.optional(), audio: positiveInt.optional() });
+const modalityTokens = z.object({ image: positiveInt.optional(), video: positiveInt.optional(), speech: positiveInt.optional(), audio: positiveInt.optional() });
 
 const modelConfig = z.object({
   layout: z.enum(['unimoe-4e', 'unimoe-8e', 'mixtral']),
@@ -128,7 +141,7 @@ export function parseManifest(text: string, where: string): Manifest {
   if (head && typeof head === 'object' && head.format !== BUNDLE_FORMAT) {
     throw new Error(`${where}: format is ${JSON.stringify(head.format)}, expected "${BUNDLE_FORMAT}"`);
   }
-  const parsed = manifestSchema.safeParse(json);
+  const parsed = manifestSchema.safeParse(migrateWhisperAsAudio(json));
   if (!parsed.success) {
     const issues = parsed.error.issues.map((i) => `${i.path.join('.') || '(root)'}: ${i.message}`);
     throw new Error(`${where}: invalid bundle manifest: ${issues.slice(0, 10).join('; ')}${issues.length > 10 ? ` (+${issues.length - 10} more)` : ''}`);
@@ -143,6 +156,25 @@ export function parseManifest(text: string, where: string): Manifest {
     if (pre && !seen.has(pre.unit)) throw new Error(`${where}: preprocessing.${modality}.unit names ${pre.unit}, which is not a unit of this bundle`);
   }
   return manifest;
+}
+
+/**
+ * Bundles converted before the BEATs audio path called the Whisper unit `audio.encoder` (kind `audio`,
+ * modality `audio`, `preprocessing.audio` with Whisper's `nFft`). They are read as what they are, the
+ * speech path: kind `speech`, modality `speech`, `preprocessing.speech`, `modalityTokens.speech`. The
+ * unit keeps its name and file, so old bundles still serve (and workers still agree on subjects).
+ */
+function migrateWhisperAsAudio(json: unknown): unknown {
+  const m = json as { preprocessing?: Record<string, Record<string, unknown>>; modalityTokens?: Record<string, unknown>; modalities?: unknown; units?: unknown } | null;
+  const audio = m?.preprocessing?.audio;
+  if (!m || !audio || typeof audio !== 'object' || !('nFft' in audio) || m.preprocessing?.speech) return json;
+  const { audio: whisper, ...restPre } = m.preprocessing!;
+  const { audio: tokens, ...restTokens } = m.modalityTokens ?? {};
+  const units = Array.isArray(m.units)
+    ? m.units.map((u: { name?: unknown; kind?: unknown }) => (u && u.kind === 'audio' && u.name === whisper!.unit ? { ...u, kind: 'speech' } : u))
+    : m.units;
+  const modalities = Array.isArray(m.modalities) ? m.modalities.map((x) => (x === 'audio' ? 'speech' : x)) : m.modalities;
+  return { ...m, modalities, units, preprocessing: { ...restPre, speech: whisper }, modalityTokens: { ...restTokens, ...(tokens !== undefined ? { speech: tokens } : {}) } };
 }
 
 /** Checks a unit file's size and sha256 against the manifest; throws naming the unit and file when they differ. */

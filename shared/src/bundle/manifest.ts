@@ -14,8 +14,14 @@
  *  head               hidden f32 [T,H] -> logits f32 [T,V]    (final RMSNorm + lm_head)
  *  vision.encoder     pixel_values f32 [N,3,S,S] -> embeddings f32 [N,Tv,H]
  *                     (CLIP tower up to mm_vision_select_layer, CLS dropped, then mm_projector)
- *  audio.encoder      input_features f32 [N,mel,frames] -> embeddings f32 [N,Q,H]
+ *  speech.encoder     input_features f32 [N,mel,frames] -> embeddings f32 [N,Q,H]
  *                     (Whisper encoder, Whisper decoder over Q learned query tokens, then the aligner's projector)
+ *  audio.encoder      fbank f32 [N,frames,128] -> embeddings f32 [N,Q,H]
+ *                     (BEATs encoder, BLIP-2 Q-Former over Q learned query tokens, then the aligner's projector)
+ *
+ * "speech" is always the Whisper path and "audio" the BEATs (non-speech sound) path; bundles written
+ * before the BEATs path existed called the Whisper unit `audio.encoder` and are read as speech
+ * (shared/src/bundle/load.ts).
  *
  * Caches use [B, P, KV, D] ("BSND") so that one sequence's cache prefix is one contiguous block.
  */
@@ -25,7 +31,13 @@ import type { ModelConfig } from '../model/config';
 export const BUNDLE_FORMAT = 'unimoe-bundle';
 export const BUNDLE_VERSION = 1;
 
-export type UnitKind = 'embed' | 'attn' | 'expert' | 'head' | 'vision' | 'audio';
+export type UnitKind = 'embed' | 'attn' | 'expert' | 'head' | EncoderKind;
+/** Modality encoder units: CLIP (image, video), Whisper (speech), BEATs (audio). */
+export type EncoderKind = 'vision' | 'speech' | 'audio';
+export const ENCODER_KINDS: readonly EncoderKind[] = ['vision', 'speech', 'audio'];
+export function isEncoderKind(kind: string): kind is EncoderKind {
+  return (ENCODER_KINDS as readonly string[]).includes(kind);
+}
 export type WeightDType = 'float32' | 'float16';
 
 export interface TensorSpec {
@@ -64,7 +76,7 @@ export interface Manifest {
   tokenizer: { kind?: TokenizerKind; file: string; sha256: string; bos: number; eos: number; pad: number; unk?: number; vocabSize?: number };
   template: 'vicuna_v1';
   modalities: string[];
-  /** Prompt tokens one input contributes: per image, per video (frames averaged), per audio chunk. */
+  /** Prompt tokens one input contributes: per image, per video (frames averaged), per 30 s speech or audio chunk. */
   modalityTokens?: ModalityTokens;
   /** Constants the edge needs to turn raw media into the encoder units' inputs. */
   preprocessing?: Preprocessing;
@@ -76,6 +88,7 @@ export interface Manifest {
 export interface ModalityTokens {
   image?: number;
   video?: number;
+  speech?: number;
   audio?: number;
 }
 
@@ -101,7 +114,7 @@ export interface VideoPreprocessing {
 }
 
 /** Whisper log-mel: `sampleRate` mono, `nFft` window, `hopLength` hop, `melBins` bins, `frames` frames per `chunkSeconds` chunk. */
-export interface AudioPreprocessing {
+export interface SpeechPreprocessing {
   unit: string;
   sampleRate: number;
   melBins: number;
@@ -111,9 +124,26 @@ export interface AudioPreprocessing {
   frames: number;
 }
 
+/**
+ * BEATs' Kaldi filterbank: `sampleRate` mono scaled to 16-bit range, `frameLength`/`frameShift` samples,
+ * `melBins` bins, `(x - mean) / (2 std)`; audio cut into `chunkSamples` chunks of `frames` frames.
+ */
+export interface AudioPreprocessing {
+  unit: string;
+  sampleRate: number;
+  melBins: number;
+  frameLength: number;
+  frameShift: number;
+  chunkSamples: number;
+  frames: number;
+  mean: number;
+  std: number;
+}
+
 export interface Preprocessing {
   image?: ImagePreprocessing;
   video?: VideoPreprocessing;
+  speech?: SpeechPreprocessing;
   audio?: AudioPreprocessing;
 }
 
@@ -123,5 +153,6 @@ export const unitName = {
   expert: (layer: number, expert: number) => `layer${layer}.expert${expert}`,
   head: 'head',
   vision: 'vision.encoder',
+  speech: 'speech.encoder',
   audio: 'audio.encoder',
 } as const;

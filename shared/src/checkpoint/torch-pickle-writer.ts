@@ -32,6 +32,9 @@ const OP = {
   BININT2: 0x4d,
   LONG1: 0x8a,
   NEWFALSE: 0x89,
+  NEWTRUE: 0x88,
+  BINFLOAT: 0x47,
+  EMPTY_DICT: 0x7d,
   SETITEMS: 0x75,
   STOP: 0x2e,
 } as const;
@@ -47,7 +50,15 @@ export function contiguousStrides(shape: readonly number[]): number[] {
   return strides;
 }
 
-export function pickleStateDict(tensors: readonly PickledTensor[]): Uint8Array {
+/** Scalars BEATs-style `.pt` files keep in their `cfg` dict. */
+export type PickledScalar = number | boolean | string;
+
+/**
+ * Without `wrap`, the OrderedDict is the root (a plain state dict file). With it, the root is
+ * `{**{k: wrap.meta[k]}, wrap.entry: OrderedDict}` as BEATs saves `{'cfg': cfg, 'model': state_dict}`.
+ * Integers in `meta` are pickled as ints, other numbers as floats.
+ */
+export function pickleStateDict(tensors: readonly PickledTensor[], wrap?: { entry: string; meta: Record<string, Record<string, PickledScalar>> }): Uint8Array {
   const out: number[] = [];
   const bytes = (...b: number[]) => out.push(...b);
   const utf8 = (s: string) => out.push(...new TextEncoder().encode(s));
@@ -76,7 +87,31 @@ export function pickleStateDict(tensors: readonly PickledTensor[]): Uint8Array {
     bytes(OP.EMPTY_TUPLE, OP.REDUCE);
   };
 
+  const scalar = (v: PickledScalar, float: boolean) => {
+    if (typeof v === 'string') str(v);
+    else if (typeof v === 'boolean') bytes(v ? OP.NEWTRUE : OP.NEWFALSE);
+    else if (Number.isInteger(v) && v >= 0 && !float) int(v);
+    else {
+      const b = new DataView(new ArrayBuffer(8));
+      b.setFloat64(0, v, false); // BINFLOAT is big-endian
+      bytes(OP.BINFLOAT, ...new Uint8Array(b.buffer));
+    }
+  };
+
   bytes(OP.PROTO, 2);
+  if (wrap) {
+    bytes(OP.EMPTY_DICT, OP.MARK);
+    for (const [key, dict] of Object.entries(wrap.meta)) {
+      str(key);
+      bytes(OP.EMPTY_DICT, OP.MARK);
+      for (const [k, v] of Object.entries(dict)) {
+        str(k);
+        scalar(v, false);
+      }
+      bytes(OP.SETITEMS);
+    }
+    str(wrap.entry);
+  }
   emptyOrderedDict();
   bytes(OP.MARK);
   for (const t of tensors) {
@@ -97,7 +132,9 @@ export function pickleStateDict(tensors: readonly PickledTensor[]): Uint8Array {
     emptyOrderedDict();
     bytes(OP.TUPLE, OP.REDUCE);
   }
-  bytes(OP.SETITEMS, OP.STOP);
+  bytes(OP.SETITEMS);
+  if (wrap) bytes(OP.SETITEMS);
+  bytes(OP.STOP);
   return Uint8Array.from(out);
 }
 

@@ -70,8 +70,25 @@ class TensorRef implements TorchTensorRef {
   }
 }
 
+/** A plain pickled value: what a `.pt` file keeps beside its state dict (BEATs' `cfg`). */
+export type PlainValue = null | boolean | number | string | PlainValue[] | { [key: string]: PlainValue };
+
+/**
+ * What `parseTorchStateDict` reads: the root dict is the state dict, or (`entry`) a dict holding the
+ * state dict under that key (BEATs' `{'cfg': {...}, 'model': state_dict}`) whose other plain entries
+ * come back as `meta`.
+ */
+export interface TorchPickle {
+  tensors: Map<string, TorchTensorRef>;
+  meta: Record<string, PlainValue>;
+}
+
 /** The state dict in `pickle`, in insertion order. `file` names the checkpoint in errors. */
 export function parseTorchStateDict(pickle: Uint8Array, file: string): Map<string, TorchTensorRef> {
+  return parseTorchPickle(pickle, file).tensors;
+}
+
+export function parseTorchPickle(pickle: Uint8Array, file: string, entry?: string): TorchPickle {
   const fail = (message: string) => new CheckpointError(`data.pkl: ${message}`, file);
   const storages = new Map<string, StorageRef>();
 
@@ -131,7 +148,29 @@ export function parseTorchStateDict(pickle: Uint8Array, file: string): Map<strin
     if (err instanceof CheckpointError) throw err;
     throw fail(`malformed pickle: ${(err as Error).message}`);
   }
-  return stateDictFrom(root, fail);
+  if (entry === undefined) return { tensors: stateDictFrom(root, fail), meta: {} };
+  if (!(root instanceof Map) || !root.has(entry)) throw fail(`holds ${describe(root)} without a '${entry}' entry (expected {'${entry}': state_dict, ...})`);
+  const meta: Record<string, PlainValue> = {};
+  for (const [key, value] of root) {
+    if (key !== entry && typeof key === 'string') meta[key] = plainValue(value, key, fail);
+  }
+  return { tensors: stateDictFrom(root.get(entry), fail), meta };
+}
+
+/** Dicts, lists and scalars only (a tensor or any other object in the metadata is refused). */
+function plainValue(v: unknown, where: string, fail: (m: string) => Error): PlainValue {
+  if (v === null || typeof v === 'boolean' || typeof v === 'number' || typeof v === 'string') return v;
+  if (typeof v === 'bigint') return Number(v);
+  if (Array.isArray(v)) return v.map((x, i) => plainValue(x, `${where}[${i}]`, fail));
+  if (v instanceof Map) {
+    const out: Record<string, PlainValue> = {};
+    for (const [k, x] of v) {
+      if (typeof k !== 'string') throw fail(`'${where}' has a key ${describe(k)} that is not a string`);
+      out[k] = plainValue(x, `${where}.${k}`, fail);
+    }
+    return out;
+  }
+  throw fail(`'${where}' is ${describe(v)}; only plain values (dicts, lists, numbers, strings) are read beside the state dict`);
 }
 
 function stateDictFrom(root: unknown, fail: (m: string) => Error): Map<string, TorchTensorRef> {

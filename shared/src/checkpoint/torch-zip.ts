@@ -8,7 +8,7 @@ import { DTYPE_BYTES, decodeToFloat32 } from './dtype';
 import { openForReading, readExactly, type OpenFile } from './file-bytes';
 import { gatherStrided, isRowMajor, stridedSpan } from './strided';
 import { checkpointFromEntries, type TensorEntry } from './tensor-table';
-import { parseTorchStateDict, type TorchTensorRef } from './torch-pickle';
+import { parseTorchPickle, type PlainValue, type TorchTensorRef } from './torch-pickle';
 import type { Checkpoint } from './types';
 import { CheckpointError } from './types';
 import { readZipDirectory, storedEntryDataOffset, type ZipEntry } from './zip';
@@ -16,7 +16,18 @@ import { readZipDirectory, storedEntryDataOffset, type ZipEntry } from './zip';
 /** data.pkl holds only metadata (a few hundred bytes per tensor); anything far larger is not a state dict. */
 const MAX_PICKLE_BYTES = 256 * 1024 * 1024;
 
+/** A torch.save file's tensors plus the plain values stored beside its state dict (see `parseTorchPickle`). */
+export interface TorchZipWithMeta {
+  checkpoint: Checkpoint;
+  meta: Record<string, PlainValue>;
+}
+
 export async function openTorchZip(path: string): Promise<Checkpoint> {
+  return (await openTorchZipEntry(path)).checkpoint;
+}
+
+/** `entry`: the key of the root dict holding the state dict (BEATs: `model`); absent, the root is the state dict. */
+export async function openTorchZipEntry(path: string, entry?: string): Promise<TorchZipWithMeta> {
   const file = await openForReading(resolve(path));
   try {
     const entries = await readZipDirectory(file);
@@ -25,7 +36,7 @@ export async function openTorchZip(path: string): Promise<Checkpoint> {
     const pickle = entries.get(`${root}/data.pkl`)!;
     if (pickle.size > MAX_PICKLE_BYTES) throw new CheckpointError(`data.pkl is ${pickle.size} bytes, too large for a state dict`, file.path);
     const pickleBytes = await readExactly(file, await storedEntryDataOffset(file, pickle), pickle.size, 'data.pkl');
-    const tensors = parseTorchStateDict(pickleBytes, file.path);
+    const { tensors, meta } = parseTorchPickle(pickleBytes, file.path, entry);
     const dataOffsets = new Map<string, Promise<number>>();
     const tensorEntries: TensorEntry[] = [];
     for (const [name, ref] of tensors) {
@@ -43,7 +54,7 @@ export async function openTorchZip(path: string): Promise<Checkpoint> {
         },
       });
     }
-    return checkpointFromEntries(file.path, tensorEntries, () => file.handle.close());
+    return { checkpoint: checkpointFromEntries(file.path, tensorEntries, () => file.handle.close()), meta };
   } catch (err) {
     await file.handle.close();
     throw err;

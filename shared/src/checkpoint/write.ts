@@ -41,11 +41,17 @@ export async function writeSafetensors(path: string, tensors: WritableTensor[], 
   }
 }
 
-/** A file `torch.load` reads back as an OrderedDict of tensors (one storage per tensor). */
-export async function writeTorchZip(path: string, tensors: WritableTensor[]): Promise<void> {
+/**
+ * A file `torch.load` reads back as an OrderedDict of tensors (one storage per tensor), or with `wrap`
+ * as `{...meta dicts, entry: OrderedDict}` (BEATs' `.pt` layout).
+ */
+export async function writeTorchZip(path: string, tensors: WritableTensor[], wrap?: Parameters<typeof pickleStateDict>[1]): Promise<void> {
   checkTensors(tensors);
   const root = 'archive';
-  const pickle = pickleStateDict(tensors.map((t, i) => ({ name: t.name, dtype: t.dtype, shape: t.shape, storageKey: String(i) })));
+  const pickle = pickleStateDict(
+    tensors.map((t, i) => ({ name: t.name, dtype: t.dtype, shape: t.shape, storageKey: String(i) })),
+    wrap,
+  );
   const ascii = (s: string) => () => new TextEncoder().encode(s);
   await writeStoredZip(path, [
     { name: `${root}/data.pkl`, data: () => pickle },

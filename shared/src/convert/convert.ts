@@ -32,10 +32,14 @@ export interface ConvertOptions {
   name?: string;
   /** HF CLIP vision tower directory (`--vision-tower`): adds the `vision.encoder` unit. */
   visionTower?: string;
-  /** HF Whisper directory (`--audio-tower`): adds the `audio.encoder` unit. */
+  /** HF Whisper directory (`--speech-tower`): adds the `speech.encoder` unit. */
+  speechTower?: string;
+  /** BEATs `.pt` or a directory holding one (`--audio-tower`): adds the `audio.encoder` unit. */
   audioTower?: string;
   /** `tokenizer.model` or `tokenizer.json` to bundle (`--tokenizer`), for checkpoints that ship none. */
   tokenizer?: string;
+  /** Checkpoint directory with the audio Q-Former connector (`--audio-aligner`); default: the LLM checkpoint. */
+  audioAligner?: string;
   onProgress?: (msg: string) => void;
 }
 
@@ -78,7 +82,7 @@ export async function convertCheckpoint(opts: ConvertOptions): Promise<Manifest>
   let towers: TowerPlan | undefined;
   try {
     base = await openCheckpoint(checkpointDir);
-    const detected = detectModel(configJson, base.names(), configPath, { vision: !!opts.visionTower, audio: !!opts.audioTower });
+    const detected = detectModel(configJson, base.names(), configPath, { vision: !!opts.visionTower, speech: !!opts.speechTower, audio: !!opts.audioTower });
     const { config } = detected;
     progress(
       `${config.layout}: ${config.layers} layers, ${config.experts} experts (top-${config.routing.topK}), hidden ${config.hidden}, ` +
@@ -95,7 +99,9 @@ export async function convertCheckpoint(opts: ConvertOptions): Promise<Manifest>
       llmHidden: config.hidden,
       dtype,
       visionTower: opts.visionTower && resolve(opts.visionTower),
+      speechTower: opts.speechTower && resolve(opts.speechTower),
       audioTower: opts.audioTower && resolve(opts.audioTower),
+      audioAligner: opts.audioAligner && resolve(opts.audioAligner),
     });
     for (const u of towers.units) progress(`${u.name}: ${u.io.inputs[0].name} [${u.io.inputs[0].shape.join(',')}] -> ${u.io.outputs[0].name} [${u.io.outputs[0].shape.join(',')}]`);
     const weights = new WeightReader(withoutTensors(base, towers.llmTensors), detected, adapter);

@@ -34,9 +34,10 @@ const ROUTING: Record<Layout, Omit<RoutingPolicy, 'topK'>> = {
   'unimoe-8e': { order: 'softmax-topk', renormalize: true },
 };
 
-/** Which modality towers the converter was given (`--vision-tower`, `--audio-tower`). */
+/** Which modality towers the converter was given (`--vision-tower`, `--speech-tower`, `--audio-tower`). */
 export interface ConvertedTowers {
   vision?: boolean;
+  speech?: boolean;
   audio?: boolean;
 }
 
@@ -131,16 +132,16 @@ function unsupported(field: ConfigFields, raw: Record<string, unknown>): void {
 }
 
 /** Config keys of the towers the converter can convert when given their directory. */
-const CONVERTIBLE_TOWERS: Record<string, keyof ConvertedTowers> = { mm_vision_tower: 'vision', mm_audio_tower: 'audio' };
+const CONVERTIBLE_TOWERS: Record<string, (keyof ConvertedTowers)[]> = { mm_vision_tower: ['vision'], mm_audio_tower: ['speech', 'audio'] };
 
 /** Modality towers named in config.json (`mm_vision_tower`, `mm_audio_tower`, ...) that this conversion leaves out. */
 function towerWarning(raw: Record<string, unknown>, configPath: string, converted: ConvertedTowers): string | undefined {
   const towers = Object.entries(raw)
     .filter(([key, value]) => key.endsWith('_tower') && typeof value === 'string' && value !== '')
-    .filter(([key]) => !(key in CONVERTIBLE_TOWERS && converted[CONVERTIBLE_TOWERS[key]]))
+    .filter(([key]) => !(key in CONVERTIBLE_TOWERS && CONVERTIBLE_TOWERS[key]!.some((t) => converted[t])))
     .map(([key, value]) => (String(value).startsWith('/path/to/') ? `${key} is a placeholder path (${value})` : `${key} = ${value}`));
   if (towers.length === 0) return undefined;
-  const hint = 'pass --vision-tower / --audio-tower with the HF tower directories to convert them';
+  const hint = 'pass --vision-tower (CLIP), --speech-tower (Whisper) or --audio-tower (BEATs) to convert them';
   return `${configPath}: multimodal towers not converted (${towers.join('; ')}); the bundle cannot serve those modalities (${hint})`;
 }
 

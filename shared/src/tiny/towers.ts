@@ -1,21 +1,50 @@
 /**
  * Tiny multimodal towers for `makeTiny(..., { multimodal: true })`, in the published layouts:
- * `clip-vision/` (HF CLIPVisionModel: config.json, preprocessor_config.json, model.safetensors) and
- * `whisper/` (HF WhisperForConditionalGeneration names `model.encoder.*` / `model.decoder.*`), plus
- * the connector tensors Uni-MoE keeps in the LLM checkpoint (mm_projector, audio aligner, query_tokens).
- * The geometry is the real one (336 px / patch 14 -> 576 tokens; 80 x 3000 mel -> 1500 frames; 50
- * queries); only widths and depths are small.
+ * `clip-vision/` (HF CLIPVisionModel: config.json, preprocessor_config.json, model.safetensors),
+ * `whisper/` (HF WhisperForConditionalGeneration names `model.encoder.*` / `model.decoder.*`) and
+ * `beats/BEATs_tiny.pt` (Microsoft's BEATs file: torch.save of `{'cfg': {...}, 'model': state_dict}`),
+ * plus the connector tensors Uni-MoE keeps in the LLM checkpoint (mm_projector, speech aligner,
+ * query_tokens). Uni-MoE's speech and audio variants are separate checkpoints whose connectors share
+ * the `model.mm_audio_aligner` prefix, so the audio variant's (Q-Former, query_tokens, projector) goes
+ * to `beats-aligner/model.safetensors` (convert with `--audio-aligner`).
+ * The geometry is the real one (336 px / patch 14 -> 576 tokens; 80 x 3000 mel -> 1500 frames;
+ * 2998 x 128 fbank / patch 16 -> 1496 patches with 320 relative buckets; 50 queries); only widths and
+ * depths are small.
  */
 import { mkdir, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { writeSafetensors, type WritableTensor } from '../checkpoint/write';
+import { writeSafetensors, writeTorchZip, type WritableTensor } from '../checkpoint/write';
 
 export const TINY_VISION_DIR = 'clip-vision';
-export const TINY_AUDIO_DIR = 'whisper';
+export const TINY_SPEECH_DIR = 'whisper';
+export const TINY_AUDIO_DIR = 'beats';
+export const TINY_AUDIO_ALIGNER_DIR = 'beats-aligner';
 
 export const TINY_VISION = { hidden: 32, intermediate: 128, layers: 3, heads: 4, imageSize: 336, patchSize: 14 } as const;
 export const TINY_WHISPER = { d: 32, ffn: 128, encoderLayers: 2, decoderLayers: 2, heads: 4, melBins: 80, maxSourcePositions: 1500, maxTargetPositions: 448, vocab: 64 } as const;
 export const TINY_QUERY_TOKENS = 50;
+/** BEATs cfg keys as the published iter3 model has them, at small widths. */
+export const TINY_BEATS = {
+  input_patch_size: 16,
+  embed_dim: 16,
+  conv_bias: false,
+  encoder_layers: 2,
+  encoder_embed_dim: 32,
+  encoder_ffn_embed_dim: 64,
+  encoder_attention_heads: 4,
+  activation_fn: 'gelu',
+  layer_norm_first: false,
+  deep_norm: true,
+  conv_pos: 8,
+  conv_pos_groups: 4,
+  relative_position_embedding: true,
+  num_buckets: 320,
+  max_distance: 800,
+  gru_rel_pos: true,
+  finetuned_model: false,
+} as const;
+/** BLIP-2 Q-Former: cross-attention on layer 0 only (cross_attention_frequency 2, 2 layers). */
+export const TINY_QFORMER = { hidden: 32, layers: 2, heads: 4, intermediate: 64, crossEvery: 2 } as const;
 
 type Normal = (n: number, std: number, mean?: number) => Float32Array;
 
@@ -52,7 +81,9 @@ export async function writeTinyTowers(
   normal: Normal,
 ): Promise<{ llmTensors: WritableTensor[]; llmConfig: Record<string, unknown> }> {
   await writeClipVision(join(dir, TINY_VISION_DIR), normal);
-  await writeWhisper(join(dir, TINY_AUDIO_DIR), normal);
+  await writeWhisper(join(dir, TINY_SPEECH_DIR), normal);
+  await writeBeats(join(dir, TINY_AUDIO_DIR), normal);
+  await writeBeatsAligner(join(dir, TINY_AUDIO_ALIGNER_DIR), llmHidden, normal);
 
   const llm = new TensorList(normal);
   llm.linear('model.mm_projector.0', llmHidden, TINY_VISION.hidden);
@@ -69,6 +100,7 @@ export async function writeTinyTowers(
       query_tokens_size: TINY_QUERY_TOKENS,
       mm_query_tokens: true,
       audio_projector_type: 'linear',
+      qformer_num_attention_heads: TINY_QFORMER.heads,
     },
   };
 }
@@ -199,4 +231,65 @@ async function writeWhisper(dir: string, normal: Normal): Promise<void> {
   };
   await writeFile(join(dir, 'config.json'), `${JSON.stringify(config, null, 2)}\n`);
   await writeFile(join(dir, 'preprocessor_config.json'), `${JSON.stringify(preprocessor, null, 2)}\n`);
+}
+
+async function writeBeats(dir: string, normal: Normal): Promise<void> {
+  const c = TINY_BEATS;
+  const D = c.encoder_embed_dim;
+  const P = c.input_patch_size;
+  const t = new TensorList(normal);
+  t.add('patch_embedding.weight', [c.embed_dim, 1, P, P], 1 / P);
+  t.layerNorm('layer_norm', c.embed_dim);
+  t.linear('post_extract_proj', D, c.embed_dim);
+  t.add('encoder.pos_conv.0.weight_g', [1, 1, c.conv_pos], 0.3, 1);
+  t.add('encoder.pos_conv.0.weight_v', [D, D / c.conv_pos_groups, c.conv_pos], 1);
+  t.add('encoder.pos_conv.0.bias', [D], 0.1);
+  t.layerNorm('encoder.layer_norm', D);
+  for (let l = 0; l < c.encoder_layers; l++) {
+    const p = `encoder.layers.${l}`;
+    for (const proj of ['k_proj', 'v_proj', 'q_proj', 'out_proj']) t.linear(`${p}.self_attn.${proj}`, D, D);
+    t.add(`${p}.self_attn.grep_a`, [1, c.encoder_attention_heads, 1, 1], 0.5, 1);
+    t.linear(`${p}.self_attn.grep_linear`, 8, D / c.encoder_attention_heads);
+    // BEATs shares layer 0's table with every layer; torch's state_dict lists it under each of them.
+    if (l === 0) t.add(`${p}.self_attn.relative_attention_bias.weight`, [c.num_buckets, c.encoder_attention_heads], 1);
+    else t.tensors.push({ ...t.tensors.find((x) => x.name === 'encoder.layers.0.self_attn.relative_attention_bias.weight')!, name: `${p}.self_attn.relative_attention_bias.weight` });
+    t.layerNorm(`${p}.self_attn_layer_norm`, D);
+    t.linear(`${p}.fc1`, c.encoder_ffn_embed_dim, D);
+    t.linear(`${p}.fc2`, D, c.encoder_ffn_embed_dim);
+    t.layerNorm(`${p}.final_layer_norm`, D);
+  }
+  await mkdir(dir, { recursive: true });
+  await writeTorchZip(join(dir, 'BEATs_tiny.pt'), t.tensors, { entry: 'model', meta: { cfg: { ...c } } });
+}
+
+function bertAttention(t: TensorList, p: string, hidden: number, kvWidth: number): void {
+  t.linear(`${p}.attention.query`, hidden, hidden);
+  t.linear(`${p}.attention.key`, hidden, kvWidth);
+  t.linear(`${p}.attention.value`, hidden, kvWidth);
+  t.linear(`${p}.output.dense`, hidden, hidden);
+  t.layerNorm(`${p}.output.LayerNorm`, hidden);
+}
+
+/** Uni-MoE audio variant's AudioAligner: qformer.qformer (HF Blip2QFormerModel), query_tokens, projector. */
+async function writeBeatsAligner(dir: string, llmHidden: number, normal: Normal): Promise<void> {
+  const q = TINY_QFORMER;
+  const t = new TensorList(normal);
+  const p = 'model.mm_audio_aligner.qformer.qformer';
+  t.layerNorm(`${p}.layernorm`, q.hidden);
+  for (let l = 0; l < q.layers; l++) {
+    const lp = `${p}.encoder.layer.${l}`;
+    bertAttention(t, `${lp}.attention`, q.hidden, q.hidden);
+    if (l % q.crossEvery === 0) bertAttention(t, `${lp}.crossattention`, q.hidden, TINY_BEATS.encoder_embed_dim);
+    // The text-side FFN exists in every HF Q-Former layer; query tokens use the *_query one.
+    t.linear(`${lp}.intermediate.dense`, q.intermediate, q.hidden);
+    t.linear(`${lp}.output.dense`, q.hidden, q.intermediate);
+    t.layerNorm(`${lp}.output.LayerNorm`, q.hidden);
+    t.linear(`${lp}.intermediate_query.dense`, q.intermediate, q.hidden);
+    t.linear(`${lp}.output_query.dense`, q.hidden, q.intermediate);
+    t.layerNorm(`${lp}.output_query.LayerNorm`, q.hidden);
+  }
+  t.add('model.mm_audio_aligner.query_tokens', [1, TINY_QUERY_TOKENS, q.hidden], 1);
+  t.linear('model.mm_audio_aligner.projector', llmHidden, q.hidden);
+  await mkdir(dir, { recursive: true });
+  await writeSafetensors(join(dir, 'model.safetensors'), t.tensors, { format: 'pt' });
 }

@@ -7,8 +7,12 @@
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { openCheckpointFile } from '@unimoe/shared/checkpoint/open';
+import { openCheckpoint, openCheckpointFile } from '@unimoe/shared/checkpoint/open';
 import { relativeError } from '../compare';
+import { openBeats, qformerConfig } from '@unimoe/shared/convert/towers/beats-config';
+import { buildBeatsUnit } from '@unimoe/shared/convert/units/beats';
+import { runUnit } from '@unimoe/shared/convert/testing/run-unit';
+import { loadBeatsReference } from './beats64';
 import { loadClipReference } from './clip64';
 import { erf } from './math64';
 import { loadWhisperReference } from './whisper64';
@@ -21,9 +25,13 @@ interface Expected {
 }
 
 const expected = JSON.parse(readFileSync(join(FIXTURES, 'expected.json'), 'utf8')) as Expected;
+/** make_beats_fixtures.py: BEATs output and the whole audio path, torch float64. */
+const beatsExpected = JSON.parse(readFileSync(join(FIXTURES, 'beats_expected.json'), 'utf8')) as Expected & { frames: number; beats: Expected['audio'] };
+const BEATS_PT = join(FIXTURES, 'beats', 'BEATs_fixture.pt');
+const BEATS_ALIGNER = join(FIXTURES, 'beats-aligner');
 
-async function input(name: string): Promise<Float32Array> {
-  const file = await openCheckpointFile(join(FIXTURES, 'inputs.safetensors'));
+async function input(name: string, file_ = 'inputs.safetensors'): Promise<Float32Array> {
+  const file = await openCheckpointFile(join(FIXTURES, file_));
   try {
     return await file.read(name);
   } finally {
@@ -50,6 +58,36 @@ describe('tower references vs torch float64', () => {
     expected.audio.values.forEach((want, n) => {
       expect(relativeError(ref.encode(mel.subarray(n * per, (n + 1) * per)), want)).toBeLessThan(1e-12);
     });
+  });
+
+  it('BEATs (torch.save .pt, gated relative bias, deep norm) + Q-Former + mlp2x_gelu projector within 1e-12', async () => {
+    const ref = await loadBeatsReference(BEATS_PT, BEATS_ALIGNER, BEATS_ALIGNER, beatsExpected.frames);
+    const fbank = await input('fbank', 'beats_inputs.safetensors');
+    const per = ref.frames * ref.melBins;
+    expect([beatsExpected.audio.values.length, ref.queries, ref.outHidden]).toEqual(beatsExpected.audio.shape);
+    beatsExpected.audio.values.forEach((want, n) => {
+      const x = fbank.subarray(n * per, (n + 1) * per);
+      expect(relativeError(ref.beats(x), beatsExpected.beats.values[n]!)).toBeLessThan(1e-12);
+      expect(relativeError(ref.encode(x), want)).toBeLessThan(1e-12);
+    });
+  });
+
+  it("the converter's BEATs + Q-Former graph on the torch-written .pt matches torch float64 within 1e-4", async () => {
+    const { tower, weights } = await openBeats(join(FIXTURES, 'beats'));
+    const aligner = await openCheckpoint(BEATS_ALIGNER);
+    try {
+      const config = JSON.parse(readFileSync(join(BEATS_ALIGNER, 'config.json'), 'utf8')) as Record<string, unknown>;
+      const qformer = qformerConfig(aligner, config, 'aligner', 'config.json');
+      expect(qformer).toMatchObject({ hidden: 12, encoderHidden: 16, layers: 3, crossLayers: [0, 2], heads: 3, queries: 5 });
+      const read = (name: string) => (name.startsWith('model.') ? aligner : weights).read(name);
+      const unit = await buildBeatsUnit({ tower, qformer, frames: beatsExpected.frames, llmHidden: 24 }, read, 'float32', 'audio.encoder');
+      const fbank = await input('fbank', 'beats_inputs.safetensors');
+      const out = await runUnit(unit, { fbank: { data: fbank, dims: [2, beatsExpected.frames, 128] } });
+      expect(out.embeddings.dims).toEqual(beatsExpected.audio.shape);
+      expect(relativeError(out.embeddings.data, beatsExpected.audio.values.flat())).toBeLessThan(1e-4);
+    } finally {
+      await Promise.all([weights.close(), aligner.close()]);
+    }
   });
 
   it('erf matches known values to double precision', () => {

@@ -1,5 +1,5 @@
 /** Float64 tensors and config.json fields of a checkpoint directory, with shape checks, for the tower references. */
-import { readFileSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { openCheckpoint } from '@unimoe/shared/checkpoint/open';
 import type { Checkpoint } from '@unimoe/shared/checkpoint/types';
@@ -12,12 +12,19 @@ export class Source {
   ) {}
 
   static async open(dir: string): Promise<Source> {
-    const config = JSON.parse(readFileSync(join(dir, 'config.json'), 'utf8')) as Record<string, unknown>;
+    // A connector-only checkpoint (the audio aligner) has no config.json.
+    const configPath = join(dir, 'config.json');
+    const config = (existsSync(configPath) ? JSON.parse(readFileSync(configPath, 'utf8')) : {}) as Record<string, unknown>;
     return new Source(dir, config, await openCheckpoint(dir));
   }
 
   has(name: string): boolean {
     return this.ckpt.has(name);
+  }
+
+  shape(name: string): number[] {
+    if (!this.ckpt.has(name)) throw new Error(`${this.dir}: no tensor ${name}`);
+    return this.ckpt.info(name).shape;
   }
 
   async tensor(name: string, shape: number[]): Promise<Float64Array> {

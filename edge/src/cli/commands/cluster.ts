@@ -9,6 +9,7 @@ import type { ChildProcess } from 'node:child_process';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { isEncoderKind } from '@unimoe/shared/bundle/manifest';
 import { log } from '@unimoe/shared/log';
 import { spawnTied } from '@unimoe/shared/runtime/tied-child';
 import { fileURLToPath } from 'node:url';
@@ -103,7 +104,7 @@ export async function run(argv: string[]): Promise<number> {
     log.info(`started ${pool.pool} (experts ${pool.experts[0]}-${pool.experts.at(-1)}) x ${replicas} via the process driver`);
   }
   // A multimodal bundle's encoders get a pool of their own.
-  const encoders = manifest.units.filter((u) => u.kind === 'vision' || u.kind === 'audio').map((u) => u.kind);
+  const encoders = manifest.units.filter((u) => isEncoderKind(u.kind)).map((u) => u.kind);
   if (encoders.length > 0) {
     start('workers', `pool-encoders (${encoders.join(', ')})`, node[0]!, [...node.slice(1), 'worker', bundle, '--pool', 'pool-encoders', '--encoders', encoders.join(','), '--nats', natsUrl]);
   }

@@ -3,11 +3,12 @@ import { CliError, parseCommand } from '../args';
 
 const USAGE =
   'unimoe convert <checkpoint-dir> <bundle-dir> [--adapter <peft-dir>] [--dtype float32|float16] [--name NAME]\n' +
-  '  [--vision-tower <clip-dir>] [--audio-tower <whisper-dir>] [--tokenizer <tokenizer.model|tokenizer.json>]';
+  '  [--vision-tower <clip-dir>] [--speech-tower <whisper-dir>] [--audio-tower <beats.pt|dir>] [--audio-aligner <checkpoint-dir>]\n' +
+  '  [--tokenizer <tokenizer.model|tokenizer.json>]';
 
 export async function run(argv: string[]): Promise<number> {
   const s = { type: 'string' } as const;
-  const options = { adapter: s, dtype: s, name: s, 'vision-tower': s, 'audio-tower': s, tokenizer: s, quiet: { type: 'boolean' } } as const;
+  const options = { adapter: s, dtype: s, name: s, 'vision-tower': s, 'speech-tower': s, 'audio-tower': s, 'audio-aligner': s, tokenizer: s, quiet: { type: 'boolean' } } as const;
   const { values, positionals } = parseCommand(argv, options, USAGE);
   if (positionals.length !== 2) throw new CliError(`expected <checkpoint-dir> <bundle-dir>\nusage: ${USAGE}`);
   const dtype = values.dtype ?? 'float32';
@@ -21,8 +22,10 @@ export async function run(argv: string[]): Promise<number> {
     adapterDir: values.adapter,
     name: values.name,
     visionTower: values['vision-tower'],
+    speechTower: values['speech-tower'],
     audioTower: values['audio-tower'],
     tokenizer: values.tokenizer,
+    audioAligner: values['audio-aligner'],
     onProgress: values.quiet ? undefined : (msg) => console.error(msg),
   });
   for (const warning of manifest.source.warnings) console.error(`warning: ${warning}`);

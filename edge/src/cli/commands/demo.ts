@@ -5,7 +5,7 @@
 import { access } from 'node:fs/promises';
 import { join } from 'node:path';
 import { makeTiny } from '@unimoe/shared/tiny/make-tiny';
-import { TINY_AUDIO_DIR, TINY_VISION_DIR } from '@unimoe/shared/tiny/towers';
+import { TINY_SPEECH_DIR, TINY_VISION_DIR } from '@unimoe/shared/tiny/towers';
 import { convertCheckpoint } from '@unimoe/shared/convert/convert';
 import { parseCommand } from '../args';
 
@@ -29,7 +29,7 @@ export async function ensureDemoBundle(dir = './models'): Promise<string> {
       dtype: 'float32',
       name: 'tiny-unimoe-4e',
       visionTower: join(checkpoint, TINY_VISION_DIR),
-      audioTower: join(checkpoint, TINY_AUDIO_DIR),
+      speechTower: join(checkpoint, TINY_SPEECH_DIR),
     });
   }
   return bundle;

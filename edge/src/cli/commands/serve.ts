@@ -4,6 +4,7 @@
  * --local-encoders the encoders run in this process instead.
  */
 import { log } from '@unimoe/shared/log';
+import { isEncoderKind } from '@unimoe/shared/bundle/manifest';
 import { DEFAULT_API_CONFIG } from '../../api/config';
 import { startServer } from '../../serve';
 import { CliError, parseCommand, parseNumber } from '../args';
@@ -82,7 +83,7 @@ export async function run(argv: string[]): Promise<number> {
     console.error('!!! Anyone who can reach it can use it. Use this for local development only. !!!');
     console.error('');
   }
-  const hasEncoders = server.manifest.units.some((u) => u.kind === 'vision' || u.kind === 'audio');
+  const hasEncoders = server.manifest.units.some((u) => isEncoderKind(u.kind));
   const encoders = !hasEncoders ? '' : localEncoders ? ', encoders in-process' : ', encoders on NATS pools';
   const mode = natsUrl ? `experts on NATS pools (${natsUrl})${encoders}` : 'all units in-process';
   log.info({ model: server.manifest.name, url: server.url }, `serving ${server.manifest.name}: ${mode}`);

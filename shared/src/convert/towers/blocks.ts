@@ -64,15 +64,16 @@ export function activate(g: GraphBuilder, x: string, act: TowerActivation): stri
 /**
  * Scaled dot-product attention over already-projected q [B|1, Tq, H] and k, v [B, Tk, H], heads split
  * from H. Batch axes broadcast, so one set of query rows can attend to every batch item's keys.
- * `mask` is an additive [Tq, Tk] float32 initializer (0 keep, -1e30 drop).
+ * `bias` is added to the scores before the softmax: an additive [Tq, Tk] mask (0 keep, -1e30 drop) or
+ * anything broadcasting to [B, heads, Tq, Tk] (BEATs' gated relative position bias).
  */
-export function attention(g: GraphBuilder, q: string, k: string, v: string, heads: number, headDim: number, mask?: string): string {
+export function attention(g: GraphBuilder, q: string, k: string, v: string, heads: number, headDim: number, bias?: string): string {
   const split = g.constInt64([0, 0, heads, headDim], 'heads_shape');
   const qh = g.node('Transpose', [g.node('Reshape', [q, split])], { attrs: { perm: [0, 2, 1, 3] } });
   const kt = g.node('Transpose', [g.node('Reshape', [k, split])], { attrs: { perm: [0, 2, 3, 1] } });
   const vh = g.node('Transpose', [g.node('Reshape', [v, split])], { attrs: { perm: [0, 2, 1, 3] } });
   let scores = g.node('Mul', [g.node('MatMul', [qh, kt]), g.constFloat(1 / Math.sqrt(headDim), 'attn_scale')]);
-  if (mask) scores = g.node('Add', [scores, mask]);
+  if (bias) scores = g.node('Add', [scores, bias]);
   const context = g.node('MatMul', [g.node('Softmax', [scores], { attrs: { axis: -1 } }), vh]);
   return g.node('Reshape', [g.node('Transpose', [context], { attrs: { perm: [0, 2, 1, 3] } }), g.constInt64([0, 0, heads * headDim], 'merged_shape')]);
 }

@@ -5,7 +5,7 @@
  */
 import { access } from 'node:fs/promises';
 import { join } from 'node:path';
-import type { AudioPreprocessing, ImagePreprocessing } from '../../bundle/manifest';
+import type { SpeechPreprocessing, ImagePreprocessing } from '../../bundle/manifest';
 import { readJson } from '../adapter';
 
 /** OpenAI CLIP normalisation (CLIPImageProcessor's defaults). */
@@ -28,7 +28,7 @@ export interface VisionTowerConfig {
   preprocessing: Omit<ImagePreprocessing, 'unit' | 'padToSquare'>;
 }
 
-export interface AudioTowerConfig {
+export interface SpeechTowerConfig {
   dir: string;
   d: number;
   encoderLayers: number;
@@ -41,7 +41,7 @@ export interface AudioTowerConfig {
   /** Encoder positions = frames / 2 (conv2 has stride 2). */
   maxSourcePositions: number;
   maxTargetPositions: number;
-  preprocessing: Omit<AudioPreprocessing, 'unit'>;
+  preprocessing: Omit<SpeechPreprocessing, 'unit'>;
 }
 
 /** `linear`, or `mlp{N}x_gelu`: N Linear layers with GELU between them (nn.Sequential indices 0, 2, 4, ...). */
@@ -59,7 +59,7 @@ export interface VisionConnectorConfig {
   padToSquare: boolean;
 }
 
-export interface AudioConnectorConfig {
+export interface SpeechConnectorConfig {
   mmAudioHidden: number;
   queryTokens: number;
   projector: ProjectorType;
@@ -178,7 +178,7 @@ export async function readVisionTowerConfig(dir: string): Promise<VisionTowerCon
 }
 
 /** A WhisperModel / WhisperForConditionalGeneration config. */
-export async function readAudioTowerConfig(dir: string): Promise<AudioTowerConfig> {
+export async function readSpeechTowerConfig(dir: string): Promise<SpeechTowerConfig> {
   const f = await objectAt(join(dir, 'config.json'));
   activation(f, 'activation_function', 'gelu', ['gelu']);
   if (f.raw.scale_embedding === true) f.fail('scale_embedding', 'is true; scaled Whisper embeddings are not supported');
@@ -240,7 +240,7 @@ export function readVisionConnector(raw: Record<string, unknown>, configPath: st
   };
 }
 
-export function readAudioConnector(raw: Record<string, unknown>, configPath: string): AudioConnectorConfig {
+export function readSpeechConnector(raw: Record<string, unknown>, configPath: string): SpeechConnectorConfig {
   const f = new Fields(raw, configPath);
   return {
     mmAudioHidden: f.int('mm_audio_hidden_size'),

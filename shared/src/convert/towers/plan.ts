@@ -1,18 +1,21 @@
 /**
- * The modality units of a bundle: which towers to convert (from `--vision-tower` / `--audio-tower`
- * directories), their configs checked against the LLM's connector keys, and every tensor they need
- * checked (present, right shape) before any unit is written. Connector weights (mm_projector, the
- * audio aligner, query_tokens) come from the LLM checkpoint.
+ * The modality units of a bundle: which towers to convert (`--vision-tower` CLIP, `--speech-tower`
+ * Whisper, `--audio-tower` BEATs), their configs checked against the LLM's connector keys, and every
+ * tensor they need checked (present, right shape) before any unit is written. Connector weights
+ * (mm_projector, the speech aligner, query_tokens) come from the LLM checkpoint; the audio Q-Former
+ * from the LLM checkpoint or `--audio-aligner`.
  */
 import type { ModalityTokens, Preprocessing, UnitKind, WeightDType } from '../../bundle/manifest';
 import { unitName } from '../../bundle/manifest';
 import { openCheckpoint } from '../../checkpoint/open';
 import type { Checkpoint } from '../../checkpoint/types';
-import { ALIGNER_DECODER, audioIO, audioNeeds, buildAudioUnit, type AudioUnitConfig } from '../units/audio';
+import { beatsIO, beatsNeeds, buildBeatsUnit, type BeatsUnitConfig } from '../units/beats';
+import { ALIGNER_DECODER, speechIO, speechNeeds, buildSpeechUnit, type SpeechUnitConfig } from '../units/speech';
 import type { UnitIO } from '../units/common';
 import { buildVisionUnit, visionGeometry, visionIO, visionNeeds, type VisionUnitConfig } from '../units/vision';
 import type { ReadTensor, TensorNeed } from './blocks';
-import { readAudioConnector, readAudioTowerConfig, readVisionConnector, readVisionTowerConfig } from './config';
+import { BEATS_CHUNK_FRAMES, BEATS_CHUNK_SAMPLES, BEATS_FBANK, openBeats, qformerConfig } from './beats-config';
+import { readSpeechConnector, readSpeechTowerConfig, readVisionConnector, readVisionTowerConfig } from './config';
 
 /** Uni-MoE samples 8 frames per video and averages their image embeddings. */
 export const VIDEO_FRAMES = 8;
@@ -24,7 +27,12 @@ export interface TowerOptions {
   llmHidden: number;
   dtype: WeightDType;
   visionTower?: string;
+  /** Whisper directory: the `speech.encoder` unit. */
+  speechTower?: string;
+  /** BEATs `.pt` (or a directory holding one): the `audio.encoder` unit. */
   audioTower?: string;
+  /** Checkpoint directory holding the Q-Former connector (`model.mm_audio_aligner.*`); default: the LLM checkpoint. */
+  audioAligner?: string;
 }
 
 export interface TowerUnitPlan {
@@ -36,7 +44,7 @@ export interface TowerUnitPlan {
 
 export interface TowerPlan {
   units: TowerUnitPlan[];
-  /** Input modalities the units add (`image`, `video`, `audio`). */
+  /** Input modalities the units add (`image`, `video`, `speech`, `audio`). */
   modalities: string[];
   modalityTokens: ModalityTokens;
   preprocessing: Preprocessing;
@@ -61,6 +69,7 @@ export async function planTowers(opts: TowerOptions): Promise<TowerPlan> {
   };
   try {
     if (opts.visionTower) await planVision(opts, opts.visionTower, plan, opened);
+    if (opts.speechTower) await planSpeech(opts, opts.speechTower, plan, opened);
     if (opts.audioTower) await planAudio(opts, opts.audioTower, plan, opened);
     return plan;
   } catch (err) {
@@ -97,35 +106,60 @@ async function planVision(opts: TowerOptions, dir: string, plan: TowerPlan, open
   plan.preprocessing.video = { unit: unitName.vision, frames: VIDEO_FRAMES };
 }
 
-async function planAudio(opts: TowerOptions, dir: string, plan: TowerPlan, opened: Checkpoint[]): Promise<void> {
-  const tower = await readAudioTowerConfig(dir);
-  const connector = readAudioConnector(opts.llmConfig, opts.llmConfigPath);
+async function planSpeech(opts: TowerOptions, dir: string, plan: TowerPlan, opened: Checkpoint[]): Promise<void> {
+  const tower = await readSpeechTowerConfig(dir);
+  const connector = readSpeechConnector(opts.llmConfig, opts.llmConfigPath);
   if (connector.mmAudioHidden !== tower.d) {
-    throw new Error(`audio tower ${dir}: d_model is ${tower.d}, but ${opts.llmConfigPath} says mm_audio_hidden_size ${connector.mmAudioHidden}: this is not the tower the aligner was trained on`);
+    throw new Error(`speech tower ${dir}: d_model is ${tower.d}, but ${opts.llmConfigPath} says mm_audio_hidden_size ${connector.mmAudioHidden}: this is not the tower the aligner was trained on`);
   }
   if (connector.queryTokens > tower.maxTargetPositions) {
     throw new Error(`${opts.llmConfigPath}: query_tokens_size ${connector.queryTokens} exceeds the Whisper decoder's max_target_positions ${tower.maxTargetPositions}`);
   }
-  const weights = await openTower(dir, 'audio tower', opened);
+  const weights = await openTower(dir, 'speech tower', opened);
   // WhisperForConditionalGeneration files name the encoder `model.encoder.*`; a saved WhisperModel `encoder.*`.
   const base = ['model.', ''].find((p) => weights.has(`${p}encoder.conv1.weight`));
-  if (base === undefined) throw new Error(`audio tower ${dir}: no Whisper encoder tensors (model.encoder.conv1.weight or encoder.conv1.weight)`);
-  let decoder: AudioUnitConfig['decoder'] = { source: 'llm', prefix: ALIGNER_DECODER };
+  if (base === undefined) throw new Error(`speech tower ${dir}: no Whisper encoder tensors (model.encoder.conv1.weight or encoder.conv1.weight)`);
+  let decoder: SpeechUnitConfig['decoder'] = { source: 'llm', prefix: ALIGNER_DECODER };
   if (!opts.llm.has(`${ALIGNER_DECODER}.embed_positions.weight`)) {
     // Uni-MoE builds the aligner from the tower's pretrained decoder; a checkpoint without its own copy uses that one.
     decoder = { source: 'tower', prefix: `${base}decoder` };
     plan.warnings.push(`the LLM checkpoint has no ${ALIGNER_DECODER}.*; the audio aligner uses the Whisper decoder of ${dir}`);
   }
   plan.llmTensors.add(`${ALIGNER_DECODER}.embed_tokens.weight`); // token embeddings: the aligner feeds inputs_embeds
-  const cfg: AudioUnitConfig = { tower, connector, llmHidden: opts.llmHidden, encoderPrefix: `${base}encoder`, decoder };
-  const needs = audioNeeds(cfg);
-  const read = checkNeeds(needs, { tower: weights, llm: opts.llm }, { tower: `audio tower ${dir}`, llm: 'LLM checkpoint' }, plan.llmTensors, {
+  const cfg: SpeechUnitConfig = { tower, connector, llmHidden: opts.llmHidden, encoderPrefix: `${base}encoder`, decoder };
+  const needs = speechNeeds(cfg);
+  const read = checkNeeds(needs, { tower: weights, llm: opts.llm }, { tower: `speech tower ${dir}`, llm: 'LLM checkpoint' }, plan.llmTensors, {
     'model.query_tokens': `[1, query_tokens_size (${connector.queryTokens}), Whisper d_model (${tower.d})]`,
   });
-  plan.units.push({ name: unitName.audio, kind: 'audio', io: audioIO(cfg), build: () => buildAudioUnit(cfg, read, opts.dtype) });
+  plan.units.push({ name: unitName.speech, kind: 'speech', io: speechIO(cfg), build: () => buildSpeechUnit(cfg, read, opts.dtype) });
+  plan.modalities.push('speech');
+  plan.modalityTokens.speech = connector.queryTokens;
+  plan.preprocessing.speech = { unit: unitName.speech, ...tower.preprocessing };
+}
+
+async function planAudio(opts: TowerOptions, path: string, plan: TowerPlan, opened: Checkpoint[]): Promise<void> {
+  const { tower, weights } = await openBeats(path);
+  opened.push(weights);
+  let aligner = opts.llm;
+  let alignerLabel = 'LLM checkpoint';
+  if (opts.audioAligner) {
+    aligner = await openTower(opts.audioAligner, 'audio aligner', opened);
+    alignerLabel = `audio aligner ${opts.audioAligner}`;
+  }
+  const qformer = qformerConfig(aligner, opts.llmConfig, alignerLabel, opts.llmConfigPath);
+  if (qformer.encoderHidden !== tower.dim) {
+    throw new Error(`audio tower ${tower.file}: encoder_embed_dim is ${tower.dim}, but the Q-Former in the ${alignerLabel} cross-attends to width ${qformer.encoderHidden}`);
+  }
+  const cfg: BeatsUnitConfig = { tower, qformer, frames: BEATS_CHUNK_FRAMES, llmHidden: opts.llmHidden };
+  // Tensors read from a separate aligner checkpoint are not the LLM's: they stay out of llmTensors.
+  const counted = aligner === opts.llm ? plan.llmTensors : new Set<string>();
+  const read = checkNeeds(beatsNeeds(cfg), { tower: weights, llm: aligner }, { tower: `audio tower ${tower.file}`, llm: alignerLabel }, counted);
+  // The Q-Former's text-side FFN (intermediate/output) never runs on query tokens.
+  if (aligner === opts.llm) for (const n of aligner.names()) if (/^model\.mm_audio_aligner\.qformer\.qformer\.encoder\.layer\.\d+\.(intermediate|output)\./.test(n)) plan.llmTensors.add(n);
+  plan.units.push({ name: unitName.audio, kind: 'audio', io: beatsIO(cfg), build: () => buildBeatsUnit(cfg, read, opts.dtype, unitName.audio) });
   plan.modalities.push('audio');
-  plan.modalityTokens.audio = connector.queryTokens;
-  plan.preprocessing.audio = { unit: unitName.audio, ...tower.preprocessing };
+  plan.modalityTokens.audio = qformer.queries;
+  plan.preprocessing.audio = { unit: unitName.audio, ...BEATS_FBANK, chunkSamples: BEATS_CHUNK_SAMPLES, frames: BEATS_CHUNK_FRAMES };
 }
 
 /**

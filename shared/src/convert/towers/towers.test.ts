@@ -12,9 +12,10 @@ import { fileURLToPath } from 'node:url';
 import { afterEach, describe, expect, it } from 'vitest';
 import { readManifest } from '../../bundle/load';
 import { openCheckpoint, openCheckpointFile } from '../../checkpoint/open';
-import { writeSafetensors } from '../../checkpoint/write';
+import { openTorchZipEntry } from '../../checkpoint/torch-zip';
+import { writeSafetensors, writeTorchZip } from '../../checkpoint/write';
 import { makeTiny } from '../../tiny/make-tiny';
-import { TINY_AUDIO_DIR, TINY_VISION_DIR } from '../../tiny/towers';
+import { TINY_AUDIO_ALIGNER_DIR, TINY_AUDIO_DIR, TINY_SPEECH_DIR, TINY_VISION_DIR } from '../../tiny/towers';
 import { convertCheckpoint } from '../convert';
 import { f32, runUnit } from '../testing/run-unit';
 import { planTowers } from './plan';
@@ -50,7 +51,7 @@ async function fixtureUnits(dtype: 'float32' | 'float16') {
     llmHidden: llmConfig.hidden_size as number,
     dtype,
     visionTower: join(FIXTURES, 'clip'),
-    audioTower: join(FIXTURES, 'whisper'),
+    speechTower: join(FIXTURES, 'whisper'),
   });
   try {
     const units = Object.fromEntries(await Promise.all(plan.units.map(async (u) => [u.name, await u.build()] as const)));
@@ -76,15 +77,15 @@ describe('tower units vs torch float64 (tests/fixtures/towers)', () => {
   it('float32 units within 1e-4; the plan reports tokens and IO for the fixture geometry', async () => {
     const { units, plan } = await fixtureUnits('float32');
     const { pixels, mel } = await fixtureInputs();
-    expect(plan.modalityTokens).toEqual({ image: 16, video: 16, audio: 5 });
+    expect(plan.modalityTokens).toEqual({ image: 16, video: 16, speech: 5 });
     expect(plan.units.map((u) => [u.name, u.io.inputs[0].shape, u.io.outputs[0].shape])).toEqual([
       ['vision.encoder', ['N', 3, 28, 28], ['N', 16, 24]],
-      ['audio.encoder', ['N', 8, 20], ['N', 5, 24]],
+      ['speech.encoder', ['N', 8, 20], ['N', 5, 24]],
     ]);
     const image = await runUnit(units['vision.encoder'], { pixel_values: f32(pixels, [2, 3, 28, 28]) });
     expect(image.embeddings.dims).toEqual(expected.image.shape);
     expect(relErr(image.embeddings.data, expected.image.values)).toBeLessThan(1e-4);
-    const audio = await runUnit(units['audio.encoder'], { input_features: f32(mel, [2, 8, 20]) });
+    const audio = await runUnit(units['speech.encoder'], { input_features: f32(mel, [2, 8, 20]) });
     expect(audio.embeddings.dims).toEqual(expected.audio.shape);
     expect(relErr(audio.embeddings.data, expected.audio.values)).toBeLessThan(1e-4);
   });
@@ -94,7 +95,7 @@ describe('tower units vs torch float64 (tests/fixtures/towers)', () => {
     const { pixels, mel } = await fixtureInputs();
     const image = await runUnit(units['vision.encoder'], { pixel_values: f32(pixels, [2, 3, 28, 28]) });
     expect(relErr(image.embeddings.data, expected.image.values)).toBeLessThan(2e-2);
-    const audio = await runUnit(units['audio.encoder'], { input_features: f32(mel, [2, 8, 20]) });
+    const audio = await runUnit(units['speech.encoder'], { input_features: f32(mel, [2, 8, 20]) });
     expect(relErr(audio.embeddings.data, expected.audio.values)).toBeLessThan(2e-2);
   });
 });
@@ -110,7 +111,7 @@ describe('convertCheckpoint with towers', () => {
     scratch.push(parent);
     const ckpt = join(parent, 'ckpt');
     await makeTiny(ckpt, { layout: 'unimoe-8e', multimodal: true, seed: 3 });
-    return { parent, ckpt, bundle: join(parent, 'bundle'), vision: join(ckpt, TINY_VISION_DIR), audio: join(ckpt, TINY_AUDIO_DIR) };
+    return { parent, ckpt, bundle: join(parent, 'bundle'), vision: join(ckpt, TINY_VISION_DIR), audio: join(ckpt, TINY_SPEECH_DIR) };
   }
 
   async function editConfig(path: string, patch: Record<string, unknown>) {
@@ -118,7 +119,7 @@ describe('convertCheckpoint with towers', () => {
   }
 
   /** The conversion fails with `message` and leaves only the checkpoint in the parent directory. */
-  async function expectCleanFailure(s: Awaited<ReturnType<typeof stage>>, opts: { visionTower?: string; audioTower?: string }, message: RegExp) {
+  async function expectCleanFailure(s: Awaited<ReturnType<typeof stage>>, opts: { visionTower?: string; speechTower?: string; audioTower?: string; audioAligner?: string }, message: RegExp) {
     await expect(convertCheckpoint({ checkpointDir: s.ckpt, bundleDir: s.bundle, ...opts })).rejects.toThrow(message);
     expect(await readdir(s.parent)).toEqual(['ckpt']);
   }
@@ -154,8 +155,8 @@ describe('convertCheckpoint with towers', () => {
     await llm.close();
     for (const f of await readdir(s.ckpt)) if (f.startsWith('pytorch_model')) await rm(join(s.ckpt, f));
     await writeSafetensors(join(s.ckpt, 'model.safetensors'), tensors);
-    const m = await convertCheckpoint({ checkpointDir: s.ckpt, bundleDir: s.bundle, audioTower: s.audio });
-    expect(m.modalities).toEqual(['text', 'audio']);
+    const m = await convertCheckpoint({ checkpointDir: s.ckpt, bundleDir: s.bundle, speechTower: s.audio });
+    expect(m.modalities).toEqual(['text', 'speech']);
     expect(m.source.warnings).toContainEqual(expect.stringMatching(/no model\.mm_audio_aligner\.decoder\.audio_decoder\.\*; the audio aligner uses the Whisper decoder of/));
   });
 
@@ -167,8 +168,8 @@ describe('convertCheckpoint with towers', () => {
 
   it('a Whisper whose d_model differs from mm_audio_hidden_size is refused', async () => {
     const s = await stage();
-    await editConfig(join(s.ckpt, TINY_AUDIO_DIR, 'config.json'), { d_model: 48 });
-    await expectCleanFailure(s, { audioTower: s.audio }, /audio tower .*whisper: d_model is 48, but .*mm_audio_hidden_size 32/);
+    await editConfig(join(s.ckpt, TINY_SPEECH_DIR, 'config.json'), { d_model: 48 });
+    await expectCleanFailure(s, { speechTower: s.audio }, /speech tower .*whisper: d_model is 48, but .*mm_audio_hidden_size 32/);
   });
 
   it('a missing tower tensor is named, with its source', async () => {
@@ -187,14 +188,32 @@ describe('convertCheckpoint with towers', () => {
   it('query_tokens that do not match query_tokens_size are refused', async () => {
     const s = await stage();
     await editConfig(join(s.ckpt, 'config.json'), { query_tokens_size: 40 });
-    await expectCleanFailure(s, { audioTower: s.audio }, /LLM checkpoint: tensor model\.query_tokens in .* has shape \[1, 50, 32\], expected \[1, query_tokens_size \(40\), Whisper d_model \(32\)\]/);
+    await expectCleanFailure(s, { speechTower: s.audio }, /LLM checkpoint: tensor model\.query_tokens in .* has shape \[1, 50, 32\], expected \[1, query_tokens_size \(40\), Whisper d_model \(32\)\]/);
+  });
+
+  it('audio (BEATs) tower errors: a Whisper directory, a classifier checkpoint, no Q-Former, a width mismatch', async () => {
+    const s = await stage();
+    const beats = join(s.ckpt, TINY_AUDIO_DIR);
+    const aligner = join(s.ckpt, TINY_AUDIO_ALIGNER_DIR);
+    await expectCleanFailure(s, { audioTower: s.audio, audioAligner: aligner }, /audio tower .*whisper: expected one BEATs checkpoint \(\*\.pt\), found none \(a config\.json directory looks like a Whisper tower: that is --speech-tower\)/);
+    await expectCleanFailure(s, { audioTower: beats }, /LLM checkpoint: missing tensor model\.mm_audio_aligner\.qformer\.qformer\.layernorm\.weight \(the audio variant's Q-Former connector\)/);
+    const pt = join(beats, 'BEATs_tiny.pt');
+    const { checkpoint, meta } = await openTorchZipEntry(pt, 'model');
+    const tensors = [];
+    for (const name of checkpoint.names()) tensors.push({ name, dtype: 'F32' as const, shape: checkpoint.info(name).shape, data: await checkpoint.read(name) });
+    await checkpoint.close();
+    const cfg = meta.cfg as Record<string, number | boolean | string>;
+    await writeTorchZip(pt, tensors, { entry: 'model', meta: { cfg: { ...cfg, finetuned_model: true } } });
+    await expectCleanFailure(s, { audioTower: beats, audioAligner: aligner }, /BEATs_tiny\.pt: cfg\.finetuned_model is true: this is an AudioSet-classifier checkpoint/);
+    await writeTorchZip(pt, tensors, { entry: 'model', meta: { cfg: { ...cfg, encoder_embed_dim: 64 } } });
+    await expectCleanFailure(s, { audioTower: beats, audioAligner: aligner }, /encoder_embed_dim is 64, but the Q-Former in the audio aligner .* cross-attends to width 32/);
   });
 
   it('a tower directory without weights, or without config.json, is refused', async () => {
     const s = await stage();
     await rm(join(s.vision, 'model.safetensors'));
     await expectCleanFailure(s, { visionTower: s.vision }, /vision tower .*clip-vision: cannot open its weights/);
-    await expectCleanFailure(s, { audioTower: join(s.parent, 'nowhere') }, /nowhere[/\\]config\.json: cannot read/);
+    await expectCleanFailure(s, { speechTower: join(s.parent, 'nowhere') }, /nowhere[/\\]config\.json: cannot read/);
   });
 
   it('a flag without the connector in config.json is refused', async () => {
@@ -202,7 +221,7 @@ describe('convertCheckpoint with towers', () => {
     const config = JSON.parse(await readFile(join(s.ckpt, 'config.json'), 'utf8')) as Record<string, unknown>;
     delete config.mm_audio_hidden_size;
     await writeFile(join(s.ckpt, 'config.json'), JSON.stringify(config));
-    await expectCleanFailure(s, { audioTower: s.audio }, /config\.json: mm_audio_hidden_size is missing/);
+    await expectCleanFailure(s, { speechTower: s.audio }, /config\.json: mm_audio_hidden_size is missing/);
   });
 
   it('readManifest refuses preprocessing that names no unit', async () => {

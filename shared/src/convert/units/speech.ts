@@ -12,7 +12,7 @@
 import type { WeightDType } from '../../bundle/manifest';
 import type { GraphBuilder } from '../../onnx/graph';
 import { activate, attention, dense, denseNeeds, layerNorm, layerNormNeeds, projector, projectorNeeds, type ReadTensor, type TensorNeed } from '../towers/blocks';
-import type { AudioConnectorConfig, AudioTowerConfig } from '../towers/config';
+import type { SpeechConnectorConfig, SpeechTowerConfig } from '../towers/config';
 import { finishUnit, startUnit, storedMatrix, type UnitIO } from './common';
 
 /** Whisper's LayerNorms are nn.LayerNorm with torch's default epsilon. */
@@ -22,9 +22,9 @@ export const AUDIO_PROJECTOR = 'model.mm_audio_aligner.projector';
 /** Where the fine-tuned aligner decoder sits in the LLM checkpoint (`AudioAligner.decoder.audio_decoder`). */
 export const ALIGNER_DECODER = 'model.mm_audio_aligner.decoder.audio_decoder';
 
-export interface AudioUnitConfig {
-  tower: AudioTowerConfig;
-  connector: AudioConnectorConfig;
+export interface SpeechUnitConfig {
+  tower: SpeechTowerConfig;
+  connector: SpeechConnectorConfig;
   llmHidden: number;
   /** `model.encoder` (WhisperForConditionalGeneration files) or `encoder` (a bare WhisperModel). */
   encoderPrefix: string;
@@ -32,7 +32,7 @@ export interface AudioUnitConfig {
   decoder: { source: TensorNeed['source']; prefix: string };
 }
 
-export function audioIO(c: AudioUnitConfig): UnitIO {
+export function speechIO(c: SpeechUnitConfig): UnitIO {
   return {
     inputs: [{ name: 'input_features', dtype: 'float32', shape: ['N', c.tower.melBins, 2 * c.tower.maxSourcePositions] }],
     outputs: [{ name: 'embeddings', dtype: 'float32', shape: ['N', c.connector.queryTokens, c.llmHidden] }],
@@ -43,7 +43,7 @@ function attnNeeds(source: TensorNeed['source'], prefix: string, d: number): Ten
   return [...denseNeeds(source, `${prefix}.q_proj`, d, d), ...denseNeeds(source, `${prefix}.k_proj`, d, d, false), ...denseNeeds(source, `${prefix}.v_proj`, d, d), ...denseNeeds(source, `${prefix}.out_proj`, d, d)];
 }
 
-export function audioNeeds(c: AudioUnitConfig): TensorNeed[] {
+export function speechNeeds(c: SpeechUnitConfig): TensorNeed[] {
   const { d, melBins, encoderLayers, encoderFfn, decoderLayers, decoderFfn, maxSourcePositions, maxTargetPositions } = c.tower;
   const enc = c.encoderPrefix;
   const needs: TensorNeed[] = [
@@ -91,10 +91,10 @@ async function conv1d(g: GraphBuilder, read: ReadTensor, x: string, prefix: stri
   return activate(g, g.node('Conv', [x, w, b], { attrs: { kernel_shape: [3], strides: [stride], pads: [1, 1] } }), 'gelu');
 }
 
-export async function buildAudioUnit(c: AudioUnitConfig, read: ReadTensor, dtype: WeightDType): Promise<Uint8Array> {
+export async function buildSpeechUnit(c: SpeechUnitConfig, read: ReadTensor, dtype: WeightDType): Promise<Uint8Array> {
   const { d, melBins, encoderLayers, encoderHeads, encoderFfn, decoderLayers, decoderHeads, decoderFfn, maxSourcePositions } = c.tower;
   const Q = c.connector.queryTokens;
-  const io = audioIO(c);
+  const io = speechIO(c);
   const g = startUnit('audio.encoder', io);
   const enc = c.encoderPrefix;
 

@@ -1,0 +1,1 @@
+ALTER TABLE "usage" ADD COLUMN "prompt_speech_tokens" integer DEFAULT 0 NOT NULL;
