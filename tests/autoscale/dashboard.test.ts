@@ -13,7 +13,7 @@ import { run as convertCommand } from '@unimoe/edge/cli/commands/convert';
 import type { DashboardData } from '@unimoe/edge/api/dashboard';
 import { startServer, type RunningServer } from '@unimoe/edge/serve';
 import { makeTiny } from '@unimoe/shared/tiny/make-tiny';
-import { TINY_AUDIO_DIR, TINY_VISION_DIR } from '@unimoe/shared/tiny/towers';
+import { TINY_SPEECH_DIR, TINY_VISION_DIR } from '@unimoe/shared/tiny/towers';
 import { FIXTURES } from '../helpers/fixtures';
 import { makeTempDir } from '../helpers/tmp';
 import { readFileSync } from 'node:fs';
@@ -29,7 +29,7 @@ beforeAll(async () => {
   const checkpoint = join(tmp.dir, 'ckpt');
   const bundle = join(tmp.dir, 'bundle');
   await makeTiny(checkpoint, { layout: 'unimoe-4e', multimodal: true, seed: 7 });
-  const code = await convertCommand([checkpoint, bundle, '--name', 'tiny-mm', '--vision-tower', join(checkpoint, TINY_VISION_DIR), '--audio-tower', join(checkpoint, TINY_AUDIO_DIR), '--quiet']);
+  const code = await convertCommand([checkpoint, bundle, '--name', 'tiny-mm', '--vision-tower', join(checkpoint, TINY_VISION_DIR), '--speech-tower', join(checkpoint, TINY_SPEECH_DIR), '--quiet']);
   if (code !== 0) throw new Error(`unimoe convert exited with ${code}`);
   server = await startServer({ bundle, port: 0, host: '127.0.0.1', databaseUrl: `file:${join(tmp.dir, 'usage.db')}`, api: { noAuth: true } });
   browser = await chromium.launch({ executablePath: CHROMIUM, headless: true, args: ['--no-sandbox'] });

@@ -235,7 +235,7 @@ describe('bad media is refused in OpenAI error shape; nothing else is disturbed'
     ['truncated WAV (speech)', withParts(audio(wav.subarray(0, 5000), 'speech')), 400, 'invalid_media', 'messages[0].content[1]', /WAV is truncated: data chunk declares 25600 bytes but only 4956 follow/],
     ['truncated WAV (audio)', withParts(audio(wav.subarray(0, 5000), 'audio')), 400, 'invalid_media', 'messages[0].content[1]', /WAV is truncated: data chunk declares 25600 bytes but only 4956 follow/],
     ['WAV without samples (audio)', withParts(audio(silent, 'audio')), 400, 'empty_media', 'messages[0].content[1]', /WAV contains no audio samples/],
-    ['not audio at all (audio)', withParts(audio(new TextEncoder().encode('definitely not audio'), 'audio')), 400, 'invalid_media', 'messages[0].content[1]', /ffmpeg cannot decode it/],
+    ['not audio at all (audio)', withParts(audio(new TextEncoder().encode('definitely not audio'), 'audio')), 415, 'unsupported_media', 'messages[0].content[1]', /not a WAV, MP3, FLAC/],
     ['unknown sound modality', withParts(audio(wav, 'music')), 400, 'invalid_value', 'messages[0].content[1].input_audio.modality', /'music' is not one of 'speech', 'audio'/],
     ['sound modality not said (model has both)', withParts(audio(wav)), 400, 'missing_required_parameter', 'messages[0].content[1].input_audio.modality', /hears both speech \(Whisper\) and audio \(BEATs/],
     ['empty audio data', withParts({ type: 'input_audio', input_audio: { data: '', format: 'wav' } }), 400, 'invalid_base64', 'messages[0].content[1].input_audio.data', /not valid base64/],

@@ -7,7 +7,7 @@ import { execFileSync } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { preprocessAudio } from '@unimoe/edge/preprocess/audio';
+import { preprocessSpeech } from '@unimoe/edge/preprocess/audio';
 import { MediaError } from '@unimoe/edge/preprocess/errors';
 import { DEFAULT_MEDIA_LIMITS } from '@unimoe/edge/preprocess/limits';
 import { preprocessVideoFile } from '@unimoe/edge/preprocess/video';
@@ -38,14 +38,14 @@ afterAll(() => tmp?.cleanup());
 
 describe('ffmpeg sandbox', () => {
   it('decodes ordinary audio and video fed on stdin (an MP4 with its index at the end included)', async () => {
-    const audio = await preprocessAudio(media['three-seconds.ogg']!, 'a.ogg');
+    const audio = await preprocessSpeech(media['three-seconds.ogg']!, 'a.ogg');
     expect(audio.shape).toEqual([1, 80, 3000]);
     const video = await preprocessVideoFile(media['moov-at-end.mp4']!, 'v.mp4');
     expect(video.shape).toEqual([8, 3, 336, 336]);
   });
 
   it('stops decoding audio as soon as its output passes the duration limit, not after', async () => {
-    const err = await mediaError(preprocessAudio(media['ten-minutes.flac']!, 'long.flac', { maxAudioSeconds: 5 }));
+    const err = await mediaError(preprocessSpeech(media['ten-minutes.flac']!, 'long.flac', { maxAudioSeconds: 5 }));
     expect(err.kind).toBe('too_large');
     // The streaming bound's message (the duration check after a full decode says "audio lasts 600.0 s").
     expect(err.message).toBe('long.flac: audio lasts more than the limit of 5 s');
@@ -64,7 +64,7 @@ describe('ffmpeg sandbox', () => {
     const playlist = new TextEncoder().encode('#EXTM3U\n#EXT-X-TARGETDURATION:10\n#EXTINF:10,\nfile:///etc/passwd\n#EXT-X-ENDLIST\n');
     const concat = new TextEncoder().encode(`ffconcat version 1.0\nfile '${join(tmp.dir, 'three-seconds.ogg')}'\n`);
     for (const bytes of [playlist, concat]) {
-      expect((await mediaError(preprocessAudio(bytes, 'list.m3u8'))).kind).toBe('unsupported');
+      expect((await mediaError(preprocessSpeech(bytes, 'list.m3u8'))).kind).toBe('unsupported');
       expect((await mediaError(preprocessVideoFile(bytes, 'list.m3u8'))).kind).toBe('unsupported');
     }
   });
@@ -72,12 +72,12 @@ describe('ffmpeg sandbox', () => {
   it('a file with a known magic but garbage after it fails in the forced demuxer as corrupt', async () => {
     // An "Ogg" whose pages are garbage: the ogg demuxer (and only it) fails, as a corrupt file.
     const fake = new Uint8Array([...new TextEncoder().encode('OggS'), ...new Uint8Array(2000).fill(7)]);
-    const err = await mediaError(preprocessAudio(fake, 'fake.ogg'));
+    const err = await mediaError(preprocessSpeech(fake, 'fake.ogg'));
     expect(err.kind).toBe('corrupt');
   });
 
   it('runs ffmpeg under a memory ulimit: too little address space is refused as too large, not a crash', async () => {
-    const err = await mediaError(preprocessAudio(media['three-seconds.ogg']!, 'tight.ogg', { ffmpegMemoryBytes: 32 * 1024 * 1024 }));
+    const err = await mediaError(preprocessSpeech(media['three-seconds.ogg']!, 'tight.ogg', { ffmpegMemoryBytes: 32 * 1024 * 1024 }));
     expect(err.kind).toBe('too_large');
     expect(err.message).toMatch(/more than the 33554432 bytes of memory allowed/);
     expect(DEFAULT_MEDIA_LIMITS.ffmpegMemoryBytes).toBeGreaterThan(32 * 1024 * 1024);
