@@ -190,11 +190,10 @@ async function join(
       ]);
       clearTimeout(timer);
       if (drained) log(`[unimoe worker] pool ${opts.pool} replica ${replica}: drained and stopped`);
-      else {
-        // Draining needs the server (unsubscribe, flush the replies); without it, stop anyway.
-        log(`[unimoe worker] pool ${opts.pool} replica ${replica}: could not drain within ${bound} ms (is NATS reachable?); closing without answering the rest`);
-        await nc.close();
-      }
+      // Draining needs the server (unsubscribe, flush the replies); without it, stop anyway.
+      else log(`[unimoe worker] pool ${opts.pool} replica ${replica}: could not drain within ${bound} ms (is NATS reachable?); closing without answering the rest`);
+      // A drain that ran while disconnected can resolve with the client still reconnecting: close it for good.
+      if (!nc.isClosed()) await nc.close();
     })());
 
   return {

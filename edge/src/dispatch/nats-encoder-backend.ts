@@ -26,6 +26,7 @@ import { unitSubject } from '@unimoe/shared/wire/subjects';
 import type { EncodedTensor, EncoderBackend } from '../engine/encoder-backend';
 import type { DispatchStats, UnitsAvailability } from './nats-expert-backend';
 import { connectNats } from '@unimoe/shared/runtime/nats-connect';
+import { drainWithin } from '@unimoe/shared/runtime/nats-status';
 
 export interface NatsEncoderBackendOptions {
   natsUrl: string;
@@ -282,7 +283,7 @@ export async function createNatsEncoderBackend(opts: NatsEncoderBackendOptions):
       if (closed) return;
       closed = true;
       fetchSub.unsubscribe();
-      if (!nc.isClosed()) await nc.drain();
+      await drainWithin(nc, 2000);
     },
   };
 }

@@ -11,7 +11,7 @@ import { maxRowsPerMessage, rowRanges } from '@unimoe/shared/wire/split';
 import { unitSubject } from '@unimoe/shared/wire/subjects';
 import type { ExpertBackend, ExpertBatch } from '../engine/expert-backend';
 import { connectNats } from '@unimoe/shared/runtime/nats-connect';
-import { NatsConnectionWatch } from '@unimoe/shared/runtime/nats-status';
+import { drainWithin, NatsConnectionWatch } from '@unimoe/shared/runtime/nats-status';
 import { LatencyTracker, type LatencyOptions } from './latency';
 import { reliableRequest, RequestFailed } from './reliable-request';
 
@@ -208,7 +208,7 @@ export async function createNatsExpertBackend(opts: NatsExpertBackendOptions): P
       return { inMsgs, outMsgs, inBytes, outBytes };
     },
     async close() {
-      if (!nc.isClosed()) await nc.drain();
+      await drainWithin(nc, 2000);
     },
   };
 }

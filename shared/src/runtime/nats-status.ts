@@ -67,3 +67,21 @@ export class NatsConnectionWatch {
     for (const w of this.waiters.splice(0)) w();
   }
 }
+
+/**
+ * Drains `nc` (flushes what is pending, then closes), but gives up after `boundMs` and closes it: a
+ * drain needs the server, and a process must be able to stop while the server is unreachable.
+ */
+export async function drainWithin(nc: NatsConnection, boundMs: number): Promise<void> {
+  if (nc.isClosed()) return;
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  const drained = await Promise.race([
+    nc.drain().then(
+      () => true,
+      () => false,
+    ),
+    new Promise<false>((resolve) => (timer = setTimeout(() => resolve(false), boundMs))),
+  ]);
+  clearTimeout(timer);
+  if (!drained && !nc.isClosed()) await nc.close();
+}
