@@ -16,7 +16,7 @@ import {
   WireError,
   type WireMessage,
 } from '@unimoe/shared/wire/format';
-import { statsSubject, unitQueueGroup, unitSubject } from '@unimoe/shared/wire/subjects';
+import { replicaUnitSubject, statsSubject, unitQueueGroup, unitSubject } from '@unimoe/shared/wire/subjects';
 import { readDeadline } from '@unimoe/shared/wire/deadline';
 import { DroppedWork, RunClock, UnitCoalescer } from './coalescer';
 import { EncoderRequests } from './encoder-requests';
@@ -141,16 +141,15 @@ async function join(
   for (const unit of hosted) {
     const subject = unitSubject(model, unit.spec.name);
     const { spec, coalescer, outItemDims } = unit;
-    subs.push(
-      nc.subscribe(subject, {
-        queue: unitQueueGroup(model, unit.spec.name),
-        callback: (err, msg) => {
-          if (err) log(`[unimoe worker] subscription ${subject}: ${err.message}`);
-          else if (outItemDims) encoderRequests.handle(msg, { spec, coalescer, outItemDims });
-          else handle(msg, unit, hidden);
-        },
-      }),
-    );
+    const callback = (err: Error | null, msg: Msg) => {
+      if (err) log(`[unimoe worker] subscription ${subject}: ${err.message}`);
+      else if (outItemDims) encoderRequests.handle(msg, { spec, coalescer, outItemDims });
+      else handle(msg, unit, hidden, replica);
+    };
+    subs.push(nc.subscribe(subject, { queue: unitQueueGroup(model, unit.spec.name), callback }));
+    // Experts also answer on this replica's own subject, where the edge re-sends work it suspects
+    // another replica of holding (dead or stopped).
+    if (!outItemDims) subs.push(nc.subscribe(replicaUnitSubject(model, replica, unit.spec.name), { callback }));
   }
   await nc.flush(); // subscriptions are live on the server before we report ready
 
@@ -208,7 +207,7 @@ async function join(
 }
 
 /** Answers one request; malformed input or a failed run becomes an error reply, never a throw. */
-function handle(msg: Msg, unit: HostedUnit, hidden: number): void {
+function handle(msg: Msg, unit: HostedUnit, hidden: number, replica: string): void {
   let requestId: string | undefined;
   try {
     requestId = msg.headers?.get(WIRE_HEADERS.requestId) || undefined;
@@ -222,6 +221,7 @@ function handle(msg: Msg, unit: HostedUnit, hidden: number): void {
       ({ y, computeUs }) => {
         const m = encodeTensorMessage({ dtype: t.dtype, rows: t.rows, hidden, data: y, requestId });
         m.headers[WIRE_HEADERS.computeUs] = String(computeUs);
+        m.headers[WIRE_HEADERS.replica] = replica;
         reply(msg, m);
       },
       (err: Error) =>

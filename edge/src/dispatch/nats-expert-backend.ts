@@ -8,12 +8,13 @@ import { headers as natsHeaders, type Msg, type NatsConnection } from 'nats';
 import { unitName } from '@unimoe/shared/bundle/manifest';
 import { decodeTensorMessage, encodeTensorMessage, readErrorReply, WIRE_HEADERS, WireError, type WireDType } from '@unimoe/shared/wire/format';
 import { maxRowsPerMessage, rowRanges } from '@unimoe/shared/wire/split';
-import { unitSubject } from '@unimoe/shared/wire/subjects';
+import { replicaUnitSubject, unitSubject } from '@unimoe/shared/wire/subjects';
 import type { ExpertBackend, ExpertBatch } from '../engine/expert-backend';
 import { connectNats } from '@unimoe/shared/runtime/nats-connect';
 import { drainWithin, NatsConnectionWatch } from '@unimoe/shared/runtime/nats-status';
 import { LatencyTracker, type LatencyOptions } from './latency';
 import { reliableRequest, RequestFailed } from './reliable-request';
+import { ReplicaTracker } from './replicas';
 
 export interface NatsExpertBackendOptions {
   natsUrl: string;
@@ -107,6 +108,7 @@ export async function createNatsExpertBackend(opts: NatsExpertBackendOptions): P
   const counters: DispatchStats = { requests: 0, hedges: 0, timeouts: 0, noResponders: 0 };
   /** Units some replica has answered: "no responders" for them means a restart, worth waiting out. */
   const answered = new Set<string>();
+  const replicas = new ReplicaTracker();
   const observe = opts.observe;
 
   const requestOnce = async (unit: string, x: Float32Array, rows: number): Promise<Float32Array> => {
@@ -126,6 +128,10 @@ export async function createNatsExpertBackend(opts: NatsExpertBackendOptions): P
         maxAttempts,
         noResponderRetries: retries,
         hostedBefore: answered.has(unit),
+        resendTo: () => {
+          const replica = replicas.liveliest(unit);
+          return replica === undefined ? undefined : { subject: replicaUnitSubject(model, replica, unit), onGone: () => replicas.forget(replica) };
+        },
         onSend: (kind) => {
           counters.requests++;
           if (kind === 'hedge') counters.hedges++;
@@ -144,6 +150,8 @@ export async function createNatsExpertBackend(opts: NatsExpertBackendOptions): P
     const roundTripMs = performance.now() - sentAt;
     latency.observe(unit, roundTripMs);
     answered.add(unit);
+    const replica = reply.headers?.get(WIRE_HEADERS.replica);
+    if (replica) replicas.answered(unit, replica);
     const y = decodeReply(unit, reply, rows);
     if (observe) {
       const compute = Number(reply.headers?.get(WIRE_HEADERS.computeUs));

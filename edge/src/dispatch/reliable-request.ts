@@ -2,9 +2,9 @@
  * One unit request that survives dead, stopped and overloaded replicas and NATS restarts, within one
  * overall budget:
  * - hedging: a request still unanswered after `hedgeAfterMs` (from the unit's observed latency) is sent
- *   again - the queue group may hand it to another replica - and again after twice that, and so on; the
- *   first reply wins and the others are ignored (units are pure functions, so any reply is the answer
- *   and none is ever used twice);
+ *   again - to `resendTo` (a replica known to be alive) when given - and again after twice that, and so
+ *   on; the first reply wins and the others are ignored (units are pure functions, so any reply is the
+ *   answer and none is ever used twice);
  * - `overloaded`, `expired` and `internal` replies and "no responders" are retried after a backoff
  *   that doubles (25 ms to 500 ms), with jitter, so that retries thin out instead of piling onto a busy
  *   pool;
@@ -53,6 +53,11 @@ export interface ReliableRequest {
    */
   noResponderRetries: number;
   hostedBefore: boolean;
+  /**
+   * Where hedges and retries go instead of `subject` (e.g. one live replica's own subject), with what to
+   * do when nobody listens there any more; undefined: `subject` again.
+   */
+  resendTo?: () => { subject: string; onGone: () => void } | undefined;
   onSend?: (kind: 'first' | 'hedge' | 'retry') => void;
   onFailure?: (kind: 'no-responders' | 'timeout') => void;
 }
@@ -130,13 +135,14 @@ export function reliableRequest(r: ReliableRequest): Promise<ReliableReply> {
       attempts++;
       pending++;
       r.onSend?.(kind);
+      const direct = kind === 'first' ? undefined : r.resendTo?.();
       const h = natsHeaders();
       for (const [k, v] of Object.entries(r.headers)) h.set(k, v);
       const sentAt = performance.now();
       h.set(WIRE_HEADERS.deadlineMs, deadlineHeader(deadline, sentAt));
       let request: Promise<Msg>;
       try {
-        request = r.nc.request(r.subject, r.body, { timeout: Math.ceil(remaining), headers: h });
+        request = r.nc.request(direct?.subject ?? r.subject, r.body, { timeout: Math.ceil(remaining), headers: h });
       } catch (err) {
         pending--;
         last = { reason: 'nats', detail: `NATS request failed: ${(err as Error).message}` };
@@ -158,6 +164,13 @@ export function reliableRequest(r: ReliableRequest): Promise<ReliableReply> {
         (err: NatsError) => {
           pending--;
           if (settled) return;
+          if (err.code === ErrorCode.NoResponders && direct) {
+            // That replica is gone; the next re-send picks another one (or the queue group).
+            direct.onGone();
+            unrun++;
+            if (pending === 0) schedule(0, 'retry');
+            return;
+          }
           if (err.code === ErrorCode.NoResponders) {
             noResponders++;
             unrun++;

@@ -16,6 +16,14 @@ export function unitSubject(model: string, unit: string): string {
   return `unimoe.${subjectToken(model)}.unit.${unit}`;
 }
 
+/**
+ * `unimoe.<model>.replica.<replica>.unit.<unit>`: one replica's own subject for a unit (no queue group),
+ * where the edge re-sends a request that the queue group may have handed to a dead or stopped replica.
+ */
+export function replicaUnitSubject(model: string, replica: string, unit: string): string {
+  return `unimoe.${subjectToken(model)}.replica.${subjectToken(replica)}.unit.${unitSubject(model, unit).split('.unit.')[1]}`;
+}
+
 export function unitQueueGroup(model: string, unit: string): string {
   return unitSubject(model, unit);
 }
