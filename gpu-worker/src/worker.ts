@@ -40,6 +40,8 @@ export interface WorkerOptions {
   statsIntervalMs?: number;
   /** Bound on rows coalesced into one onnxruntime run; default 4096. */
   maxRowsPerRun?: number;
+  /** Bound on expert rows waiting per unit (beyond it: `overloaded`); default 8 x maxRowsPerRun. */
+  maxQueuedRows?: number;
   /** Bound on encoder items (images, frames, audio chunks) coalesced into one run; default 16. */
   maxItemsPerRun?: number;
   /** onnxruntime intra-op threads per unit session. */
@@ -109,7 +111,7 @@ export async function runWorker(opts: WorkerOptions): Promise<RunningWorker> {
         const coalescer = new UnitCoalescer({ unit: spec.name, session, inputName, outputName, inRowDims, outRowSize, maxRowsPerRun: opts.maxItemsPerRun ?? 16, counters, clock });
         hosted.push({ spec, session, coalescer, outItemDims });
       } else {
-        const coalescer = new UnitCoalescer({ unit: spec.name, session, inputName, outputName, inRowDims: [hidden], outRowSize: hidden, maxRowsPerRun: opts.maxRowsPerRun ?? 4096, counters, clock });
+        const coalescer = new UnitCoalescer({ unit: spec.name, session, inputName, outputName, inRowDims: [hidden], outRowSize: hidden, maxRowsPerRun: opts.maxRowsPerRun ?? 4096, maxQueuedRows: opts.maxQueuedRows, counters, clock });
         hosted.push({ spec, session, coalescer });
       }
     }

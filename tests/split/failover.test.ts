@@ -58,7 +58,7 @@ describe('reliableRequest', () => {
           hedgeAfterMs: 50,
           maxAttempts: 8,
           noResponderRetries: 2,
-          hostedBefore: true,
+          noResponderHoldMs: 10_000,
           onSend: (kind) => (hedges += kind === 'hedge' ? 1 : 0),
         }),
       ),
@@ -91,7 +91,7 @@ describe('reliableRequest', () => {
       hedgeAfterMs: 50,
       maxAttempts: 8,
       noResponderRetries: 2,
-      hostedBefore: false,
+      noResponderHoldMs: 0,
     });
     await expect(failure).rejects.toBeInstanceOf(RequestFailed);
     await expect(failure).rejects.toMatchObject({ reason: 'no-responders' });

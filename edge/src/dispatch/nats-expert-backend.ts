@@ -29,6 +29,11 @@ export interface NatsExpertBackendOptions {
   maxAttempts?: number;
   /** When to re-send an unanswered batch, from the unit's observed round trips. */
   hedging?: LatencyOptions;
+  /**
+   * How long a batch for a unit that has answered before waits out "no responders" (its pool
+   * restarting) before failing; default 10000 ms (capped by timeoutMs). Units never answered fail fast.
+   */
+  restartHoldMs?: number;
   /** Element type on the wire; default f32 (exact). f16/bf16 halve the bytes and round. */
   dtype?: WireDType;
   /** Split batches above this many payload bytes; default (and at most) the server's max_payload. */
@@ -97,6 +102,7 @@ export async function createNatsExpertBackend(opts: NatsExpertBackendOptions): P
   const timeoutMs = opts.timeoutMs ?? 10_000;
   const retries = opts.retries ?? 2;
   const maxAttempts = opts.maxAttempts ?? 6;
+  const restartHoldMs = opts.restartHoldMs ?? 10_000;
   const dtype = opts.dtype ?? 'f32';
   const { hidden, model } = opts;
   const nc: NatsConnection = await connectNats(opts.natsUrl, 'unimoe-edge');
@@ -127,7 +133,7 @@ export async function createNatsExpertBackend(opts: NatsExpertBackendOptions): P
         hedgeAfterMs: latency.hedgeAfterMs(unit),
         maxAttempts,
         noResponderRetries: retries,
-        hostedBefore: answered.has(unit),
+        noResponderHoldMs: answered.has(unit) ? restartHoldMs : 0,
         resendTo: () => {
           const replica = replicas.liveliest(unit);
           return replica === undefined ? undefined : { subject: replicaUnitSubject(model, replica, unit), onGone: () => replicas.forget(replica) };

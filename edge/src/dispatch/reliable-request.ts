@@ -47,12 +47,12 @@ export interface ReliableRequest {
    */
   maxAttempts: number;
   /**
-   * "No responders" this many times in a row (outside a reconnect) means nobody hosts the unit - unless
-   * `hostedBefore`: a unit that has answered before is more likely restarting (a whole pool restarting,
-   * workers resubscribing), so that request keeps trying, backing off, until its budget.
+   * "No responders" this many times in a row (outside a reconnect) means nobody hosts the unit - but not
+   * before `noResponderHoldMs` (0 fails fast): a unit that has answered before is more likely restarting
+   * (a whole pool restarting, workers resubscribing), so the caller holds its request that long.
    */
   noResponderRetries: number;
-  hostedBefore: boolean;
+  noResponderHoldMs: number;
   /**
    * Where hedges and retries go instead of `subject` (e.g. one live replica's own subject), with what to
    * do when nobody listens there any more; undefined: `subject` again.
@@ -74,7 +74,8 @@ const RETRY_MAX_MS = 500;
 
 export function reliableRequest(r: ReliableRequest): Promise<ReliableReply> {
   return new Promise((resolve, reject) => {
-    const deadline = performance.now() + r.budgetMs;
+    const started = performance.now();
+    const deadline = started + r.budgetMs;
     let settled = false;
     let attempts = 0;
     /** Sends known not to have been computed anywhere. */
@@ -176,7 +177,8 @@ export function reliableRequest(r: ReliableRequest): Promise<ReliableReply> {
             unrun++;
             last = { reason: 'no-responders', detail: 'nobody answers (is a pool serving it running?)' };
             // Just after a NATS restart the workers may not have resubscribed yet: keep trying then.
-            if (noResponders > r.noResponderRetries && !r.hostedBefore && !r.watch.settling && pending === 0) {
+            const held = performance.now() - started < r.noResponderHoldMs;
+            if (noResponders > r.noResponderRetries && !held && !r.watch.settling && pending === 0) {
               r.onFailure?.('no-responders');
               return fail();
             }
