@@ -26,7 +26,7 @@ import { unitSubject } from '@unimoe/shared/wire/subjects';
 import type { EncodedTensor, EncoderBackend } from '../engine/encoder-backend';
 import type { DispatchStats, UnitsAvailability } from './nats-expert-backend';
 import { connectNats } from '@unimoe/shared/runtime/nats-connect';
-import { drainWithin } from '@unimoe/shared/runtime/nats-status';
+import { drainWithin, NatsConnectionWatch } from '@unimoe/shared/runtime/nats-status';
 
 export interface NatsEncoderBackendOptions {
   natsUrl: string;
@@ -91,6 +91,7 @@ export async function createNatsEncoderBackend(opts: NatsEncoderBackendOptions):
   const model = opts.manifest.name;
   const units = new Map(opts.manifest.units.filter((u) => ENCODER_KINDS.has(u.kind)).map((u) => [u.name, u]));
   const nc: NatsConnection = await connectNats(opts.natsUrl, 'unimoe-edge-encoders');
+  const watch = new NatsConnectionWatch(nc, 'unimoe edge encoders');
   const serverMax = nc.info?.max_payload ?? 1024 * 1024;
   const payload = Math.min(opts.maxPayload ?? serverMax, serverMax);
   const stride = partStride(payload);
@@ -191,6 +192,12 @@ export async function createNatsEncoderBackend(opts: NatsEncoderBackendOptions):
     let lastMessage = '';
     try {
       for (let attemptNo = 0; attemptNo <= retries; attemptNo++) {
+        // While NATS is down an attempt would only sit in the client's buffer until it times out.
+        if (!(await watch.whenConnected(timeoutMs))) {
+          counters.timeouts++;
+          lastFailure = 'timeout';
+          continue;
+        }
         counters.requests++;
         const sentAt = performance.now();
         const a = await attempt(spec, headers, body.subarray(0, firstEnd), outDims);

@@ -41,10 +41,17 @@ export class NatsConnectionWatch {
     return performance.now() - this.reconnectedAt < SETTLE_MS;
   }
 
-  /** Resolves when the connection is up again (at once if it is), or closed for good. */
-  whenConnected(): Promise<void> {
-    if (this.up) return Promise.resolve();
-    return new Promise((resolve) => this.waiters.push(resolve));
+  /** Resolves when the connection is up again (at once if it is) or closed for good, or after `timeoutMs`; true when it is up. */
+  async whenConnected(timeoutMs = Infinity): Promise<boolean> {
+    if (!this.up) {
+      let timer: ReturnType<typeof setTimeout> | undefined;
+      await new Promise<void>((resolve) => {
+        this.waiters.push(resolve);
+        if (Number.isFinite(timeoutMs)) timer = setTimeout(resolve, timeoutMs);
+      });
+      clearTimeout(timer);
+    }
+    return this.up;
   }
 
   private async follow(nc: NatsConnection): Promise<void> {
