@@ -95,7 +95,8 @@ export function reliableRequest(r: ReliableRequest): Promise<ReliableReply> {
       clearTimeout(budgetTimer);
       fn();
     };
-    const fail = () => settle(() => reject(new RequestFailed(last.reason, `${last.detail} (${attempts} attempts in ${r.budgetMs} ms)`)));
+    const fail = () =>
+      settle(() => reject(new RequestFailed(last.reason, `${last.detail} (${attempts} messages in ${Math.round(performance.now() - started)} ms)`)));
     const budgetTimer = setTimeout(() => {
       if (last.reason === 'timeout') r.onFailure?.('timeout');
       fail();
@@ -132,7 +133,10 @@ export function reliableRequest(r: ReliableRequest): Promise<ReliableReply> {
         }
         return;
       }
-      if (attempts - unrun >= r.maxAttempts) return; // the budget timer ends it
+      if (attempts - unrun >= r.maxAttempts) {
+        if (pending === 0) fail(); // e.g. every replica failed it (internal): no point waiting out the budget
+        return; // else the last ones may still answer, until the budget
+      }
       attempts++;
       pending++;
       r.onSend?.(kind);
