@@ -16,7 +16,7 @@ import {
   WireError,
   type WireMessage,
 } from '@unimoe/shared/wire/format';
-import { statsSubject, unitQueueGroup, unitSubject, wireModel, type WireModel } from '@unimoe/shared/wire/subjects';
+import { replicaUnitSubject, statsSubject, unitQueueGroup, unitSubject, wireModel, type WireModel } from '@unimoe/shared/wire/subjects';
 import { readDeadline } from '@unimoe/shared/wire/deadline';
 import { DroppedWork, RunClock, UnitCoalescer } from './coalescer';
 import { EncoderRequests } from './encoder-requests';
@@ -50,6 +50,8 @@ export interface WorkerOptions {
   statsWindowMs?: number;
   /** Bound on rows coalesced into one onnxruntime run; default 4096. */
   maxRowsPerRun?: number;
+  /** Bound on expert rows waiting per unit (beyond it: `overloaded`); default 8 x maxRowsPerRun. */
+  maxQueuedRows?: number;
   /** Bound on encoder items (images, frames, speech and audio chunks) coalesced into one run; default 16. */
   maxItemsPerRun?: number;
   /** onnxruntime intra-op threads per unit session. */
@@ -119,7 +121,7 @@ export async function runWorker(opts: WorkerOptions): Promise<RunningWorker> {
         const coalescer = new UnitCoalescer({ unit: spec.name, session, inputName, outputName, inRowDims, outRowSize, maxRowsPerRun: opts.maxItemsPerRun ?? 16, counters, clock });
         hosted.push({ spec, session, coalescer, outItemDims });
       } else {
-        const coalescer = new UnitCoalescer({ unit: spec.name, session, inputName, outputName, inRowDims: [hidden], outRowSize: hidden, maxRowsPerRun: opts.maxRowsPerRun ?? 4096, counters, clock });
+        const coalescer = new UnitCoalescer({ unit: spec.name, session, inputName, outputName, inRowDims: [hidden], outRowSize: hidden, maxRowsPerRun: opts.maxRowsPerRun ?? 4096, maxQueuedRows: opts.maxQueuedRows, counters, clock });
         hosted.push({ spec, session, coalescer });
       }
     }
@@ -152,20 +154,19 @@ async function join(
   for (const unit of hosted) {
     const subject = unitSubject(wire, unit.spec.name);
     const { spec, coalescer, outItemDims } = unit;
-    subs.push(
-      nc.subscribe(subject, {
-        queue: unitQueueGroup(wire, unit.spec.name),
-        callback: (err, msg) => {
-          if (err) return log(`[unimoe worker] subscription ${subject}: ${err.message}`);
-          // The edge's request ids ride along, so this worker's log lines about the message name them.
-          withRequestIds(parseTraceHeader(msg.headers?.get(TRACE_HEADER)), () => {
-            logger.debug({ unit: spec.name, bytes: msg.data.length }, 'unit request');
-            if (outItemDims) encoderRequests.handle(msg, { spec, coalescer, outItemDims });
-            else handle(msg, unit, hidden);
-          });
-        },
-      }),
-    );
+    const callback = (err: Error | null, msg: Msg) => {
+      if (err) return log(`[unimoe worker] subscription ${subject}: ${err.message}`);
+      // The edge's request ids ride along, so this worker's log lines about the message name them.
+      withRequestIds(parseTraceHeader(msg.headers?.get(TRACE_HEADER)), () => {
+        logger.debug({ unit: spec.name, bytes: msg.data.length }, 'unit request');
+        if (outItemDims) encoderRequests.handle(msg, { spec, coalescer, outItemDims });
+        else handle(msg, unit, hidden, replica);
+      });
+    };
+    subs.push(nc.subscribe(subject, { queue: unitQueueGroup(wire, unit.spec.name), callback }));
+    // Experts also answer on this replica's own subject, where the edge re-sends work it suspects
+    // another replica of holding (dead or stopped).
+    if (!outItemDims) subs.push(nc.subscribe(replicaUnitSubject(wire, replica, unit.spec.name), { callback }));
   }
   const service = await addWorkerService(
     nc,
@@ -220,11 +221,10 @@ async function join(
       ]);
       clearTimeout(timer);
       if (drained) log(`[unimoe worker] pool ${opts.pool} replica ${replica}: drained and stopped`);
-      else {
-        // Draining needs the server (unsubscribe, flush the replies); without it, stop anyway.
-        log(`[unimoe worker] pool ${opts.pool} replica ${replica}: could not drain within ${bound} ms (is NATS reachable?); closing without answering the rest`);
-        await nc.close();
-      }
+      // Draining needs the server (unsubscribe, flush the replies); without it, stop anyway.
+      else log(`[unimoe worker] pool ${opts.pool} replica ${replica}: could not drain within ${bound} ms (is NATS reachable?); closing without answering the rest`);
+      // A drain that ran while disconnected can resolve with the client still reconnecting: close it for good.
+      if (!nc.isClosed()) await nc.close();
     })());
 
   return {
@@ -239,7 +239,7 @@ async function join(
 }
 
 /** Answers one request; malformed input or a failed run becomes an error reply, never a throw. */
-function handle(msg: Msg, unit: HostedUnit, hidden: number): void {
+function handle(msg: Msg, unit: HostedUnit, hidden: number, replica: string): void {
   let requestId: string | undefined;
   try {
     requestId = msg.headers?.get(WIRE_HEADERS.requestId) || undefined;
@@ -253,6 +253,7 @@ function handle(msg: Msg, unit: HostedUnit, hidden: number): void {
       ({ y, computeUs }) => {
         const m = encodeTensorMessage({ dtype: t.dtype, rows: t.rows, hidden, data: y, requestId });
         m.headers[WIRE_HEADERS.computeUs] = String(computeUs);
+        m.headers[WIRE_HEADERS.replica] = replica;
         reply(msg, m);
       },
       (err: Error) =>

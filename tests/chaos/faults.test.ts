@@ -40,4 +40,18 @@ describe('faults under 16 concurrent streams', () => {
     expect(logs).toMatch(/NATS disconnected/);
     expect(logs).toMatch(/NATS reconnected/);
   });
+
+  it('with nats-server gone for good, a request fails with 503 once its budget is spent (never hangs) and /readyz says not ready', async () => {
+    await cluster.stopNats();
+    const res = await fetch(`${cluster.edge.url}/v1/chat/completions`, {
+      method: 'POST',
+      headers: { 'Content-Type': 'application/json' },
+      body: JSON.stringify({ model: cluster.edge.manifest.name, messages: [{ role: 'user', content: prompts[0] }], max_tokens: 8, temperature: 0 }),
+    });
+    expect(res.status).toBe(503);
+    const body = (await res.json()) as { error: { code: string; message: string } };
+    expect(body.error.code).toBe('unit_unavailable');
+    expect(body.error.message).toMatch(/the NATS connection is down and did not come back in time/);
+    expect((await fetch(`${cluster.edge.url}/readyz`)).status).toBe(503);
+  });
 });

@@ -25,6 +25,8 @@ export interface ChaosCluster {
   pools: Record<string, WorkerProcess[]>;
   /** Runs `fault` against pool a (or the server); resolves when it is over (the replica continued, the pool back...). */
   inject(fault: Fault): Promise<void>;
+  /** Stops nats-server for good. */
+  stopNats(): Promise<void>;
   close(): Promise<void>;
 }
 
@@ -92,7 +94,7 @@ export async function startChaosCluster(opts: { dispatch?: Pick<NatsExpertBacken
       await Promise.all(fresh.map((w) => w.ready));
     }
   };
-  return { edge: edge!, pools, inject, close };
+  return { edge: edge!, pools, inject, stopNats: () => nats.stop(), close };
 }
 
 export interface StreamOutcome {

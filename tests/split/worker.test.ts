@@ -9,7 +9,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createNatsExpertBackend, type NatsExpertBackend } from '@unimoe/edge/dispatch/nats-expert-backend';
 import type { Manifest } from '@unimoe/shared/bundle/manifest';
 import { loadUnitSession } from '@unimoe/shared/runtime/ort-unit';
-import { decodeTensorMessage, encodeTensorMessage, readErrorReply } from '@unimoe/shared/wire/format';
+import { decodeTensorMessage, encodeTensorMessage, readErrorReply, WIRE_HEADERS } from '@unimoe/shared/wire/format';
 import { statsSubject, unitSubject, wireModel } from '@unimoe/shared/wire/subjects';
 import { runWorker, type RunningWorker } from '@unimoe/gpu-worker/worker';
 import type { StatsMessage } from '@unimoe/gpu-worker/stats';
@@ -199,7 +199,8 @@ describe('two pools (disjoint experts) x two replicas', () => {
     const start = (pool: string, experts: number[]) =>
       runWorker({ store: bundle.dir, pool, experts, natsUrl: nats.url, threads: 1, statsIntervalMs: 100, log: quiet });
     const workers = await Promise.all([start('a', [0, 1]), start('a', [0, 1]), start('b', [2, 3]), start('b', [2, 3])]);
-    const backend = await createNatsExpertBackend({ natsUrl: nats.url, model: wireModel(manifest), hidden });
+    // No restart hold: a pool that goes away here is gone for good, and its units must fail fast.
+    const backend = await createNatsExpertBackend({ natsUrl: nats.url, model: wireModel(manifest), hidden, restartHoldMs: 0 });
     const nc = await connect({ servers: nats.url });
     try {
       const perReplica = new Map<string, number>();
@@ -244,3 +245,50 @@ function referenceRowsBatch(tokens: number, offset: number) {
   const { x, rowIndex } = referenceRows(tokens, offset);
   return { x, tokens, rowIndex };
 }
+
+describe('overload and deadlines', () => {
+  let nats: NatsServer;
+  let worker: RunningWorker;
+
+  beforeAll(async () => {
+    nats = await startNatsServer();
+    // A small queue: 30 concurrent 10-row batches cannot all wait at once.
+    worker = await runWorker({ store: bundle.dir, pool: 'small', experts: [0], layers: [0], natsUrl: nats.url, threads: 1, maxRowsPerRun: 20, maxQueuedRows: 40, log: quiet });
+  });
+  afterAll(async () => {
+    await worker?.stop();
+    await nats?.stop();
+  });
+
+  it('refuses what does not fit its queue (overloaded); the edge backs off, retries and gets every answer right', async () => {
+    const backend = await createNatsExpertBackend({ natsUrl: nats.url, model: wireModel(manifest), hidden, timeoutMs: 30_000 });
+    try {
+      const inputs = Array.from({ length: 30 }, (_, i) => referenceRows(10, i));
+      const ys = await backend.runExperts(inputs.map(({ x }) => ({ layer: 0, expert: 0, x, tokens: 10 })));
+      ys.forEach((y, i) => expect(maxErrorVsReference('layer0.expert0', y, inputs[i]!.rowIndex)).toBeLessThan(1e-5));
+      const stats = backend.stats();
+      expect(stats.requests).toBeGreaterThan(30); // some were refused and sent again
+      expect(stats.timeouts).toBe(0);
+    } finally {
+      await backend.close();
+    }
+  });
+
+  it('drops a request whose deadline has passed instead of computing it (expired)', async () => {
+    const nc = await connect({ servers: nats.url });
+    try {
+      const { x } = referenceRows(3);
+      const msg = encodeTensorMessage({ dtype: 'f32', rows: 3, hidden, data: x, requestId: 'late' });
+      const reply = await nc.request(unitSubject(wireModel(manifest), 'layer0.expert0'), msg.body, { timeout: 5000, headers: toHeaders({ ...msg.headers, [WIRE_HEADERS.deadlineMs]: '0' }) });
+      expect(readErrorReply(reply.headers)).toMatchObject({ code: 'expired' });
+      expect(reply.data.byteLength).toBe(0);
+      expect(reply.headers?.get(WIRE_HEADERS.requestId)).toBe('late');
+      // With time left it is computed as usual.
+      const ok = await nc.request(unitSubject(wireModel(manifest), 'layer0.expert0'), msg.body, { timeout: 5000, headers: toHeaders({ ...msg.headers, [WIRE_HEADERS.deadlineMs]: '5000' }) });
+      expect(readErrorReply(ok.headers)).toBeUndefined();
+      expect(ok.headers?.get(WIRE_HEADERS.replica)).toBe(worker.replica);
+    } finally {
+      await nc.close();
+    }
+  });
+});

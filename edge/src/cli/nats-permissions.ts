@@ -58,7 +58,8 @@ export function rolePermissions(manifest: Manifest, pools: PoolPlan[]): RolePerm
       name: `worker-${p.pool}`,
       role,
       publish: [statsSubject(wire, p.pool), inbox(edge)],
-      subscribe: [...p.units.map((u) => unitSubject(wire, u)), inbox(role), '$SRV.>', `${prefix}.load.>`],
+      // Its units' shared subjects, and the same units on any replica's own subject (re-sends; docs/wire.md).
+      subscribe: [...p.units.flatMap((u) => [unitSubject(wire, u), `${prefix}.replica.*.unit.${u}`]), inbox(role), '$SRV.>', `${prefix}.load.>`],
       allowResponses: true,
     };
   });
@@ -66,7 +67,7 @@ export function rolePermissions(manifest: Manifest, pools: PoolPlan[]): RolePerm
     {
       name: 'edge',
       role: edge,
-      publish: [`${prefix}.unit.>`, `${prefix}.demand`, `${prefix}.routed`, '$SRV.>'],
+      publish: [`${prefix}.unit.>`, `${prefix}.replica.>`, `${prefix}.demand`, `${prefix}.routed`, '$SRV.>'],
       subscribe: [inbox(edge), `${prefix}.stats.>`],
       allowResponses: true,
     },

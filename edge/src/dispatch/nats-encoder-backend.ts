@@ -28,6 +28,7 @@ import type { DispatchStats, UnitsAvailability } from './nats-expert-backend';
 import { connectNats } from '@unimoe/shared/runtime/nats-connect';
 import { roleInboxPrefix, type NatsSecurity } from '@unimoe/shared/runtime/nats-auth';
 import { TRACE_HEADER, traceHeaderValue } from '@unimoe/shared/log';
+import { drainWithin, NatsConnectionWatch } from '@unimoe/shared/runtime/nats-status';
 
 export interface NatsEncoderBackendOptions {
   natsUrl: string;
@@ -96,6 +97,7 @@ export async function createNatsEncoderBackend(opts: NatsEncoderBackendOptions):
   const wire = wireModel(opts.manifest);
   const units = new Map(opts.manifest.units.filter((u) => ENCODER_KINDS.has(u.kind)).map((u) => [u.name, u]));
   const nc: NatsConnection = await connectNats(opts.natsUrl, 'unimoe-edge-encoders', { role: EDGE, security: opts.natsSecurity });
+  const watch = new NatsConnectionWatch(nc, 'unimoe edge encoders');
   const serverMax = nc.info?.max_payload ?? 1024 * 1024;
   const payload = Math.min(opts.maxPayload ?? serverMax, serverMax);
   const stride = partStride(payload);
@@ -198,6 +200,12 @@ export async function createNatsEncoderBackend(opts: NatsEncoderBackendOptions):
     let lastMessage = '';
     try {
       for (let attemptNo = 0; attemptNo <= retries; attemptNo++) {
+        // While NATS is down an attempt would only sit in the client's buffer until it times out.
+        if (!(await watch.whenConnected(timeoutMs))) {
+          counters.timeouts++;
+          lastFailure = 'timeout';
+          continue;
+        }
         counters.requests++;
         const sentAt = performance.now();
         const a = await attempt(spec, headers, body.subarray(0, firstEnd), outDims);
@@ -290,7 +298,7 @@ export async function createNatsEncoderBackend(opts: NatsEncoderBackendOptions):
       if (closed) return;
       closed = true;
       fetchSub.unsubscribe();
-      if (!nc.isClosed()) await nc.drain();
+      await drainWithin(nc, 2000);
     },
   };
 }

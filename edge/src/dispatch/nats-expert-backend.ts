@@ -8,14 +8,15 @@ import { headers as natsHeaders, type Msg, type NatsConnection } from 'nats';
 import { unitName } from '@unimoe/shared/bundle/manifest';
 import { decodeTensorMessage, encodeTensorMessage, readErrorReply, WIRE_HEADERS, WireError, type WireDType } from '@unimoe/shared/wire/format';
 import { maxRowsPerMessage, rowRanges } from '@unimoe/shared/wire/split';
-import { unitSubject, type WireModel } from '@unimoe/shared/wire/subjects';
+import { replicaUnitSubject, unitSubject, type WireModel } from '@unimoe/shared/wire/subjects';
 import type { ExpertBackend, ExpertBatch } from '../engine/expert-backend';
 import { connectNats } from '@unimoe/shared/runtime/nats-connect';
 import type { NatsSecurity } from '@unimoe/shared/runtime/nats-auth';
 import { TRACE_HEADER, traceHeaderValue } from '@unimoe/shared/log';
-import { NatsConnectionWatch } from '@unimoe/shared/runtime/nats-status';
+import { drainWithin, NatsConnectionWatch } from '@unimoe/shared/runtime/nats-status';
 import { LatencyTracker, type LatencyOptions } from './latency';
 import { reliableRequest, RequestFailed } from './reliable-request';
+import { ReplicaTracker } from './replicas';
 import { pingExpertUnit, waitForReplicaOnDemand } from './scale-from-zero';
 
 export interface NatsExpertBackendOptions {
@@ -33,6 +34,11 @@ export interface NatsExpertBackendOptions {
   maxAttempts?: number;
   /** When to re-send an unanswered batch, from the unit's observed round trips. */
   hedging?: LatencyOptions;
+  /**
+   * How long a batch for a unit that has answered before waits out "no responders" (its pool
+   * restarting) before failing; default 10000 ms (capped by timeoutMs). Units never answered fail fast.
+   */
+  restartHoldMs?: number;
   /** Element type on the wire; default f32 (exact). f16/bf16 halve the bytes and round. */
   dtype?: WireDType;
   /** Split batches above this many payload bytes; default (and at most) the server's max_payload. */
@@ -103,6 +109,7 @@ export async function createNatsExpertBackend(opts: NatsExpertBackendOptions): P
   const timeoutMs = opts.timeoutMs ?? 10_000;
   const retries = opts.retries ?? 2;
   const maxAttempts = opts.maxAttempts ?? 6;
+  const restartHoldMs = opts.restartHoldMs ?? 10_000;
   const dtype = opts.dtype ?? 'f32';
   const { hidden, model } = opts;
   const nc: NatsConnection = await connectNats(opts.natsUrl, 'unimoe-edge', { role: { kind: 'edge' }, security: opts.natsSecurity });
@@ -114,6 +121,7 @@ export async function createNatsExpertBackend(opts: NatsExpertBackendOptions): P
   const counters: DispatchStats = { requests: 0, hedges: 0, timeouts: 0, noResponders: 0 };
   /** Units some replica has answered: "no responders" for them means a restart, worth waiting out. */
   const answered = new Set<string>();
+  const replicas = new ReplicaTracker();
   const observe = opts.observe;
   const waitForReplica = waitForReplicaOnDemand(nc, model, opts.scaleFromZeroMs);
 
@@ -133,7 +141,11 @@ export async function createNatsExpertBackend(opts: NatsExpertBackendOptions): P
         hedgeAfterMs: latency.hedgeAfterMs(unit),
         maxAttempts,
         noResponderRetries: retries,
-        hostedBefore: answered.has(unit),
+        noResponderHoldMs: answered.has(unit) ? restartHoldMs : 0,
+        resendTo: () => {
+          const replica = replicas.liveliest(unit);
+          return replica === undefined ? undefined : { subject: replicaUnitSubject(model, replica, unit), onGone: () => replicas.forget(replica) };
+        },
         onSend: (kind) => {
           counters.requests++;
           if (kind === 'hedge') counters.hedges++;
@@ -161,6 +173,8 @@ export async function createNatsExpertBackend(opts: NatsExpertBackendOptions): P
     const roundTripMs = performance.now() - sentAt;
     latency.observe(unit, roundTripMs);
     answered.add(unit);
+    const replica = reply.headers?.get(WIRE_HEADERS.replica);
+    if (replica) replicas.answered(unit, replica);
     const y = decodeReply(unit, reply, rows);
     if (observe) {
       const compute = Number(reply.headers?.get(WIRE_HEADERS.computeUs));
@@ -225,7 +239,7 @@ export async function createNatsExpertBackend(opts: NatsExpertBackendOptions): P
       return { inMsgs, outMsgs, inBytes, outBytes };
     },
     async close() {
-      if (!nc.isClosed()) await nc.drain();
+      await drainWithin(nc, 2000);
     },
   };
 }

@@ -2,9 +2,9 @@
  * One unit request that survives dead, stopped and overloaded replicas and NATS restarts, within one
  * overall budget:
  * - hedging: a request still unanswered after `hedgeAfterMs` (from the unit's observed latency) is sent
- *   again - the queue group may hand it to another replica - and again after twice that, and so on; the
- *   first reply wins and the others are ignored (units are pure functions, so any reply is the answer
- *   and none is ever used twice);
+ *   again - to `resendTo` (a replica known to be alive) when given - and again after twice that, and so
+ *   on; the first reply wins and the others are ignored (units are pure functions, so any reply is the
+ *   answer and none is ever used twice);
  * - `overloaded`, `expired` and `internal` replies and "no responders" are retried after a backoff
  *   that doubles (25 ms to 500 ms), with jitter, so that retries thin out instead of piling onto a busy
  *   pool;
@@ -47,12 +47,17 @@ export interface ReliableRequest {
    */
   maxAttempts: number;
   /**
-   * "No responders" this many times in a row (outside a reconnect) means nobody hosts the unit - unless
-   * `hostedBefore`: a unit that has answered before is more likely restarting (a whole pool restarting,
-   * workers resubscribing), so that request keeps trying, backing off, until its budget.
+   * "No responders" this many times in a row (outside a reconnect) means nobody hosts the unit - but not
+   * before `noResponderHoldMs` (0 fails fast): a unit that has answered before is more likely restarting
+   * (a whole pool restarting, workers resubscribing), so the caller holds its request that long.
    */
   noResponderRetries: number;
-  hostedBefore: boolean;
+  noResponderHoldMs: number;
+  /**
+   * Where hedges and retries go instead of `subject` (e.g. one live replica's own subject), with what to
+   * do when nobody listens there any more; undefined: `subject` again.
+   */
+  resendTo?: () => { subject: string; onGone: () => void } | undefined;
   onSend?: (kind: 'first' | 'hedge' | 'retry') => void;
   onFailure?: (kind: 'no-responders' | 'timeout') => void;
 }
@@ -69,7 +74,8 @@ const RETRY_MAX_MS = 500;
 
 export function reliableRequest(r: ReliableRequest): Promise<ReliableReply> {
   return new Promise((resolve, reject) => {
-    const deadline = performance.now() + r.budgetMs;
+    const started = performance.now();
+    const deadline = started + r.budgetMs;
     let settled = false;
     let attempts = 0;
     /** Sends known not to have been computed anywhere. */
@@ -89,7 +95,8 @@ export function reliableRequest(r: ReliableRequest): Promise<ReliableReply> {
       clearTimeout(budgetTimer);
       fn();
     };
-    const fail = () => settle(() => reject(new RequestFailed(last.reason, `${last.detail} (${attempts} attempts in ${r.budgetMs} ms)`)));
+    const fail = () =>
+      settle(() => reject(new RequestFailed(last.reason, `${last.detail} (${attempts} messages in ${Math.round(performance.now() - started)} ms)`)));
     const budgetTimer = setTimeout(() => {
       if (last.reason === 'timeout') r.onFailure?.('timeout');
       fail();
@@ -126,17 +133,21 @@ export function reliableRequest(r: ReliableRequest): Promise<ReliableReply> {
         }
         return;
       }
-      if (attempts - unrun >= r.maxAttempts) return; // the budget timer ends it
+      if (attempts - unrun >= r.maxAttempts) {
+        if (pending === 0) fail(); // e.g. every replica failed it (internal): no point waiting out the budget
+        return; // else the last ones may still answer, until the budget
+      }
       attempts++;
       pending++;
       r.onSend?.(kind);
+      const direct = kind === 'first' ? undefined : r.resendTo?.();
       const h = natsHeaders();
       for (const [k, v] of Object.entries(r.headers)) h.set(k, v);
       const sentAt = performance.now();
       h.set(WIRE_HEADERS.deadlineMs, deadlineHeader(deadline, sentAt));
       let request: Promise<Msg>;
       try {
-        request = r.nc.request(r.subject, r.body, { timeout: Math.ceil(remaining), headers: h });
+        request = r.nc.request(direct?.subject ?? r.subject, r.body, { timeout: Math.ceil(remaining), headers: h });
       } catch (err) {
         pending--;
         last = { reason: 'nats', detail: `NATS request failed: ${(err as Error).message}` };
@@ -158,12 +169,20 @@ export function reliableRequest(r: ReliableRequest): Promise<ReliableReply> {
         (err: NatsError) => {
           pending--;
           if (settled) return;
+          if (err.code === ErrorCode.NoResponders && direct) {
+            // That replica is gone; the next re-send picks another one (or the queue group).
+            direct.onGone();
+            unrun++;
+            if (pending === 0) schedule(0, 'retry');
+            return;
+          }
           if (err.code === ErrorCode.NoResponders) {
             noResponders++;
             unrun++;
             last = { reason: 'no-responders', detail: 'nobody answers (is a pool serving it running?)' };
             // Just after a NATS restart the workers may not have resubscribed yet: keep trying then.
-            if (noResponders > r.noResponderRetries && !r.hostedBefore && !r.watch.settling && pending === 0) {
+            const held = performance.now() - started < r.noResponderHoldMs;
+            if (noResponders > r.noResponderRetries && !held && !r.watch.settling && pending === 0) {
               r.onFailure?.('no-responders');
               return fail();
             }

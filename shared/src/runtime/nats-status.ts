@@ -41,10 +41,17 @@ export class NatsConnectionWatch {
     return performance.now() - this.reconnectedAt < SETTLE_MS;
   }
 
-  /** Resolves when the connection is up again (at once if it is), or closed for good. */
-  whenConnected(): Promise<void> {
-    if (this.up) return Promise.resolve();
-    return new Promise((resolve) => this.waiters.push(resolve));
+  /** Resolves when the connection is up again (at once if it is) or closed for good, or after `timeoutMs`; true when it is up. */
+  async whenConnected(timeoutMs = Infinity): Promise<boolean> {
+    if (!this.up) {
+      let timer: ReturnType<typeof setTimeout> | undefined;
+      await new Promise<void>((resolve) => {
+        this.waiters.push(resolve);
+        if (Number.isFinite(timeoutMs)) timer = setTimeout(resolve, timeoutMs);
+      });
+      clearTimeout(timer);
+    }
+    return this.up;
   }
 
   private async follow(nc: NatsConnection): Promise<void> {
@@ -66,4 +73,22 @@ export class NatsConnectionWatch {
   private wake(): void {
     for (const w of this.waiters.splice(0)) w();
   }
+}
+
+/**
+ * Drains `nc` (flushes what is pending, then closes), but gives up after `boundMs` and closes it: a
+ * drain needs the server, and a process must be able to stop while the server is unreachable.
+ */
+export async function drainWithin(nc: NatsConnection, boundMs: number): Promise<void> {
+  if (nc.isClosed()) return;
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  const drained = await Promise.race([
+    nc.drain().then(
+      () => true,
+      () => false,
+    ),
+    new Promise<false>((resolve) => (timer = setTimeout(() => resolve(false), boundMs))),
+  ]);
+  clearTimeout(timer);
+  if (!drained && !nc.isClosed()) await nc.close();
 }

@@ -15,6 +15,8 @@ export const WIRE_HEADERS = {
   error: 'Unimoe-Error',
   /** On replies: microseconds the worker spent in the onnxruntime run that computed this batch. */
   computeUs: 'Unimoe-Compute-Us',
+  /** On expert replies: the id of the replica that computed it (its own subject: replicaUnitSubject). */
+  replica: 'Unimoe-Replica',
   /** On requests: milliseconds the sender will wait for the reply, counted from sending (see deadline.ts). */
   deadlineMs: 'Unimoe-Deadline-Ms',
 } as const;

@@ -35,6 +35,14 @@ export function unitSubject(model: WireModel, unit: string): string {
   return `${bundleSubjectPrefix(model)}.unit.${unit}`;
 }
 
+/**
+ * `unimoe.<model>.<hash>.replica.<replica>.unit.<unit>`: one replica's own subject for a unit (no queue
+ * group), where the edge re-sends a request that the queue group may have handed to a dead or stopped replica.
+ */
+export function replicaUnitSubject(model: WireModel, replica: string, unit: string): string {
+  return `${bundleSubjectPrefix(model)}.replica.${subjectToken(replica)}.unit.${unitSubject(model, unit).split('.unit.')[1]}`;
+}
+
 export function unitQueueGroup(model: WireModel, unit: string): string {
   return unitSubject(model, unit);
 }
