@@ -93,6 +93,20 @@ describe('n and seed', () => {
   });
 });
 
+describe('stop strings per choice', () => {
+  it('each of n choices ends at its own first stop string; the others go on', async () => {
+    const free = await chat({ temperature: 1.3, seed: 21, n: 3, max_tokens: 16 });
+    const texts = free.choices.map((c) => c.message.content!);
+    const stop = texts[1]!.slice(3, 5); // occurs in choice 1 at least
+    const cut = await chat({ temperature: 1.3, seed: 21, n: 3, max_tokens: 16, stop });
+    cut.choices.forEach((c, i) => {
+      const at = texts[i]!.indexOf(stop);
+      expect(c.message.content).toBe(at >= 0 ? texts[i]!.slice(0, at) : texts[i]);
+      expect(c.finish_reason).toBe(at >= 0 ? 'stop' : free.choices[i]!.finish_reason);
+    });
+  });
+});
+
 describe('logprobs', () => {
   it('chat: each token and its top_logprobs are the float64 log-softmax of the reference logits', async () => {
     const res = await chat({ logprobs: true, top_logprobs: 4, max_tokens: 5 });

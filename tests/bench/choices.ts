@@ -25,6 +25,10 @@ const PROMPT_LEN = 384;
 const NEW_TOKENS = 16;
 const DECODE_TOKENS = 48;
 
+/** Runs per measurement; the median is reported (the machine may be shared). */
+const RUNS = 3;
+const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
+
 const exists = (p: string) => access(p).then(() => true, () => false);
 
 async function bundle(): Promise<string> {
@@ -53,8 +57,14 @@ async function main() {
   const long = prompt(PROMPT_LEN);
   await engine.generate({ promptIds: long, params: { ...sampled, maxTokens: 2 } }); // warm-up
 
-  const forked = await seconds(() => engine.generate({ promptIds: long, params: sampled, n: N }));
-  const separate = await seconds(() => Promise.all(Array.from({ length: N }, (_, i) => engine.generate({ promptIds: long, params: { ...sampled, seed: i } }))));
+  const forkedRuns: number[] = [];
+  const separateRuns: number[] = [];
+  for (let r = 0; r < RUNS; r++) {
+    forkedRuns.push(await seconds(() => engine.generate({ promptIds: long, params: sampled, n: N })));
+    separateRuns.push(await seconds(() => Promise.all(Array.from({ length: N }, (_, i) => engine.generate({ promptIds: long, params: { ...sampled, seed: i } })))));
+  }
+  const forked = median(forkedRuns);
+  const separate = median(separateRuns);
   printTable(`${N} choices of a ${PROMPT_LEN}-token prompt, ${NEW_TOKENS} tokens each`, ['how', 'seconds', 'vs separate'], [
     [`${N} separate requests (prefill x${N})`, fmt(separate, 2), '1.00'],
     [`one request, n=${N} (prefill once, KV forked)`, fmt(forked, 2), fmt(separate / forked, 2)],
@@ -65,7 +75,12 @@ async function main() {
   const grammar = await createXGrammar(tokenizer, sampleable, [manifest.tokenizer.eos]);
   const schema = { type: 'object', properties: { words: { type: 'array', items: { type: 'string' } } }, required: ['words'] };
   const compiled = await grammar.compile({ type: 'json_schema', schema });
-  const decodeRate = async (extra: Partial<GenerationRequest>, params: Partial<SamplingParams> = {}) => {
+  const decodeRate = async (extra: () => Promise<Partial<GenerationRequest>>, params: Partial<SamplingParams> = {}) => {
+    const rates: number[] = [];
+    for (let r = 0; r < RUNS; r++) rates.push(await decodeOnce(await extra(), params));
+    return median(rates);
+  };
+  const decodeOnce = async (extra: Partial<GenerationRequest>, params: Partial<SamplingParams>) => {
     let first = 0;
     let last = 0;
     let count = 0;
@@ -81,12 +96,14 @@ async function main() {
     });
     return (count - 1) / ((last - first) / 1000);
   };
-  const base = await decodeRate({});
+  const none = async () => ({});
+  await decodeOnce({}, {}); // warm-up at the decode shapes
+  const base = await decodeRate(none);
   const rows: [string, number][] = [
     ['no extras (baseline)', base],
-    ['logprobs, 20 alternatives', await decodeRate({}, { logprobs: 20 })],
-    ['presence + frequency + repetition penalties', await decodeRate({}, { presencePenalty: 0.5, frequencyPenalty: 0.5, repetitionPenalty: 1.2 })],
-    ['json_schema (XGrammar mask each step)', await decodeRate({ constraints: [await compiled.matcher()] })],
+    ['logprobs, 20 alternatives', await decodeRate(none, { logprobs: 20 })],
+    ['presence + frequency + repetition penalties', await decodeRate(none, { presencePenalty: 0.5, frequencyPenalty: 0.5, repetitionPenalty: 1.2 })],
+    ['json_schema (XGrammar mask each step)', await decodeRate(async () => ({ constraints: [await compiled.matcher()] }))],
   ];
   printTable(`decode, one sequence, ${DECODE_TOKENS} tokens`, ['sampling', 'tokens/s', 'vs baseline'], rows.map(([name, rate]) => [name, fmt(rate, 1), fmt(rate / base, 2)]));
   grammar.dispose();
