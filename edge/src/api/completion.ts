@@ -4,7 +4,7 @@
  * its KV cache) and records token timing metrics.
  */
 import type { GenerationEngine, PromptEmbedding, SamplingParams, TokenConstraint, TokenLogprob } from '../engine/types';
-import type { ChatTokenizer } from './chat-tokenizer';
+import type { ChatTokenizer, TextStreamDecoder } from './chat-tokenizer';
 import { observeFirstToken, observeInterToken } from './metrics';
 import { StopMatcher } from './stop';
 
@@ -55,7 +55,7 @@ class ChoiceText {
   readonly logprobs: TokenLogprob[] = [];
   private unsent: TokenLogprob[] = [];
   private readonly stopper: StopMatcher;
-  private readonly decoder;
+  private readonly decoder: TextStreamDecoder;
 
   constructor(
     private readonly choice: number,

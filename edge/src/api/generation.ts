@@ -8,7 +8,7 @@ import { streamSSE, type SSEStreamingApi } from 'hono/streaming';
 import type { Manifest } from '@unimoe/shared/bundle/manifest';
 import type { Store } from '../db/store';
 import type { GenerationEngine, PromptEmbedding, SamplingParams, TokenLogprob } from '../engine/types';
-import type { OutputGrammar } from '../grammar/xgrammar';
+import type { CompiledOutput, OutputGrammar } from '../grammar/xgrammar';
 import { MediaInputError } from '../multimodal/errors';
 import type { MultimodalPipeline } from '../multimodal/pipeline';
 import type { ApiConfig } from './config';
@@ -18,7 +18,6 @@ import type { Modality } from './content';
 import { ApiError, internalError, notFound, timedOut, unavailable } from './errors';
 import { preview } from './request';
 import { observeCompletion } from './metrics';
-import type { CompiledOutput } from '../grammar/xgrammar';
 
 export interface GenerationDeps {
   engine: GenerationEngine;

@@ -150,6 +150,10 @@ export class Sequence {
     if (this.outcome.kind === 'generate') {
       const logprobs = this.req!.params.logprobs !== undefined ? { logprobs: this.logprobs } : {};
       this.outcome.group.finishChoice(this.choice, { ids: this.generated.slice(), finishReason: reason, completionTokens: this.generated.length, ...logprobs });
+      // Ended (aborted) before its prompt was prefilled: the choices it would have forked end with it.
+      for (; this.forksLeft > 0; this.forksLeft--) {
+        this.outcome.group.finishChoice(this.outcome.group.n - this.forksLeft, { ids: [], finishReason: reason, completionTokens: 0, ...logprobs });
+      }
     } else {
       this.outcome.reject(new Error('aborted'));
     }
