@@ -2,6 +2,8 @@
 // server on the tiny Uni-MoE 4e bundle: n, seed, logprobs, stop ids, penalties, min_tokens,
 // max_completion_tokens, POST /v1/completions and response_format. Numbers are checked against the
 // float64 reference forward (tests/reference), the Python sentencepiece library and ajv.
+import { readFile, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
 import Ajv from 'ajv';
 import OpenAI from 'openai';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -166,6 +168,30 @@ describe('stopping and length', () => {
     const res = await chat({ max_tokens: undefined, max_completion_tokens: 3, user: 'someone' });
     expect(res.choices[0]!).toMatchObject({ finish_reason: 'length', message: { content: decode(greedy.slice(0, 3)) } });
     expect(res.usage!.completion_tokens).toBe(3);
+  });
+});
+
+describe('ignore_eos', () => {
+  it('with the bundle EOS moved to the second greedy token: it stops there, unless ignore_eos', async () => {
+    const tmp = await makeTempDir('api-ignore-eos');
+    const bundle = await convertTinyBundle(tmp.dir);
+    const path = join(bundle, 'manifest.json');
+    const manifest = JSON.parse(await readFile(path, 'utf8'));
+    manifest.config.eos = manifest.tokenizer.eos = greedy[1];
+    await writeFile(path, JSON.stringify(manifest));
+    const moved = await startServer({ bundle, port: 0, host: '127.0.0.1', databaseUrl: `file:${tmp.dir}/db.db`, api: { noAuth: true } });
+    try {
+      const c = new OpenAI({ baseURL: `${moved.url}/v1`, apiKey: 'unused', maxRetries: 0 });
+      const ask = (extra: Body) => c.chat.completions.create({ model: MODEL, messages: [{ role: 'user', content: USER }], max_tokens: 8, temperature: 0, ...extra } as unknown as OpenAI.ChatCompletionCreateParamsNonStreaming);
+      const stopped = await ask({});
+      expect(stopped.choices[0]).toMatchObject({ finish_reason: 'stop', message: { content: decode(greedy.slice(0, 1)) } });
+      expect(stopped.usage!.completion_tokens).toBe(2);
+      const ignored = await ask({ ignore_eos: true });
+      expect(ignored.choices[0]).toMatchObject({ finish_reason: 'length', message: { content: decode(greedy) } });
+    } finally {
+      await moved.close();
+      await tmp.cleanup();
+    }
   });
 });
 
