@@ -171,6 +171,19 @@ describe('stopping and length', () => {
   });
 });
 
+describe('logit_bias', () => {
+  it('-100 rules out the greedy token (the next best by the reference logits comes instead); +100 forces a token', async () => {
+    const logits = reference.forward(promptIds);
+    const second = Array.from(logits, (v, id) => ({ v, id })).sort((a, b) => b.v - a.v)[1]!.id;
+    const banned = await chat({ logit_bias: { [greedy[0]!]: -100 }, max_tokens: 1 });
+    expect(banned.choices[0]!.message.content).toBe(decode([second]));
+    const forced = await chat({ logit_bias: { 500: 100 }, max_tokens: 3, logprobs: true });
+    expect(forced.choices[0]!.message.content).toBe(decode([500, 500, 500]));
+    // Log probabilities stay those of the model, not of the biased row.
+    expect(forced.choices[0]!.logprobs!.content![0]!.logprob).toBeCloseTo(logSoftmax(logits)[500]!, 4);
+  });
+});
+
 describe('ignore_eos', () => {
   it('with the bundle EOS moved to the second greedy token: it stops there, unless ignore_eos', async () => {
     const tmp = await makeTempDir('api-ignore-eos');

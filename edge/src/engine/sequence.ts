@@ -168,14 +168,17 @@ export class Sequence {
   }
 
   /**
-   * The row sampling draws from: the raw logits unless a penalty, min_tokens or a grammar applies (so
+   * The row sampling draws from: the raw logits unless a bias, penalty, min_tokens or a grammar applies (so
    * plain requests sample exactly what they always did); otherwise a copy with those applied.
    */
   private samplingRow(raw: Float32Array, mask: Int32Array | undefined): Float32Array {
     const holdStops = (this.req!.params.minTokens ?? 0) > this.generated.length;
     const penalise = hasPenalties(this.penalties);
-    if (!mask && !holdStops && !penalise) return raw;
+    const bias = this.req!.params.logitBias;
+    if (!mask && !holdStops && !penalise && !bias) return raw;
     const row = Float32Array.from(raw);
+    // vLLM's order: logit bias, then penalties, then the grammar mask and min_tokens.
+    if (bias) for (const [id, b] of Object.entries(bias)) if (Number(id) < row.length) row[Number(id)] += b;
     if (penalise) applyPenalties(row, this.penalties, (this.promptSet ??= new Set(this.prompt)), this.outputCounts);
     if (mask) for (let i = 0; i < row.length; i++) if (((mask[i >> 5]! >>> (i & 31)) & 1) === 0) row[i] = -Infinity;
     // min_tokens gives way to a finished grammar, which allows nothing but a stop id.
