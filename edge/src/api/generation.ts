@@ -130,9 +130,11 @@ export async function handleGeneration<P extends PreparedGeneration>(
   /** A request's finish_reason for the usage row: the first choice's, or 'abort'. */
   const rowReason = (runs: CompletionOutcome[]) => runs[0]!.choices[0]!.finishReason;
 
-  /** Every prompt's run, concurrently; `onDelta` gets the global choice index. */
-  const runAll = async (signal: AbortSignal, onDelta?: (c: ChoiceContext, text: string, logprobs: TokenLogprob[]) => void) =>
-    Promise.all(
+  /** Every prompt's run, concurrently; `onDelta` gets the global choice index. One failing stops the others. */
+  const runAll = async (callerSignal: AbortSignal, onDelta?: (c: ChoiceContext, text: string, logprobs: TokenLogprob[]) => void) => {
+    const failed = new AbortController();
+    const signal = AbortSignal.any([callerSignal, failed.signal]);
+    return Promise.all(
       p.prompts.map(async (q, i) =>
         runCompletion(deps.engine, deps.tokenizer, deps.manifest.tokenizer.eos, {
           promptIds: q.promptIds,
@@ -145,9 +147,13 @@ export async function handleGeneration<P extends PreparedGeneration>(
           signal,
           startedAt,
           ...(onDelta ? { onDelta: (choice: number, text: string, lps: TokenLogprob[]) => onDelta(contexts[i * p.n + choice]!, text, lps) } : {}),
+        }).catch((err: unknown) => {
+          failed.abort();
+          throw err;
         }),
       ),
     );
+  };
   const totalTokens = (runs: CompletionOutcome[]) => runs.reduce((s, r) => s + r.completionTokens, 0);
 
   if (!p.stream) {
