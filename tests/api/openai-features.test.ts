@@ -153,6 +153,21 @@ describe('logprobs', () => {
   });
 });
 
+describe('prompt scoring (max_tokens 0)', () => {
+  it('echo + logprobs + max_tokens 0: the prompt alone, its log probabilities against the reference, nothing generated', async () => {
+    const ids = promptIds.slice(0, 12);
+    const res = await complete({ prompt: ids, echo: true, logprobs: 1, max_tokens: 0 });
+    const all = reference.forwardAll(ids).map(logSoftmax);
+    const lp = res.choices[0]!.logprobs!;
+    expect(res.choices[0]!.text).toBe(decode(ids));
+    expect(lp.token_logprobs).toHaveLength(ids.length);
+    expect(lp.token_logprobs![0]).toBeNull();
+    for (let q = 1; q < ids.length; q++) expect(lp.token_logprobs![q]).toBeCloseTo(all[q - 1]![ids[q]!]!, 4);
+    expect(res.usage).toEqual({ prompt_tokens: ids.length, completion_tokens: 0, total_tokens: ids.length });
+    await expect(complete({ prompt: ids, max_tokens: 0 })).rejects.toMatchObject({ status: 400, param: 'max_tokens' });
+  });
+});
+
 describe('stopping and length', () => {
   it('stop_token_ids ends at that id (counted, not shown); min_tokens holds it back', async () => {
     const stopped = await chat({ stop_token_ids: [greedy[2]] });

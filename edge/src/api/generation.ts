@@ -52,6 +52,11 @@ export interface PreparedGeneration {
   output?: CompiledOutput;
   /** Prompt tokens' log probabilities with this many alternatives (completions: echo + logprobs). */
   promptLogprobs?: number;
+  /**
+   * Completions with max_tokens 0: only the prompt is scored. The engine still samples one token (it
+   * always produces one), which is neither shown nor counted.
+   */
+  scoreOnly?: boolean;
 }
 
 /** One choice as the endpoint formats it: `index` counts over all prompts (prompt * n + choice). */
@@ -154,7 +159,7 @@ export async function handleGeneration<P extends PreparedGeneration>(
       ),
     );
   };
-  const totalTokens = (runs: CompletionOutcome[]) => runs.reduce((s, r) => s + r.completionTokens, 0);
+  const totalTokens = (runs: CompletionOutcome[]) => (p.scoreOnly ? 0 : runs.reduce((s, r) => s + r.completionTokens, 0));
 
   if (!p.stream) {
     try {

@@ -85,6 +85,8 @@ export const textCompletionRequest = z.object({
     error: 'expected a string, an array of strings, an array of token ids or an array of such arrays',
   }),
   logprobs: nullish(z.int().min(0, `must be between 0 and ${MAX_TOP_LOGPROBS}`).max(MAX_TOP_LOGPROBS, `must be between 0 and ${MAX_TOP_LOGPROBS}`)),
+  /** 0 scores the prompt only (with echo), as evaluation harnesses ask. */
+  max_tokens: nullish(z.int().min(0, 'must be at least 0')),
   echo: nullish(z.boolean()),
   best_of: nullish(z.int().min(1, 'must be at least 1')),
 });

@@ -2,7 +2,8 @@
  * POST /v1/completions: a raw prompt (text, token ids, or a batch of either) continued without a chat
  * template, on the same engine, limits and usage accounting as chat. `echo` puts the prompt in front of
  * each choice's text; `logprobs` N reports each token's log probability and its N likeliest alternatives
- * (with echo, the prompt's tokens too).
+ * (with echo, the prompt's tokens too); `max_tokens` 0 with echo scores the prompt alone, as evaluation
+ * harnesses (lm-evaluation-harness's loglikelihood) ask.
  */
 import type { Context } from 'hono';
 import type { TokenLogprob } from '../engine/types';
@@ -38,8 +39,9 @@ export function handleTextCompletion(c: Context, deps: GenerationDeps, keyId: nu
       let logprobs = null;
       if (p.logprobs !== undefined) {
         const prompt = echo ? ctx.prompt.promptIds.map((id, q) => ({ id, logprob: run.promptLogprobs?.[q] ?? null })) : [];
-        logprobs = completionLogprobs(deps.tokenizer, [...prompt, ...generated(o.logprobs ?? [])], 0);
+        logprobs = completionLogprobs(deps.tokenizer, [...prompt, ...(p.scoreOnly ? [] : generated(o.logprobs ?? []))], 0);
       }
+      if (p.scoreOnly) return { index: ctx.index, text: echo, logprobs, finish_reason: 'length' };
       return { index: ctx.index, text: echo + o.text, logprobs, finish_reason: o.finishReason };
     },
     opening(p, ctx) {
@@ -66,6 +68,10 @@ async function prepare(deps: GenerationDeps, body: unknown): Promise<PreparedTex
   if (echo && req.logprobs != null && req.stream) {
     throw invalidRequest("'echo' with 'logprobs' is not supported when streaming; ask without 'stream' to get the prompt's log probabilities.", 'echo', 'unsupported_parameter');
   }
+  const scoreOnly = req.max_tokens === 0;
+  if (scoreOnly && (!echo || req.stream)) {
+    throw invalidRequest("'max_tokens' 0 only scores the prompt: it needs 'echo' true and no 'stream'.", 'max_tokens', 'invalid_value');
+  }
   const prompts = promptList(req).map((p, i, all) => {
     const param = all.length > 1 ? `prompt[${i}]` : 'prompt';
     if (typeof p === 'string') return { ids: tokenizer.encodeText(p), echo: p, param };
@@ -75,7 +81,7 @@ async function prepare(deps: GenerationDeps, body: unknown): Promise<PreparedTex
     return { ids: p, echo: tokenizer.decode(p), param };
   });
   const maxTokens = Math.min(
-    ...prompts.map((p) => resolveMaxTokens(req.max_tokens ?? null, 'max_tokens', p.ids.length, manifest.config.maxPositions, config.maxTokensCap, p.param, DEFAULT_MAX_TOKENS)),
+    ...prompts.map((p) => resolveMaxTokens(scoreOnly ? 1 : (req.max_tokens ?? null), 'max_tokens', p.ids.length, manifest.config.maxPositions, config.maxTokensCap, p.param, DEFAULT_MAX_TOKENS)),
   );
   const logprobs = req.logprobs ?? undefined;
   const params = samplingParams(req, maxTokens, logprobs, manifest);
@@ -89,6 +95,7 @@ async function prepare(deps: GenerationDeps, body: unknown): Promise<PreparedTex
     stops: stopStrings(req),
     ...(output ? { output } : {}),
     ...(echo && logprobs !== undefined ? { promptLogprobs: logprobs } : {}),
+    ...(scoreOnly ? { scoreOnly } : {}),
     echoText: prompts.map((p) => (echo ? p.echo : '')),
     ...(logprobs !== undefined ? { logprobs } : {}),
   };
