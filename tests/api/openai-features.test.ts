@@ -283,6 +283,18 @@ describe('POST /v1/completions', () => {
     expect(chunks.at(-1)!.usage).toEqual(json.usage);
   });
 
+  it('streams echo + logprobs: the chunks\' arrays join to the JSON ones (prompt tokens first, then each piece)', async () => {
+    const body = { prompt: 'Once upon a time', echo: true, logprobs: 2, max_tokens: 5, temperature: 0.9, seed: 8, n: 2 };
+    const json = await complete(body);
+    const chunks = await collect(await client.completions.create({ model: MODEL, ...body, stream: true } as OpenAI.CompletionCreateParamsStreaming));
+    for (const choice of json.choices) {
+      const mine = chunks.flatMap((c) => c.choices.filter((x) => x.index === choice.index));
+      const join = <K extends 'tokens' | 'token_logprobs' | 'top_logprobs' | 'text_offset'>(k: K) => mine.flatMap((x) => (x.logprobs?.[k] ?? []) as unknown[]);
+      for (const k of ['tokens', 'token_logprobs', 'top_logprobs', 'text_offset'] as const) expect(join(k)).toEqual(choice.logprobs![k]);
+      expect(mine.map((x) => x.text).join('')).toBe(choice.text);
+    }
+  });
+
   it('refuses what it does not do, naming the parameter', async () => {
     await expect(complete({ prompt: 'x', suffix: 'y' })).rejects.toMatchObject({ status: 400, param: 'suffix', code: 'unsupported_parameter' });
     await expect(complete({ prompt: [1, 5_000_000] })).rejects.toMatchObject({ status: 400, param: 'prompt[1]' });

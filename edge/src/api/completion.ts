@@ -26,6 +26,8 @@ export interface CompletionInput {
    * with the log probabilities of the tokens that text came from (when asked for).
    */
   onDelta?: (choice: number, text: string, logprobs: TokenLogprob[]) => void;
+  /** With promptLogprobs: receives them once the prompt is prefilled, before any delta. */
+  onPromptLogprobs?: (logprobs: (TokenLogprob | null)[]) => void;
   /** When the request arrived (performance.now()), for time to first token. */
   startedAt: number;
 }
@@ -114,6 +116,7 @@ export async function runCompletion(engine: GenerationEngine, tokenizer: ChatTok
     n: input.n,
     ...(input.constraints ? { constraints: input.constraints } : {}),
     ...(input.promptLogprobs !== undefined ? { promptLogprobs: input.promptLogprobs } : {}),
+    ...(input.onPromptLogprobs ? { onPromptLogprobs: input.onPromptLogprobs } : {}),
     signal: input.signal,
     onToken(id, choice, logprob) {
       const now = performance.now();

@@ -73,8 +73,11 @@ export interface Endpoint<P extends PreparedGeneration> {
   prepare(body: unknown): Promise<P>;
   /** A JSON response's choice. */
   choice(p: P, c: ChoiceContext, outcome: ChoiceOutcome, run: CompletionOutcome): object;
-  /** Streaming: what a choice's first chunk carries before any token (chat: the role; completions: the echoed prompt), or null. */
-  opening(p: P, c: ChoiceContext): object | null;
+  /**
+   * Streaming: what a choice's first chunk carries before any token (chat: the role; completions: the
+   * echoed prompt), or null. With `promptLogprobs` it is sent once they are known, and gets them.
+   */
+  opening(p: P, c: ChoiceContext, promptLogprobs?: (TokenLogprob | null)[]): object | null;
   /** Streaming: a choice's piece of text with the log probabilities of the tokens it came from. */
   delta(p: P, c: ChoiceContext, text: string, logprobs: TokenLogprob[]): object;
   /** Streaming: a choice's last chunk. */
@@ -136,7 +139,11 @@ export async function handleGeneration<P extends PreparedGeneration>(
   const rowReason = (runs: CompletionOutcome[]) => runs[0]!.choices[0]!.finishReason;
 
   /** Every prompt's run, concurrently; `onDelta` gets the global choice index. One failing stops the others. */
-  const runAll = async (callerSignal: AbortSignal, onDelta?: (c: ChoiceContext, text: string, logprobs: TokenLogprob[]) => void) => {
+  const runAll = async (
+    callerSignal: AbortSignal,
+    onDelta?: (c: ChoiceContext, text: string, logprobs: TokenLogprob[]) => void,
+    onPromptLogprobs?: (prompt: number, logprobs: (TokenLogprob | null)[]) => void,
+  ) => {
     const failed = new AbortController();
     const signal = AbortSignal.any([callerSignal, failed.signal]);
     return Promise.all(
@@ -152,6 +159,7 @@ export async function handleGeneration<P extends PreparedGeneration>(
           signal,
           startedAt,
           ...(onDelta ? { onDelta: (choice: number, text: string, lps: TokenLogprob[]) => onDelta(contexts[i * p.n + choice]!, text, lps) } : {}),
+          ...(onPromptLogprobs ? { onPromptLogprobs: (lps: (TokenLogprob | null)[]) => onPromptLogprobs(i, lps) } : {}),
         }).catch((err: unknown) => {
           failed.abort();
           throw err;
@@ -209,13 +217,17 @@ export async function handleGeneration<P extends PreparedGeneration>(
     };
     const chunk = (choice: object) => send({ id, object: endpoint.chunkObject, created, model, choices: [choice], ...(p.includeUsage ? { usage: null } : {}) });
 
-    for (const ctx of contexts) {
-      const opening = endpoint.opening(p, ctx);
+    const open = (ctx: ChoiceContext, promptLogprobs?: (TokenLogprob | null)[]) => {
+      const opening = endpoint.opening(p, ctx, promptLogprobs);
       if (opening) chunk(opening);
-    }
+    };
+    // Openings that carry the prompt's log probabilities wait for its prefill; the others go out at once.
+    const deferred = p.promptLogprobs !== undefined;
+    if (!deferred) contexts.forEach((ctx) => open(ctx));
+    const onPrompt = (prompt: number, lps: (TokenLogprob | null)[]) => contexts.slice(prompt * p.n, (prompt + 1) * p.n).forEach((ctx) => open(ctx, lps));
     let runs: CompletionOutcome[];
     try {
-      runs = await runAll(signal, (ctx, text, lps) => chunk(endpoint.delta(p, ctx, text, lps)));
+      runs = await runAll(signal, (ctx, text, lps) => chunk(endpoint.delta(p, ctx, text, lps)), deferred ? onPrompt : undefined);
     } catch (err) {
       const apiErr = logged(err);
       send(apiErr.body());

@@ -136,6 +136,8 @@ export class Sequence {
     if (this.constraint && !this.constraint.accept(id)) throw new Error(`the output grammar rejected token ${id}`);
     let verdict: void | 'stop';
     try {
+      const prompt = this.outcome.group.promptLogprobs;
+      if (prompt && this.choice === 0 && this.generated.length === 1) this.req!.onPromptLogprobs?.(prompt);
       verdict = this.req!.onToken?.(id, this.choice, logprob);
     } catch (err) {
       throw new Error(`onToken callback threw: ${(err as Error).message}`, { cause: err });

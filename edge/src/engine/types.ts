@@ -80,6 +80,8 @@ export interface GenerationRequest {
    * `params.logprobs` is set. Returning 'stop' ends that choice there (a stop string completed).
    */
   onToken?: (id: number, choice: number, logprob?: TokenLogprob) => void | 'stop';
+  /** With `promptLogprobs`: called once with them (null first), as soon as the prompt is prefilled, before any token. */
+  onPromptLogprobs?: (logprobs: (TokenLogprob | null)[]) => void;
 }
 
 export type FinishReason = 'stop' | 'length' | 'abort';
