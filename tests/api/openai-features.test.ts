@@ -2,6 +2,8 @@
 // server on the tiny Uni-MoE 4e bundle: n, seed, logprobs, stop ids, penalties, min_tokens,
 // max_completion_tokens, POST /v1/completions and response_format. Numbers are checked against the
 // float64 reference forward (tests/reference), the Python sentencepiece library and ajv.
+import { readFile, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
 import Ajv from 'ajv';
 import OpenAI from 'openai';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -93,6 +95,20 @@ describe('n and seed', () => {
   });
 });
 
+describe('stop strings per choice', () => {
+  it('each of n choices ends at its own first stop string; the others go on', async () => {
+    const free = await chat({ temperature: 1.3, seed: 21, n: 3, max_tokens: 16 });
+    const texts = free.choices.map((c) => c.message.content!);
+    const stop = texts[1]!.slice(3, 5); // occurs in choice 1 at least
+    const cut = await chat({ temperature: 1.3, seed: 21, n: 3, max_tokens: 16, stop });
+    cut.choices.forEach((c, i) => {
+      const at = texts[i]!.indexOf(stop);
+      expect(c.message.content).toBe(at >= 0 ? texts[i]!.slice(0, at) : texts[i]);
+      expect(c.finish_reason).toBe(at >= 0 ? 'stop' : free.choices[i]!.finish_reason);
+    });
+  });
+});
+
 describe('logprobs', () => {
   it('chat: each token and its top_logprobs are the float64 log-softmax of the reference logits', async () => {
     const res = await chat({ logprobs: true, top_logprobs: 4, max_tokens: 5 });
@@ -137,6 +153,21 @@ describe('logprobs', () => {
   });
 });
 
+describe('prompt scoring (max_tokens 0)', () => {
+  it('echo + logprobs + max_tokens 0: the prompt alone, its log probabilities against the reference, nothing generated', async () => {
+    const ids = promptIds.slice(0, 12);
+    const res = await complete({ prompt: ids, echo: true, logprobs: 1, max_tokens: 0 });
+    const all = reference.forwardAll(ids).map(logSoftmax);
+    const lp = res.choices[0]!.logprobs!;
+    expect(res.choices[0]!.text).toBe(decode(ids));
+    expect(lp.token_logprobs).toHaveLength(ids.length);
+    expect(lp.token_logprobs![0]).toBeNull();
+    for (let q = 1; q < ids.length; q++) expect(lp.token_logprobs![q]).toBeCloseTo(all[q - 1]![ids[q]!]!, 4);
+    expect(res.usage).toEqual({ prompt_tokens: ids.length, completion_tokens: 0, total_tokens: ids.length });
+    await expect(complete({ prompt: ids, max_tokens: 0 })).rejects.toMatchObject({ status: 400, param: 'max_tokens' });
+  });
+});
+
 describe('stopping and length', () => {
   it('stop_token_ids ends at that id (counted, not shown); min_tokens holds it back', async () => {
     const stopped = await chat({ stop_token_ids: [greedy[2]] });
@@ -152,6 +183,43 @@ describe('stopping and length', () => {
     const res = await chat({ max_tokens: undefined, max_completion_tokens: 3, user: 'someone' });
     expect(res.choices[0]!).toMatchObject({ finish_reason: 'length', message: { content: decode(greedy.slice(0, 3)) } });
     expect(res.usage!.completion_tokens).toBe(3);
+  });
+});
+
+describe('logit_bias', () => {
+  it('-100 rules out the greedy token (the next best by the reference logits comes instead); +100 forces a token', async () => {
+    const logits = reference.forward(promptIds);
+    const second = Array.from(logits, (v, id) => ({ v, id })).sort((a, b) => b.v - a.v)[1]!.id;
+    const banned = await chat({ logit_bias: { [greedy[0]!]: -100 }, max_tokens: 1 });
+    expect(banned.choices[0]!.message.content).toBe(decode([second]));
+    const forced = await chat({ logit_bias: { 500: 100 }, max_tokens: 3, logprobs: true });
+    expect(forced.choices[0]!.message.content).toBe(decode([500, 500, 500]));
+    // Log probabilities stay those of the model, not of the biased row.
+    expect(forced.choices[0]!.logprobs!.content![0]!.logprob).toBeCloseTo(logSoftmax(logits)[500]!, 4);
+  });
+});
+
+describe('ignore_eos', () => {
+  it('with the bundle EOS moved to the second greedy token: it stops there, unless ignore_eos', async () => {
+    const tmp = await makeTempDir('api-ignore-eos');
+    const bundle = await convertTinyBundle(tmp.dir);
+    const path = join(bundle, 'manifest.json');
+    const manifest = JSON.parse(await readFile(path, 'utf8'));
+    manifest.config.eos = manifest.tokenizer.eos = greedy[1];
+    await writeFile(path, JSON.stringify(manifest));
+    const moved = await startServer({ bundle, port: 0, host: '127.0.0.1', databaseUrl: `file:${tmp.dir}/db.db`, api: { noAuth: true } });
+    try {
+      const c = new OpenAI({ baseURL: `${moved.url}/v1`, apiKey: 'unused', maxRetries: 0 });
+      const ask = (extra: Body) => c.chat.completions.create({ model: MODEL, messages: [{ role: 'user', content: USER }], max_tokens: 8, temperature: 0, ...extra } as unknown as OpenAI.ChatCompletionCreateParamsNonStreaming);
+      const stopped = await ask({});
+      expect(stopped.choices[0]).toMatchObject({ finish_reason: 'stop', message: { content: decode(greedy.slice(0, 1)) } });
+      expect(stopped.usage!.completion_tokens).toBe(2);
+      const ignored = await ask({ ignore_eos: true });
+      expect(ignored.choices[0]).toMatchObject({ finish_reason: 'length', message: { content: decode(greedy) } });
+    } finally {
+      await moved.close();
+      await tmp.cleanup();
+    }
   });
 });
 
@@ -213,6 +281,18 @@ describe('POST /v1/completions', () => {
     expect(chunks.flatMap((c) => c.choices.map((x) => x.text)).join('')).toBe(json.choices[0]!.text);
     expect(json.choices[0]!.text.startsWith('Hello')).toBe(true);
     expect(chunks.at(-1)!.usage).toEqual(json.usage);
+  });
+
+  it('streams echo + logprobs: the chunks\' arrays join to the JSON ones (prompt tokens first, then each piece)', async () => {
+    const body = { prompt: 'Once upon a time', echo: true, logprobs: 2, max_tokens: 5, temperature: 0.9, seed: 8, n: 2 };
+    const json = await complete(body);
+    const chunks = await collect(await client.completions.create({ model: MODEL, ...body, stream: true } as OpenAI.CompletionCreateParamsStreaming));
+    for (const choice of json.choices) {
+      const mine = chunks.flatMap((c) => c.choices.filter((x) => x.index === choice.index));
+      const join = <K extends 'tokens' | 'token_logprobs' | 'top_logprobs' | 'text_offset'>(k: K) => mine.flatMap((x) => (x.logprobs?.[k] ?? []) as unknown[]);
+      for (const k of ['tokens', 'token_logprobs', 'top_logprobs', 'text_offset'] as const) expect(join(k)).toEqual(choice.logprobs![k]);
+      expect(mine.map((x) => x.text).join('')).toBe(choice.text);
+    }
   });
 
   it('refuses what it does not do, naming the parameter', async () => {

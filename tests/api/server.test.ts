@@ -176,7 +176,9 @@ describe('errors', () => {
     await expectError(create(client, chat({ top_logprobs: 2 })), 400, { param: 'top_logprobs', message: "The 'top_logprobs' parameter is only allowed when 'logprobs' is true." });
     await expectError(create(client, chat({ min_tokens: MAX + 1 })), 400, { param: 'min_tokens' });
     await expectError(create(client, chat({ stop_token_ids: [5, 1_000_000] })), 400, { param: 'stop_token_ids[1]' });
-    await expectError(create(client, chat({ logit_bias: { 5: 10 } })), 400, { param: 'logit_bias', code: 'unsupported_parameter' });
+    await expectError(create(client, chat({ logit_bias: { 5: 101 } })), 400, { param: 'logit_bias.5', code: 'invalid_value' });
+    await expectError(create(client, chat({ logit_bias: { 5_000_000: 1 } })), 400, { param: 'logit_bias', code: 'invalid_value' });
+    await expectError(create(client, chat({ min_p: 0.1 })), 400, { param: 'min_p', code: 'unsupported_parameter' });
     await expectError(create(client, chat({ stop: ['a', 'b', 'c', 'd', 'e'] })), 400, { param: 'stop' });
     await expectError(create(client, { ...chat(), messages: [{ role: 'user', content: [{ type: 'image_url', image_url: { url: 'data:image/png;base64,iVBORw0KGgo=' } }] }] }), 400, {
       param: 'messages[0].content[0]',

@@ -4,7 +4,7 @@
  * its KV cache) and records token timing metrics.
  */
 import type { GenerationEngine, PromptEmbedding, SamplingParams, TokenConstraint, TokenLogprob } from '../engine/types';
-import type { ChatTokenizer } from './chat-tokenizer';
+import type { ChatTokenizer, TextStreamDecoder } from './chat-tokenizer';
 import { observeFirstToken, observeInterToken } from './metrics';
 import { StopMatcher } from './stop';
 
@@ -26,6 +26,8 @@ export interface CompletionInput {
    * with the log probabilities of the tokens that text came from (when asked for).
    */
   onDelta?: (choice: number, text: string, logprobs: TokenLogprob[]) => void;
+  /** With promptLogprobs: receives them once the prompt is prefilled, before any delta. */
+  onPromptLogprobs?: (logprobs: (TokenLogprob | null)[]) => void;
   /** When the request arrived (performance.now()), for time to first token. */
   startedAt: number;
 }
@@ -55,7 +57,7 @@ class ChoiceText {
   readonly logprobs: TokenLogprob[] = [];
   private unsent: TokenLogprob[] = [];
   private readonly stopper: StopMatcher;
-  private readonly decoder;
+  private readonly decoder: TextStreamDecoder;
 
   constructor(
     private readonly choice: number,
@@ -114,6 +116,7 @@ export async function runCompletion(engine: GenerationEngine, tokenizer: ChatTok
     n: input.n,
     ...(input.constraints ? { constraints: input.constraints } : {}),
     ...(input.promptLogprobs !== undefined ? { promptLogprobs: input.promptLogprobs } : {}),
+    ...(input.onPromptLogprobs ? { onPromptLogprobs: input.onPromptLogprobs } : {}),
     signal: input.signal,
     onToken(id, choice, logprob) {
       const now = performance.now();

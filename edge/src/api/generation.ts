@@ -9,7 +9,7 @@ import { streamSSE, type SSEStreamingApi } from 'hono/streaming';
 import type { Manifest } from '@unimoe/shared/bundle/manifest';
 import type { Store } from '../db/store';
 import type { GenerationEngine, PromptEmbedding, SamplingParams, TokenLogprob } from '../engine/types';
-import type { OutputGrammar } from '../grammar/xgrammar';
+import type { CompiledOutput, OutputGrammar } from '../grammar/xgrammar';
 import { MediaInputError } from '../multimodal/errors';
 import type { MultimodalPipeline } from '../multimodal/pipeline';
 import type { ApiConfig } from './config';
@@ -20,7 +20,6 @@ import { EngineUnavailableError } from '../engine/admission';
 import { ApiError, internalError, notFound, overloaded, timedOut, unavailable } from './errors';
 import { preview } from './request';
 import { observeCompletion } from './metrics';
-import type { CompiledOutput } from '../grammar/xgrammar';
 
 export interface GenerationDeps {
   engine: GenerationEngine;
@@ -55,6 +54,11 @@ export interface PreparedGeneration {
   output?: CompiledOutput;
   /** Prompt tokens' log probabilities with this many alternatives (completions: echo + logprobs). */
   promptLogprobs?: number;
+  /**
+   * Completions with max_tokens 0: only the prompt is scored. The engine still samples one token (it
+   * always produces one), which is neither shown nor counted.
+   */
+  scoreOnly?: boolean;
 }
 
 /** One choice as the endpoint formats it: `index` counts over all prompts (prompt * n + choice). */
@@ -71,8 +75,11 @@ export interface Endpoint<P extends PreparedGeneration> {
   prepare(body: unknown): Promise<P>;
   /** A JSON response's choice. */
   choice(p: P, c: ChoiceContext, outcome: ChoiceOutcome, run: CompletionOutcome): object;
-  /** Streaming: what a choice's first chunk carries before any token (chat: the role; completions: the echoed prompt), or null. */
-  opening(p: P, c: ChoiceContext): object | null;
+  /**
+   * Streaming: what a choice's first chunk carries before any token (chat: the role; completions: the
+   * echoed prompt), or null. With `promptLogprobs` it is sent once they are known, and gets them.
+   */
+  opening(p: P, c: ChoiceContext, promptLogprobs?: (TokenLogprob | null)[]): object | null;
   /** Streaming: a choice's piece of text with the log probabilities of the tokens it came from. */
   delta(p: P, c: ChoiceContext, text: string, logprobs: TokenLogprob[]): object;
   /** Streaming: a choice's last chunk. */
@@ -133,9 +140,15 @@ export async function handleGeneration<P extends PreparedGeneration>(
   /** A request's finish_reason for the usage row: the first choice's, or 'abort'. */
   const rowReason = (runs: CompletionOutcome[]) => runs[0]!.choices[0]!.finishReason;
 
-  /** Every prompt's run, concurrently; `onDelta` gets the global choice index. */
-  const runAll = async (signal: AbortSignal, onDelta?: (c: ChoiceContext, text: string, logprobs: TokenLogprob[]) => void) =>
-    Promise.all(
+  /** Every prompt's run, concurrently; `onDelta` gets the global choice index. One failing stops the others. */
+  const runAll = async (
+    callerSignal: AbortSignal,
+    onDelta?: (c: ChoiceContext, text: string, logprobs: TokenLogprob[]) => void,
+    onPromptLogprobs?: (prompt: number, logprobs: (TokenLogprob | null)[]) => void,
+  ) => {
+    const failed = new AbortController();
+    const signal = AbortSignal.any([callerSignal, failed.signal]);
+    return Promise.all(
       p.prompts.map(async (q, i) =>
         runCompletion(deps.engine, deps.tokenizer, deps.manifest.tokenizer.eos, {
           promptIds: q.promptIds,
@@ -148,10 +161,15 @@ export async function handleGeneration<P extends PreparedGeneration>(
           signal,
           startedAt,
           ...(onDelta ? { onDelta: (choice: number, text: string, lps: TokenLogprob[]) => onDelta(contexts[i * p.n + choice]!, text, lps) } : {}),
+          ...(onPromptLogprobs ? { onPromptLogprobs: (lps: (TokenLogprob | null)[]) => onPromptLogprobs(i, lps) } : {}),
+        }).catch((err: unknown) => {
+          failed.abort();
+          throw err;
         }),
       ),
     );
-  const totalTokens = (runs: CompletionOutcome[]) => runs.reduce((s, r) => s + r.completionTokens, 0);
+  };
+  const totalTokens = (runs: CompletionOutcome[]) => (p.scoreOnly ? 0 : runs.reduce((s, r) => s + r.completionTokens, 0));
 
   if (!p.stream) {
     try {
@@ -201,13 +219,17 @@ export async function handleGeneration<P extends PreparedGeneration>(
     };
     const chunk = (choice: object) => send({ id, object: endpoint.chunkObject, created, model, choices: [choice], ...(p.includeUsage ? { usage: null } : {}) });
 
-    for (const ctx of contexts) {
-      const opening = endpoint.opening(p, ctx);
+    const open = (ctx: ChoiceContext, promptLogprobs?: (TokenLogprob | null)[]) => {
+      const opening = endpoint.opening(p, ctx, promptLogprobs);
       if (opening) chunk(opening);
-    }
+    };
+    // Openings that carry the prompt's log probabilities wait for its prefill; the others go out at once.
+    const deferred = p.promptLogprobs !== undefined;
+    if (!deferred) contexts.forEach((ctx) => open(ctx));
+    const onPrompt = (prompt: number, lps: (TokenLogprob | null)[]) => contexts.slice(prompt * p.n, (prompt + 1) * p.n).forEach((ctx) => open(ctx, lps));
     let runs: CompletionOutcome[];
     try {
-      runs = await runAll(signal, (ctx, text, lps) => chunk(endpoint.delta(p, ctx, text, lps)));
+      runs = await runAll(signal, (ctx, text, lps) => chunk(endpoint.delta(p, ctx, text, lps)), deferred ? onPrompt : undefined);
     } catch (err) {
       const apiErr = logged(err);
       send(apiErr.body());

@@ -62,6 +62,9 @@ const generationFields = {
   repetition_penalty: nullish(z.number().gt(0, 'must be greater than 0 and at most 2').max(2, 'must be greater than 0 and at most 2')),
   min_tokens: nullish(z.int().min(0, 'must be at least 0')),
   ignore_eos: nullish(z.boolean()),
+  logit_bias: nullish(
+    z.record(z.string().regex(/^\d+$/, 'keys must be token ids'), z.number().min(-100, 'biases are between -100 and 100').max(100, 'biases are between -100 and 100')),
+  ),
   response_format: nullish(responseFormat),
 };
 
@@ -82,6 +85,8 @@ export const textCompletionRequest = z.object({
     error: 'expected a string, an array of strings, an array of token ids or an array of such arrays',
   }),
   logprobs: nullish(z.int().min(0, `must be between 0 and ${MAX_TOP_LOGPROBS}`).max(MAX_TOP_LOGPROBS, `must be between 0 and ${MAX_TOP_LOGPROBS}`)),
+  /** 0 scores the prompt only (with echo), as evaluation harnesses ask. */
+  max_tokens: nullish(z.int().min(0, 'must be at least 0')),
   echo: nullish(z.boolean()),
   best_of: nullish(z.int().min(1, 'must be at least 1')),
 });
@@ -93,7 +98,7 @@ export type ResponseFormat = z.infer<typeof responseFormat>;
 export type ChatMessage = ChatCompletionRequest['messages'][number];
 
 /** Parameters this server does not implement: refused rather than silently ignored. */
-const UNSUPPORTED_ANY = ['logit_bias', 'min_p', 'guided_json', 'guided_regex', 'guided_choice', 'guided_grammar', 'prompt_logprobs'];
+const UNSUPPORTED_ANY = ['min_p', 'guided_json', 'guided_regex', 'guided_choice', 'guided_grammar', 'prompt_logprobs'];
 const UNSUPPORTED_CHAT = ['tools', 'tool_choice', 'functions', 'function_call', 'audio', 'modalities', 'prediction', ...UNSUPPORTED_ANY];
 const UNSUPPORTED_TEXT = ['suffix', ...UNSUPPORTED_ANY];
 

@@ -14,6 +14,9 @@ export function samplingParams(req: GenerationRequestBody, maxTokens: number, lo
   req.stop_token_ids?.forEach((id, i) => {
     if (id >= vocab) throw invalidRequest(`Invalid value for 'stop_token_ids[${i}]': ${id} is not a token id of this model (vocabulary of ${vocab}).`, `stop_token_ids[${i}]`, 'invalid_value');
   });
+  for (const id of Object.keys(req.logit_bias ?? {})) {
+    if (Number(id) >= vocab) throw invalidRequest(`Invalid value for 'logit_bias': ${id} is not a token id of this model (vocabulary of ${vocab}).`, 'logit_bias', 'invalid_value');
+  }
   // Only what the request sets: a request with none of the extras samples exactly as before they existed.
   return {
     maxTokens,
@@ -23,6 +26,7 @@ export function samplingParams(req: GenerationRequestBody, maxTokens: number, lo
     topK: req.top_k != null && req.top_k > 0 ? req.top_k : 0,
     ...(req.seed != null ? { seed: req.seed } : {}),
     ...(req.stop_token_ids?.length ? { stopTokenIds: req.stop_token_ids } : {}),
+    ...(req.logit_bias && Object.keys(req.logit_bias).length > 0 ? { logitBias: Object.fromEntries(Object.entries(req.logit_bias).map(([id, b]) => [Number(id), b])) } : {}),
     ...(req.presence_penalty ? { presencePenalty: req.presence_penalty } : {}),
     ...(req.frequency_penalty ? { frequencyPenalty: req.frequency_penalty } : {}),
     ...(req.repetition_penalty != null && req.repetition_penalty !== 1 ? { repetitionPenalty: req.repetition_penalty } : {}),

@@ -2,7 +2,8 @@
  * POST /v1/completions: a raw prompt (text, token ids, or a batch of either) continued without a chat
  * template, on the same engine, limits and usage accounting as chat. `echo` puts the prompt in front of
  * each choice's text; `logprobs` N reports each token's log probability and its N likeliest alternatives
- * (with echo, the prompt's tokens too).
+ * (with echo, the prompt's tokens too); `max_tokens` 0 with echo scores the prompt alone, as evaluation
+ * harnesses (lm-evaluation-harness's loglikelihood) ask.
  */
 import type { Context } from 'hono';
 import type { TokenLogprob } from '../engine/types';
@@ -24,9 +25,17 @@ interface PreparedText extends PreparedGeneration {
 
 export function handleTextCompletion(c: Context, deps: GenerationDeps, keyId: number | null, readBody: () => Promise<unknown>, release: () => void): Promise<Response> {
   const promptIndex = (p: PreparedText, ctx: ChoiceContext) => p.prompts.indexOf(ctx.prompt);
-  /** Streaming: where each choice's next text starts (for text_offset). */
+  /** Streaming: where each choice's next token starts (text_offset walks the token texts, as in JSON). */
   const offsets = new Map<number, number>();
   const generated = (lps: readonly TokenLogprob[]) => lps.map((lp) => ({ id: lp.id, logprob: lp }));
+  const promptEntries = (ctx: ChoiceContext, promptLogprobs: readonly (TokenLogprob | null)[] | undefined) =>
+    ctx.prompt.promptIds.map((id, q) => ({ id, logprob: promptLogprobs?.[q] ?? null }));
+  /** Streaming: log probabilities of these entries, continuing the choice's text_offset. */
+  const streamedLogprobs = (ctx: ChoiceContext, entries: { id: number; logprob: TokenLogprob | null }[]) => {
+    const out = completionLogprobs(deps.tokenizer, entries, offsets.get(ctx.index) ?? 0);
+    offsets.set(ctx.index, (offsets.get(ctx.index) ?? 0) + out.tokens.reduce((n, t) => n + t.length, 0));
+    return out;
+  };
 
   const endpoint: Endpoint<PreparedText> = {
     idPrefix: 'cmpl',
@@ -37,22 +46,19 @@ export function handleTextCompletion(c: Context, deps: GenerationDeps, keyId: nu
       const echo = p.echoText[promptIndex(p, ctx)]!;
       let logprobs = null;
       if (p.logprobs !== undefined) {
-        const prompt = echo ? ctx.prompt.promptIds.map((id, q) => ({ id, logprob: run.promptLogprobs?.[q] ?? null })) : [];
-        logprobs = completionLogprobs(deps.tokenizer, [...prompt, ...generated(o.logprobs ?? [])], 0);
+        const prompt = echo ? promptEntries(ctx, run.promptLogprobs) : [];
+        logprobs = completionLogprobs(deps.tokenizer, [...prompt, ...(p.scoreOnly ? [] : generated(o.logprobs ?? []))], 0);
       }
+      if (p.scoreOnly) return { index: ctx.index, text: echo, logprobs, finish_reason: 'length' };
       return { index: ctx.index, text: echo + o.text, logprobs, finish_reason: o.finishReason };
     },
-    opening(p, ctx) {
+    opening(p, ctx, promptLogprobs) {
       const echo = p.echoText[promptIndex(p, ctx)]!;
-      offsets.set(ctx.index, echo.length);
-      return echo ? { index: ctx.index, text: echo, logprobs: null, finish_reason: null } : null;
+      if (!echo) return null;
+      const logprobs = p.logprobs !== undefined ? streamedLogprobs(ctx, promptEntries(ctx, promptLogprobs)) : null;
+      return { index: ctx.index, text: echo, logprobs, finish_reason: null };
     },
-    delta(p, ctx, text, lps) {
-      const offset = offsets.get(ctx.index) ?? 0;
-      offsets.set(ctx.index, offset + text.length);
-      const logprobs = p.logprobs !== undefined ? completionLogprobs(deps.tokenizer, generated(lps), offset) : null;
-      return { index: ctx.index, text, logprobs, finish_reason: null };
-    },
+    delta: (p, ctx, text, lps) => ({ index: ctx.index, text, logprobs: p.logprobs !== undefined ? streamedLogprobs(ctx, generated(lps)) : null, finish_reason: null }),
     finish: (_, ctx, o) => ({ index: ctx.index, text: '', logprobs: null, finish_reason: o.finishReason }),
   };
   return handleGeneration(c, deps, endpoint, keyId, readBody, release);
@@ -63,8 +69,9 @@ async function prepare(deps: GenerationDeps, body: unknown): Promise<PreparedTex
   const { manifest, config, tokenizer } = deps;
   checkModel(req.model, manifest);
   const echo = req.echo === true;
-  if (echo && req.logprobs != null && req.stream) {
-    throw invalidRequest("'echo' with 'logprobs' is not supported when streaming; ask without 'stream' to get the prompt's log probabilities.", 'echo', 'unsupported_parameter');
+  const scoreOnly = req.max_tokens === 0;
+  if (scoreOnly && (!echo || req.stream)) {
+    throw invalidRequest("'max_tokens' 0 only scores the prompt: it needs 'echo' true and no 'stream'.", 'max_tokens', 'invalid_value');
   }
   const prompts = promptList(req).map((p, i, all) => {
     const param = all.length > 1 ? `prompt[${i}]` : 'prompt';
@@ -75,7 +82,7 @@ async function prepare(deps: GenerationDeps, body: unknown): Promise<PreparedTex
     return { ids: p, echo: tokenizer.decode(p), param };
   });
   const maxTokens = Math.min(
-    ...prompts.map((p) => resolveMaxTokens(req.max_tokens ?? null, 'max_tokens', p.ids.length, manifest.config.maxPositions, config.maxTokensCap, p.param, DEFAULT_MAX_TOKENS)),
+    ...prompts.map((p) => resolveMaxTokens(scoreOnly ? 1 : (req.max_tokens ?? null), 'max_tokens', p.ids.length, manifest.config.maxPositions, config.maxTokensCap, p.param, DEFAULT_MAX_TOKENS)),
   );
   const logprobs = req.logprobs ?? undefined;
   const params = samplingParams(req, maxTokens, logprobs, manifest);
@@ -89,6 +96,7 @@ async function prepare(deps: GenerationDeps, body: unknown): Promise<PreparedTex
     stops: stopStrings(req),
     ...(output ? { output } : {}),
     ...(echo && logprobs !== undefined ? { promptLogprobs: logprobs } : {}),
+    ...(scoreOnly ? { scoreOnly } : {}),
     echoText: prompts.map((p) => (echo ? p.echo : '')),
     ...(logprobs !== undefined ? { logprobs } : {}),
   };

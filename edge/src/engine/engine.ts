@@ -113,6 +113,9 @@ export async function createEngine(opts: EngineOptions): Promise<Engine> {
     ] as const) {
       if (v !== undefined && !ok(v)) throw new Error(`${name} is out of range: ${v}`);
     }
+    for (const [id, bias] of Object.entries(p.logitBias ?? {})) {
+      if (!/^\d+$/.test(id) || Number(id) >= cfg.vocab || !Number.isFinite(bias)) throw new Error(`logitBias: ${id} -> ${bias} is not a token id with a finite bias`);
+    }
   };
 
   return {

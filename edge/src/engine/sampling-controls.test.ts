@@ -70,6 +70,17 @@ describe('n choices', () => {
     expect(rowsThree).toBe(2 * (prompt.length + 3 * 5));
   });
 
+  it('aborted while the prompt is still prefilling: every choice ends with abort', async () => {
+    const controller = new AbortController();
+    const long = Array.from({ length: 40 }, (_, i) => 3 + i);
+    const pending = engine.generate({ promptIds: long, params: greedy(4), n: 3, signal: controller.signal });
+    await new Promise((r) => setImmediate(r)); // one prefill chunk (4 tokens) in, 36 to go
+    controller.abort();
+    const out = await pending;
+    expect(out.choices.map((c) => c.finishReason)).toEqual(['abort', 'abort', 'abort']);
+    expect(engine.kvCacheBytes()).toBe(0);
+  });
+
   it('seeded sampling: choice 0 is the n=1 run with that seed, choices differ, and the whole is reproducible', async () => {
     const params: SamplingParams = { maxTokens: 8, temperature: 1.5, topP: 1, topK: 0, seed: 1234 };
     const single = await engine.generate({ promptIds: prompt, params });

@@ -139,6 +139,8 @@ export class Sequence {
     if (this.constraint && !this.constraint.accept(id)) throw new Error(`the output grammar rejected token ${id}`);
     let verdict: void | 'stop';
     try {
+      const prompt = this.outcome.group.promptLogprobs;
+      if (prompt && this.choice === 0 && this.generated.length === 1) this.req!.onPromptLogprobs?.(prompt);
       verdict = this.req!.onToken?.(id, this.choice, logprob);
     } catch (err) {
       throw new Error(`onToken callback threw: ${(err as Error).message}`, { cause: err });
@@ -153,6 +155,10 @@ export class Sequence {
     if (this.outcome.kind === 'generate') {
       const logprobs = this.req!.params.logprobs !== undefined ? { logprobs: this.logprobs } : {};
       this.outcome.group.finishChoice(this.choice, { ids: this.generated.slice(), finishReason: reason, completionTokens: this.generated.length, ...logprobs });
+      // Ended (aborted) before its prompt was prefilled: the choices it would have forked end with it.
+      for (; this.forksLeft > 0; this.forksLeft--) {
+        this.outcome.group.finishChoice(this.outcome.group.n - this.forksLeft, { ids: [], finishReason: reason, completionTokens: 0, ...logprobs });
+      }
     } else {
       this.outcome.reject(new Error('aborted'));
     }
@@ -167,14 +173,17 @@ export class Sequence {
   }
 
   /**
-   * The row sampling draws from: the raw logits unless a penalty, min_tokens or a grammar applies (so
+   * The row sampling draws from: the raw logits unless a bias, penalty, min_tokens or a grammar applies (so
    * plain requests sample exactly what they always did); otherwise a copy with those applied.
    */
   private samplingRow(raw: Float32Array, mask: Int32Array | undefined): Float32Array {
     const holdStops = (this.req!.params.minTokens ?? 0) > this.generated.length;
     const penalise = hasPenalties(this.penalties);
-    if (!mask && !holdStops && !penalise) return raw;
+    const bias = this.req!.params.logitBias;
+    if (!mask && !holdStops && !penalise && !bias) return raw;
     const row = Float32Array.from(raw);
+    // vLLM's order: logit bias, then penalties, then the grammar mask and min_tokens.
+    if (bias) for (const [id, b] of Object.entries(bias)) if (Number(id) < row.length) row[Number(id)] += b;
     if (penalise) applyPenalties(row, this.penalties, (this.promptSet ??= new Set(this.prompt)), this.outputCounts);
     if (mask) for (let i = 0; i < row.length; i++) if (((mask[i >> 5]! >>> (i & 31)) & 1) === 0) row[i] = -Infinity;
     // min_tokens gives way to a finished grammar, which allows nothing but a stop id.

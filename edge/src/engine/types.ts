@@ -16,6 +16,8 @@ export interface SamplingParams {
   seed?: number;
   /** Token ids that end generation (finish_reason 'stop'); the model's EOS is always included. */
   stopTokenIds?: number[];
+  /** Added to these ids' logits before penalties and sampling (OpenAI `logit_bias`, -100..100). */
+  logitBias?: Record<number, number>;
   /** vLLM's penalties (shared/src/model/penalties.ts); absent = 0, 0 and 1 (off). */
   presencePenalty?: number;
   frequencyPenalty?: number;
@@ -80,6 +82,8 @@ export interface GenerationRequest {
    * `params.logprobs` is set. Returning 'stop' ends that choice there (a stop string completed).
    */
   onToken?: (id: number, choice: number, logprob?: TokenLogprob) => void | 'stop';
+  /** With `promptLogprobs`: called once with them (null first), as soon as the prompt is prefilled, before any token. */
+  onPromptLogprobs?: (logprobs: (TokenLogprob | null)[]) => void;
 }
 
 export type FinishReason = 'stop' | 'length' | 'abort';
