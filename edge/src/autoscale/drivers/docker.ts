@@ -18,6 +18,7 @@ const COMPOSE_SERVICE = 'com.docker.compose.service';
 const COMPOSE_NUMBER = 'com.docker.compose.container-number';
 /** Seconds a stopping worker gets to drain before Docker kills it. */
 const STOP_TIMEOUT_S = 30;
+const BUILTIN_NETWORKS = new Set(['none', 'host', 'bridge', 'default']);
 
 export class DockerDriver implements Driver {
   readonly kind = 'docker';
@@ -43,7 +44,8 @@ export class DockerDriver implements Driver {
 
   async scale(template: PoolTemplate, replicas: number): Promise<void> {
     const all = await this.docker.listContainers({ all: true, filters: { label: [`${POOL_LABEL}=${template.pool}`] } });
-    const running = all.filter((c) => c.State === 'running').sort((a, b) => a.Created - b.Created);
+    // Oldest first: Created has one-second resolution, Compose's container number breaks ties.
+    const running = all.filter((c) => c.State === 'running').sort((a, b) => a.Created - b.Created || Number(a.Labels[COMPOSE_NUMBER] ?? 0) - Number(b.Labels[COMPOSE_NUMBER] ?? 0));
     const stopped = all.filter((c) => c.State !== 'running');
     let missing = replicas - running.length;
     for (const c of stopped) {
@@ -87,8 +89,11 @@ export class DockerDriver implements Driver {
     const number = 1 + Math.max(0, ...siblings.map((c) => Number(c.Labels[COMPOSE_NUMBER]) || 0));
     const name = `${base}-${template.pool.startsWith('hot-') ? `${template.pool}-` : ''}${number}`;
     labels[COMPOSE_NUMBER] = String(number);
+    // User-defined networks (Compose's) get the service name as alias; the built-in ones take none.
     const networks = Object.fromEntries(
-      Object.entries(src.NetworkSettings.Networks ?? {}).map(([net, cfg]) => [net, { Aliases: service ? [service] : (cfg.Aliases ?? []) }]),
+      Object.entries(src.NetworkSettings.Networks ?? {})
+        .filter(([net]) => !BUILTIN_NETWORKS.has(net))
+        .map(([net, cfg]) => [net, { Aliases: service ? [service] : (cfg.Aliases ?? []) }]),
     );
     const created = await this.docker.createContainer({
       name,
