@@ -31,7 +31,7 @@ export interface ProcessDriverOptions {
   inheritOutput?: boolean;
 }
 
-interface Record_ {
+interface ReplicaRecord {
   pid: number;
   id: string;
   template: PoolTemplate;
@@ -91,11 +91,11 @@ export class ProcessDriver implements Driver {
     const file = join(this.replicasDir, `${id}.json`);
     // A replica that dies on its own stops counting at once (this controller's children only; others via list()).
     child.once('exit', () => void rm(file, { force: true }));
-    const record: Record_ = { pid: child.pid, id, template, startedAt: new Date().toISOString() };
+    const record: ReplicaRecord = { pid: child.pid, id, template, startedAt: new Date().toISOString() };
     await writeFile(file, JSON.stringify(record));
   }
 
-  private async stop(r: Record_): Promise<void> {
+  private async stop(r: ReplicaRecord): Promise<void> {
     await rm(join(this.replicasDir, `${r.id}.json`), { force: true });
     try {
       process.kill(r.pid, 'SIGTERM');
@@ -105,14 +105,14 @@ export class ProcessDriver implements Driver {
   }
 
   /** Replica records whose process still runs that replica; stale ones are removed. */
-  private async records(): Promise<Record_[]> {
-    const out: Record_[] = [];
+  private async records(): Promise<ReplicaRecord[]> {
+    const out: ReplicaRecord[] = [];
     for (const name of await readdir(this.replicasDir)) {
       if (!name.endsWith('.json')) continue;
       const file = join(this.replicasDir, name);
-      let r: Record_;
+      let r: ReplicaRecord;
       try {
-        r = JSON.parse(await readFile(file, 'utf8')) as Record_;
+        r = JSON.parse(await readFile(file, 'utf8')) as ReplicaRecord;
       } catch {
         continue; // being written or removed right now
       }
