@@ -38,8 +38,10 @@ export interface Deployment {
   controller: Controller;
   observer: Observer;
   edge?: RunningServer;
-  /** A fresh controller (new observer, new driver object) over the same NATS and state directory. */
-  restartController(): Promise<void>;
+  /** Stops the controller, then starts a fresh one (new observer and driver objects, same NATS and state directory); resolves to what ran in between. */
+  restartController(): Promise<Record<string, number>>;
+  /** Every decision line the controllers logged. */
+  decisions: string[];
   /** Running replicas per pool, by the driver. */
   running(): Promise<Record<string, number>>;
   stop(): Promise<void>;
@@ -83,7 +85,12 @@ export async function deploy(opts: DeployOptions): Promise<Deployment> {
       new ProcessDriver({ bundle, natsUrl: nats.url, stateDir, env: { UNIMOE_THREADS: '1' }, workerArgs: ['--stats-interval', '1000', '--stats-window', String(opts.statsWindowMs ?? 2000)] });
     let driver = makeDriver();
     cleanups.push(() => driver.stopAll());
-    const log = opts.log ?? ((line: string) => console.log(line));
+    const decisions: string[] = [];
+    const print = opts.log ?? ((line: string) => console.log(line));
+    const log = (line: string) => {
+      decisions.push(line);
+      print(line);
+    };
     const startController = async () => {
       const observer = await Observer.open({ natsUrl: nats.url, model: manifest.name, ...model, discoveryMs: 300, routedWindowMs: 3000 });
       const controller = new Controller({ model, pools, policy, driver, observer, intervalMs: opts.intervalMs ?? 500, log });
@@ -108,12 +115,15 @@ export async function deploy(opts: DeployOptions): Promise<Deployment> {
       async restartController() {
         await d.controller.stop();
         await d.observer.close();
+        const between = await d.running();
         driver = makeDriver();
         d.driver = driver;
         c = await startController();
         d.controller = c.controller;
         d.observer = c.observer;
+        return between;
       },
+      decisions,
       async running() {
         const out: Record<string, number> = {};
         for (const r of await d.driver.list()) out[r.template.pool] = (out[r.template.pool] ?? 0) + 1;
