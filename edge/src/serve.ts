@@ -88,7 +88,7 @@ export async function startServer(opts: ServeOptions): Promise<RunningServer> {
     const engine = await createEngine({ bundleDir, experts: instrumentExperts(experts, routed), ...opts.engine });
     cleanup.push(() => engine.close());
     const remoteEncoders = opts.natsUrl && !opts.encoders && !opts.localEncoders ? opts.natsUrl : undefined;
-    const { multimodal, ready: encodersReady } = await openMultimodal(bundleDir, manifest, opts.encoders, remoteEncoders, cleanup);
+    const { multimodal, ready: encodersReady } = await openMultimodal(bundleDir, manifest, opts.encoders, remoteEncoders, cleanup, opts.scaleFromZeroMs);
     const ready = async (): Promise<Readiness> => {
       const [e, m] = await Promise.all([expertsReady(), encodersReady()]);
       return { ok: e.ok && m.ok, missing: [...e.missing, ...m.missing] };
@@ -122,6 +122,7 @@ async function openMultimodal(
   injected: EncoderBackend | undefined,
   natsUrl: string | undefined,
   cleanup: (() => Promise<void>)[],
+  scaleFromZeroMs?: number,
 ): Promise<{ multimodal?: MultimodalPipeline; ready: () => Promise<Readiness> }> {
   const always = async () => ({ ok: true, missing: [] });
   const units = manifest.units.filter((u) => u.kind === 'vision' || u.kind === 'audio').map((u) => u.name);
@@ -133,7 +134,7 @@ async function openMultimodal(
     return { multimodal: new MultimodalPipeline(manifest, local), ready: always };
   }
   const { createNatsEncoderBackend } = await import('./dispatch/nats-encoder-backend');
-  const remote = await createNatsEncoderBackend({ natsUrl, manifest });
+  const remote = await createNatsEncoderBackend({ natsUrl, manifest, scaleFromZeroMs });
   cleanup.push(() => remote.close());
   return {
     multimodal: new MultimodalPipeline(manifest, remote),

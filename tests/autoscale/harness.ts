@@ -11,7 +11,11 @@ import { convertCheckpoint } from '@unimoe/shared/convert/convert';
 import { Controller } from '@unimoe/edge/autoscale/controller';
 import { ProcessDriver } from '@unimoe/edge/autoscale/drivers/process';
 import { Observer } from '@unimoe/edge/autoscale/observe';
-import { DEFAULT_POLICY, parsePoolFlag, type PoolSpec, type ScalingPolicy } from '@unimoe/edge/autoscale/policy';
+import { DEFAULT_POLICY, parseEncoderPoolFlag, parsePoolFlag, type PoolSpec, type ScalingPolicy } from '@unimoe/edge/autoscale/policy';
+import { run as convertCommand } from '@unimoe/edge/cli/commands/convert';
+import { readManifest } from '@unimoe/shared/bundle/load';
+import { makeTiny } from '@unimoe/shared/tiny/make-tiny';
+import { TINY_AUDIO_DIR, TINY_VISION_DIR } from '@unimoe/shared/tiny/towers';
 import { startServer, type RunningServer } from '@unimoe/edge/serve';
 import { startNatsServer, type NatsServer } from '../helpers/nats-server';
 import { modelFixture } from '../helpers/fixtures';
@@ -57,6 +61,10 @@ export interface DeployOptions {
   intervalMs?: number;
   /** Checkpoint to convert; default the tiny 4e fixture. */
   checkpoint?: string;
+  /** A bundle to use as is instead (e.g. tinyMultimodalBundle's). */
+  bundleDir?: string;
+  /** `NAME=vision,audio` pools (limits from `limits` too). */
+  encoderPools?: string[];
   /** Worker load window; default 2000 ms. */
   statsWindowMs?: number;
   log?: (line: string) => void;
@@ -64,19 +72,21 @@ export interface DeployOptions {
 
 export async function deploy(opts: DeployOptions): Promise<Deployment> {
   const root = await mkdtemp(join(tmpdir(), 'unimoe-autoscale-'));
-  const bundle = join(root, 'bundle');
+  let bundle = join(root, 'bundle');
   const stateDir = join(root, 'state');
   const cleanups: (() => Promise<void>)[] = [() => rm(root, { recursive: true, force: true })];
   const stopAll = async () => {
     for (const fn of cleanups.reverse()) await fn().catch((err: unknown) => console.error(`[autoscale test] cleanup: ${(err as Error).message}`));
   };
   try {
-    const manifest = await convertCheckpoint({ checkpointDir: opts.checkpoint ?? modelFixture('unimoe-4e'), bundleDir: bundle, name: 'tiny-4e' });
+    const manifest = opts.bundleDir
+      ? await readManifest(opts.bundleDir)
+      : await convertCheckpoint({ checkpointDir: opts.checkpoint ?? modelFixture('unimoe-4e'), bundleDir: bundle, name: 'tiny-4e' });
+    if (opts.bundleDir) bundle = opts.bundleDir;
     const nats = await startNatsServer();
     cleanups.push(() => nats.stop());
     const model = { layers: manifest.config.layers, experts: manifest.config.experts };
-    const pools = opts.pools.map((p) => {
-      const spec = parsePoolFlag(p, { minReplicas: 0, maxReplicas: 1 });
+    const pools = [...opts.pools.map((p) => parsePoolFlag(p, { minReplicas: 0, maxReplicas: 1 })), ...(opts.encoderPools ?? []).map((p) => parseEncoderPoolFlag(p, { minReplicas: 0, maxReplicas: 1 }))].map((spec) => {
       const [min, max] = opts.limits[spec.name] ?? [0, 1];
       return { ...spec, minReplicas: min, maxReplicas: max };
     });
@@ -155,13 +165,23 @@ export async function eventually<T>(what: string, probe: () => Promise<T>, ok: (
 }
 
 /** One greedy chat completion through the edge; resolves to its text and token count. */
-export async function chat(edge: RunningServer, prompt: string, maxTokens = 8): Promise<{ text: string; tokens: number }> {
+export async function chat(edge: RunningServer, prompt: string | unknown[], maxTokens = 8): Promise<{ text: string; tokens: number }> {
   const res = await fetch(`${edge.url}/v1/chat/completions`, {
     method: 'POST',
     headers: { 'content-type': 'application/json' },
-    body: JSON.stringify({ model: 'tiny-4e', messages: [{ role: 'user', content: prompt }], max_tokens: maxTokens, temperature: 0 }),
+    body: JSON.stringify({ model: edge.manifest.name, messages: [{ role: 'user', content: prompt }], max_tokens: maxTokens, temperature: 0 }),
   });
   const body = (await res.json()) as { choices?: { message: { content: string } }[]; usage?: { completion_tokens: number }; error?: unknown };
   if (!res.ok) throw new Error(`chat completion failed (${res.status}): ${JSON.stringify(body)}`);
   return { text: body.choices![0]!.message.content, tokens: body.usage!.completion_tokens };
+}
+
+/** A make-tiny Uni-MoE 4e with tiny CLIP and Whisper towers, converted with both (model name tiny-mm). */
+export async function tinyMultimodalBundle(dir: string): Promise<string> {
+  const checkpoint = join(dir, 'ckpt');
+  const bundle = join(dir, 'bundle');
+  await makeTiny(checkpoint, { layout: 'unimoe-4e', multimodal: true, seed: 7 });
+  const code = await convertCommand([checkpoint, bundle, '--name', 'tiny-mm', '--vision-tower', join(checkpoint, TINY_VISION_DIR), '--audio-tower', join(checkpoint, TINY_AUDIO_DIR), '--quiet']);
+  if (code !== 0) throw new Error(`unimoe convert exited with ${code}`);
+  return bundle;
 }

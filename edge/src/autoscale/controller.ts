@@ -98,7 +98,7 @@ export class Controller {
       this.metrics.decisions.inc({ pool: d.pool, direction: d.to > d.from ? 'up' : 'down' });
     }
     // Act: base pools, hot replicas wanted now, and hot replicas no longer wanted (to zero).
-    const templates: [PoolTemplate, number][] = pools.map((p) => [{ pool: p.name, experts: p.experts, layers: p.layers }, result.desired[p.name]!]);
+    const templates: [PoolTemplate, number][] = pools.map((p) => [{ pool: p.name, experts: p.experts, layers: p.layers, encoders: p.encoders }, result.desired[p.name]!]);
     for (const [name, h] of Object.entries(result.hot)) templates.push([{ pool: name, experts: [h.expert], layers: h.layers }, result.desired[name]!]);
     for (const [name, h] of Object.entries(this.hot)) if (!result.hot[name]) templates.push([{ pool: name, experts: [h.expert], layers: h.layers }, 0]);
     this.hot = result.hot;

@@ -26,6 +26,7 @@ import { unitSubject } from '@unimoe/shared/wire/subjects';
 import type { EncodedTensor, EncoderBackend } from '../engine/encoder-backend';
 import type { DispatchStats, UnitsAvailability } from './nats-expert-backend';
 import { connectNats } from '@unimoe/shared/runtime/nats-connect';
+import { waitForReplicaOnDemand } from './scale-from-zero';
 
 export interface NatsEncoderBackendOptions {
   natsUrl: string;
@@ -41,6 +42,8 @@ export interface NatsEncoderBackendOptions {
   maxPayload?: number;
   /** Called for every answered request (metrics, benchmarks, tests); must be cheap. */
   observe?: (o: EncoderObservation) => void;
+  /** Scale from zero: on "no responders", signal demand and hold the request up to this long for a replica (default off). */
+  scaleFromZeroMs?: number;
 }
 
 /** One answered encoder request, as seen by the edge. */
@@ -95,6 +98,7 @@ export async function createNatsEncoderBackend(opts: NatsEncoderBackendOptions):
   const stride = partStride(payload);
   const counters: DispatchStats = { requests: 0, timeouts: 0, noResponders: 0 };
   let nextId = 0;
+  const waitForReplica = waitForReplicaOnDemand(nc, model, opts.scaleFromZeroMs);
 
   // Bodies of multi-part requests, by request id, until their request is answered or given up.
   const transfers = new Map<string, Uint8Array>();
@@ -188,6 +192,7 @@ export async function createNatsEncoderBackend(opts: NatsEncoderBackendOptions):
     if (count > 1) transfers.set(requestId, body);
     let lastFailure: 'no-responders' | 'timeout' | 'internal' = 'timeout';
     let lastMessage = '';
+    let heldForReplica = false;
     try {
       for (let attemptNo = 0; attemptNo <= retries; attemptNo++) {
         counters.requests++;
@@ -200,6 +205,13 @@ export async function createNatsEncoderBackend(opts: NatsEncoderBackendOptions):
         if (a.kind === 'no-responders') {
           counters.noResponders++;
           lastFailure = 'no-responders';
+          if (!heldForReplica) {
+            heldForReplica = true;
+            if (await waitForReplica(unit, async () => (await backend.unitsAvailable([unit], 1000)).missing.length === 0)) {
+              attemptNo--; // a replica came up: this attempt does not count
+              continue;
+            }
+          }
           if (attemptNo < retries) await sleep(NO_RESPONDER_BACKOFF_MS * 2 ** attemptNo);
           continue;
         }
@@ -227,7 +239,7 @@ export async function createNatsEncoderBackend(opts: NatsEncoderBackendOptions):
   }
 
   let closed = false;
-  return {
+  const backend: NatsEncoderBackend = {
     async encode(unit: string, input: EncodedTensor): Promise<EncodedTensor> {
       if (closed) throw new Error('encoder backend is closed');
       const spec = units.get(unit);
@@ -285,6 +297,7 @@ export async function createNatsEncoderBackend(opts: NatsEncoderBackendOptions):
       if (!nc.isClosed()) await nc.drain();
     },
   };
+  return backend;
 }
 
 function sleep(ms: number): Promise<void> {

@@ -111,16 +111,18 @@ export class DockerDriver implements Driver {
   }
 }
 
-/** The worker flags for this pool in a copy of `cmd`: --pool, --experts, --layers and --replica set, others kept. */
+/** The worker flags for this pool in a copy of `cmd`: --pool, --experts, --layers, --encoders and --replica set, others kept. */
 export function workerCommand(cmd: readonly string[], t: PoolTemplate, replica: string): string[] {
   const out: string[] = [];
-  const replaced = new Set(['--pool', '--experts', '--layers', '--replica']);
+  const replaced = new Set(['--pool', '--experts', '--layers', '--encoders', '--replica']);
   for (let i = 0; i < cmd.length; i++) {
     if (replaced.has(cmd[i]!)) i++;
     else out.push(cmd[i]!);
   }
-  out.push('--pool', t.pool, '--experts', formatIndexList(t.experts));
+  out.push('--pool', t.pool);
+  if (t.experts.length > 0) out.push('--experts', formatIndexList(t.experts));
   if (t.layers) out.push('--layers', formatIndexList(t.layers));
+  if (t.encoders?.length) out.push('--encoders', t.encoders.join(','));
   out.push('--replica', replica);
   return out;
 }
@@ -134,7 +136,13 @@ function templateOf(pool: string, command: string): PoolTemplate {
   };
   const experts = flag('--experts');
   const layers = flag('--layers');
-  return { pool, experts: experts ? parseIndexList(experts, '--experts') : [], ...(layers ? { layers: parseIndexList(layers, '--layers') } : {}) };
+  const encoders = flag('--encoders');
+  return {
+    pool,
+    experts: experts ? parseIndexList(experts, '--experts') : [],
+    ...(layers ? { layers: parseIndexList(layers, '--layers') } : {}),
+    ...(encoders ? { encoders: encoders.split(',') } : {}),
+  };
 }
 
 function ignoreNotRunning(err: { statusCode?: number }): void {

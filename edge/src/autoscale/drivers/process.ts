@@ -78,8 +78,10 @@ export class ProcessDriver implements Driver {
 
   private async start(template: PoolTemplate): Promise<void> {
     const id = `${template.pool}-${randomBytes(4).toString('hex')}`;
-    const args = ['--import', 'tsx', MAIN, 'worker', this.o.bundle, '--pool', template.pool, '--experts', formatIndexList(template.experts)];
+    const args = ['--import', 'tsx', MAIN, 'worker', this.o.bundle, '--pool', template.pool];
+    if (template.experts.length > 0) args.push('--experts', formatIndexList(template.experts));
     if (template.layers) args.push('--layers', formatIndexList(template.layers));
+    if (template.encoders?.length) args.push('--encoders', template.encoders.join(','));
     args.push('--nats', this.o.natsUrl, '--replica', id, ...(this.o.workerArgs ?? []));
     const log = openSync(join(this.logsDir, `${id}.log`), 'a');
     const output = this.o.inheritOutput ? 'inherit' : log;

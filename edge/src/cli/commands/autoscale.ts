@@ -9,13 +9,13 @@ import { readManifest } from '@unimoe/shared/bundle/load';
 import { Controller } from '../../autoscale/controller';
 import type { Driver } from '../../autoscale/drivers/driver';
 import { Observer } from '../../autoscale/observe';
-import { checkPools, DEFAULT_POLICY, parsePoolFlag, readConfigFile, type PoolSpec, type ScalingPolicy } from '../../autoscale/policy';
+import { checkPools, DEFAULT_POLICY, parseEncoderPoolFlag, parsePoolFlag, readConfigFile, type PoolSpec, type ScalingPolicy } from '../../autoscale/policy';
 import { CliError, parseCommand, parseNumber } from '../args';
 import { noUnits, resolveBundle } from '../resolve-bundle';
 
 const USAGE =
   'unimoe autoscale <bundle-or-s3-uri> --nats URL --driver process|docker|external (--pool NAME=EXPERTS[@LAYERS] ... | --config FILE)\n' +
-  '  [--min 0] [--max 4] [--port N] [--interval-ms 2000] [--state-dir .cache/autoscale] [--target-busy 0.6] [--target-tokens N]\n' +
+  '  [--encoder-pool NAME=vision,audio ...] [--min 0] [--max 4] [--port N] [--interval-ms 2000] [--state-dir .cache/autoscale] [--target-busy 0.6] [--target-tokens N]\n' +
   '  [--idle-to-zero-s 60] [--scale-down-window-s 30] [--hot-replicas 0] [--hot-units 4] [--worker-arg ARG ...]';
 
 export async function run(argv: string[]): Promise<number> {
@@ -26,6 +26,7 @@ export async function run(argv: string[]): Promise<number> {
       nats: s,
       driver: s,
       pool: { type: 'string', multiple: true },
+      'encoder-pool': { type: 'string', multiple: true },
       config: s,
       min: s,
       max: s,
@@ -58,6 +59,7 @@ export async function run(argv: string[]): Promise<number> {
   try {
     if (values.config) ({ pools, policy: filePolicy } = await readConfigFile(values.config, limits));
     pools.push(...(values.pool ?? []).map((p) => parsePoolFlag(p, limits)));
+    pools.push(...(values['encoder-pool'] ?? []).map((p) => parseEncoderPoolFlag(p, limits)));
   } catch (err) {
     throw new CliError((err as Error).message);
   }
@@ -66,7 +68,7 @@ export async function run(argv: string[]): Promise<number> {
   const manifest = await readManifest(await resolveBundle(bundle, noUnits));
   const model = { layers: manifest.config.layers, experts: manifest.config.experts };
   try {
-    checkPools(pools, model);
+    checkPools(pools, { ...model, units: manifest.units.map((u) => u.name) });
   } catch (err) {
     throw new CliError(err instanceof Error ? err.message : String(err));
   }
