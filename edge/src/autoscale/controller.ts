@@ -40,6 +40,7 @@ export class Controller {
   private hot: Record<string, HotReplica> = {};
   private timer: NodeJS.Timeout | undefined;
   private ticking: Promise<unknown> = Promise.resolve();
+  private rounds: Promise<unknown> = Promise.resolve();
   private readonly owners: Map<string, string>;
   private readonly log: (line: string) => void;
 
@@ -81,8 +82,14 @@ export class Controller {
     await this.ticking;
   }
 
-  /** One observe -> decide -> act round. */
-  async tick(): Promise<DecideResult> {
+  /** One observe -> decide -> act round; rounds never overlap (a driver must not see two decisions at once). */
+  tick(): Promise<DecideResult> {
+    const round = this.rounds.then(() => this.round());
+    this.rounds = round.catch(() => undefined);
+    return round;
+  }
+
+  private async round(): Promise<DecideResult> {
     const { observer, driver, pools, policy, model } = this.o;
     const replicas = await observer.replicas();
     const demandByPool = new Map<string, string[]>();

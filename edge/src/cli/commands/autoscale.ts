@@ -102,6 +102,10 @@ export async function run(argv: string[]): Promise<number> {
     await observer.close();
     throw new CliError((err as Error).message);
   }
+  if (driverKind === 'external' && policy.hot.maxReplicas > 0) {
+    console.error('[autoscale] --driver external: hot-expert replicas need a driver that starts them; hot replication is off');
+    policy.hot.maxReplicas = 0;
+  }
   const controller = new Controller({ model, pools, policy, driver, observer, intervalMs: parseNumber(values['interval-ms'], '--interval-ms', 2000, { integer: true, min: 100 }) });
   await controller.init();
   let server: Server | undefined;
