@@ -40,6 +40,8 @@ it('refuses bad pools and config files, naming the flag or the file', async () =
   const file = runCli([bundle.dir, '--nats', nats.url, '--config', config]);
   expect(file.stderr).toMatch(new RegExp(`config file ${config.replace(/[.*+?^${}()|[\]\\/]/g, '\\$&')}: pools\\.0\\.min: `));
   expect(runCli([bundle.dir, '--nats', nats.url, '--driver', 'k8s', '--pool', 'a=0']).stderr).toMatch(/--driver must be process, docker or external, got "k8s"/);
+  // The tiny bundle's expert unit: gate, up and down [48 x 32] float32 plus its ONNX framing, a bit over 18 KiB.
+  expect(runCli([bundle.dir, '--nats', nats.url, '--pool', 'a=0', '--hot-memory-mb', '0.01']).stderr).toMatch(/--hot-memory-mb 0\.01: one expert unit of this bundle needs 0\.01\d+ MiB/);
 }, 120_000);
 
 it('runs: starts min replicas, serves /metrics, logs reasons, and leaves replicas running on exit', async () => {

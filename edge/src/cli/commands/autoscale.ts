@@ -16,7 +16,7 @@ import { noUnits, resolveBundle } from '../resolve-bundle';
 const USAGE =
   'unimoe autoscale <bundle-or-s3-uri> --nats URL --driver process|docker|external (--pool NAME=EXPERTS[@LAYERS] ... | --config FILE)\n' +
   '  [--encoder-pool NAME=vision,audio ...] [--min 0] [--max 4] [--port N] [--interval-ms 2000] [--state-dir .cache/autoscale] [--target-busy 0.6] [--target-tokens N]\n' +
-  '  [--idle-to-zero-s 60] [--scale-down-window-s 30] [--hot-replicas 0] [--hot-units 4] [--worker-arg ARG ...]';
+  '  [--idle-to-zero-s 60] [--scale-down-window-s 30] [--hot-replicas 0] [--hot-units 4 | --hot-memory-mb N] [--worker-arg ARG ...]';
 
 export async function run(argv: string[]): Promise<number> {
   const s = { type: 'string' } as const;
@@ -39,6 +39,7 @@ export async function run(argv: string[]): Promise<number> {
       'scale-down-window-s': s,
       'hot-replicas': s,
       'hot-units': s,
+      'hot-memory-mb': s,
       'worker-arg': { type: 'string', multiple: true },
     },
     USAGE,
@@ -85,6 +86,13 @@ export async function run(argv: string[]): Promise<number> {
     ...(values['hot-replicas'] ? { maxReplicas: parseNumber(values['hot-replicas'], '--hot-replicas', 0, { integer: true, min: 0 }) } : {}),
     ...(values['hot-units'] ? { unitsPerReplica: parseNumber(values['hot-units'], '--hot-units', 4, { integer: true, min: 1 }) } : {}),
   };
+  if (values['hot-memory-mb']) {
+    // The memory budget of one hot replica, in units: how many of the bundle's largest expert units fit.
+    const budget = parseNumber(values['hot-memory-mb'], '--hot-memory-mb', 0, { min: 0.001 }) * 2 ** 20;
+    const unitBytes = Math.max(...manifest.units.filter((u) => u.kind === 'expert').map((u) => u.bytes));
+    if (budget < unitBytes) throw new CliError(`--hot-memory-mb ${values['hot-memory-mb']}: one expert unit of this bundle needs ${(unitBytes / 2 ** 20).toPrecision(3)} MiB`);
+    policy.hot.unitsPerReplica = Math.floor(budget / unitBytes);
+  }
   const metricsPort = values.port === undefined ? undefined : parseNumber(values.port, '--port', 0, { integer: true, min: 0, max: 65535 });
 
   const observer = await Observer.open({ natsUrl, model: manifest.name, ...model });
