@@ -15,7 +15,7 @@ import { ProcessDriver } from '../../autoscale/drivers/process';
 import { CliError, parseCommand, parseNumber } from '../args';
 import { noUnits, resolveBundle } from '../resolve-bundle';
 
-const USAGE = 'unimoe cluster [<bundle>] [--port 8000] [--nats-port N] [--replicas 1] [--no-auth]';
+const USAGE = 'unimoe cluster [<bundle>] [--port 8000] [--nats-port N] [--replicas 1] [--no-auth] [--autoscale [--metrics-port N]]';
 const MAIN = fileURLToPath(new URL('../main.ts', import.meta.url));
 
 async function waitForPort(port: number, timeoutMs: number): Promise<void> {
@@ -28,7 +28,7 @@ async function waitForPort(port: number, timeoutMs: number): Promise<void> {
 
 export async function run(argv: string[]): Promise<number> {
   const s = { type: 'string' } as const;
-  const { values, positionals } = parseCommand(argv, { port: s, 'nats-port': s, replicas: s, 'no-auth': { type: 'boolean' } }, USAGE);
+  const { values, positionals } = parseCommand(argv, { port: s, 'nats-port': s, replicas: s, 'no-auth': { type: 'boolean' }, autoscale: { type: 'boolean' }, 'metrics-port': s }, USAGE);
   if (positionals.length > 1) throw new CliError(`expected at most one <bundle>\nusage: ${USAGE}`);
   // No bundle: the demo model (made under ./models on first use).
   const bundle = positionals[0] ?? (await (await import('./demo')).ensureDemoBundle());
@@ -52,14 +52,17 @@ export async function run(argv: string[]): Promise<number> {
     if (stopping) return;
     stopping = true;
     setTimeout(() => process.exit(code), 15_000).unref();
+    const exited = (c: ChildProcess) => (c.exitCode !== null || c.signalCode !== null ? undefined : new Promise((r) => c.once('exit', r)));
     void (async () => {
-      // The edge and encoders first, then the pools drain while NATS still runs, then nats-server.
+      // The edge, encoders and autoscaler first (it starts no replica after that), then the pools drain
+      // while NATS still runs, then nats-server.
       const [nats, ...others] = children;
       for (const child of others.reverse()) child.kill('SIGTERM');
+      await Promise.all(others.map(exited));
       await driver.stopAll();
       nats?.kill('SIGTERM');
       await rm(stateDir, { recursive: true, force: true });
-      await Promise.all(children.map((c) => (c.exitCode !== null || c.signalCode !== null ? undefined : new Promise((r) => c.once('exit', r)))));
+      await Promise.all(children.map(exited));
       process.exit(code);
     })();
   };
@@ -82,9 +85,17 @@ export async function run(argv: string[]): Promise<number> {
   start('nats-server', 'nats-server', ['-a', '127.0.0.1', '-p', String(natsPort)]);
   await waitForPort(natsPort, 10_000);
   const node = [process.execPath, '--import', 'tsx', MAIN];
-  for (const pool of pools) {
-    await driver.scale(pool, replicas);
-    console.error(`[cluster] started ${pool.pool} (experts ${pool.experts[0]}-${pool.experts.at(-1)}) x ${replicas} via the process driver`);
+  if (values.autoscale) {
+    // The autoscaler owns the pools (0 to --replicas each, from zero on demand); it shares the driver's state directory.
+    const scaleArgs = ['autoscale', bundle, '--nats', natsUrl, '--driver', 'process', '--state-dir', stateDir, '--min', '0', '--max', String(replicas)];
+    for (const pool of pools) scaleArgs.push('--pool', `${pool.pool}=${pool.experts[0]}-${pool.experts.at(-1)}`);
+    if (values['metrics-port']) scaleArgs.push('--port', values['metrics-port']);
+    start(`autoscaler (pools ${pools.map((p) => p.pool).join(', ')}: 0-${replicas} replicas)`, node[0]!, [...node.slice(1), ...scaleArgs]);
+  } else {
+    for (const pool of pools) {
+      await driver.scale(pool, replicas);
+      console.error(`[cluster] started ${pool.pool} (experts ${pool.experts[0]}-${pool.experts.at(-1)}) x ${replicas} via the process driver`);
+    }
   }
   // A multimodal bundle's encoders get a pool of their own.
   const encoders = manifest.units.filter((u) => u.kind === 'vision' || u.kind === 'audio').map((u) => u.kind);
@@ -93,6 +104,7 @@ export async function run(argv: string[]): Promise<number> {
   }
   const serveArgs = ['serve', bundle, '--nats', natsUrl, '--port', values.port ?? '8000'];
   if (values['no-auth']) serveArgs.push('--no-auth');
+  if (values.autoscale) serveArgs.push('--scale-from-zero-s', '120');
   start('edge', node[0]!, [...node.slice(1), ...serveArgs]);
   process.on('SIGINT', () => stopAll(0));
   process.on('SIGTERM', () => stopAll(0));
