@@ -122,7 +122,7 @@ export async function startServer(opts: ServeOptions): Promise<RunningServer> {
     const engine = await createEngine({ bundleDir, experts: instrumentExperts(experts, routed), ...opts.engine });
     cleanup.push(() => engine.close());
     const remoteEncoders = opts.natsUrl && !opts.encoders && !opts.localEncoders ? opts.natsUrl : undefined;
-    const { multimodal, ready: encodersReady } = await openMultimodal(bundleDir, manifest, opts.encoders, remoteEncoders, cleanup, opts.natsSecurity);
+    const { multimodal, ready: encodersReady } = await openMultimodal(bundleDir, manifest, opts.encoders, remoteEncoders, cleanup, opts.natsSecurity, opts.scaleFromZeroMs);
     const gate = new RequestGate(() => engine.full());
     const ready = async (): Promise<Readiness> => {
       if (gate.isDraining) return { ok: false, missing: [] };
@@ -181,6 +181,7 @@ async function openMultimodal(
   natsUrl: string | undefined,
   cleanup: (() => Promise<void>)[],
   natsSecurity?: NatsSecurity,
+  scaleFromZeroMs?: number,
 ): Promise<{ multimodal?: MultimodalPipeline; ready: () => Promise<Readiness> }> {
   const always = async () => ({ ok: true, missing: [] });
   const units = manifest.units.filter((u) => isEncoderKind(u.kind)).map((u) => u.name);
@@ -192,7 +193,7 @@ async function openMultimodal(
     return { multimodal: new MultimodalPipeline(manifest, local), ready: always };
   }
   const { createNatsEncoderBackend } = await import('./dispatch/nats-encoder-backend');
-  const remote = await createNatsEncoderBackend({ natsUrl, manifest, natsSecurity });
+  const remote = await createNatsEncoderBackend({ natsUrl, manifest, natsSecurity, scaleFromZeroMs });
   cleanup.push(() => remote.close());
   return {
     multimodal: new MultimodalPipeline(manifest, remote),

@@ -198,7 +198,7 @@ async function join(
   );
 
   const drain = async () => {
-    await service.stop(); // leaves $SRV discovery first: the autoscaler stops counting this replica
+    await service.stop().catch(() => undefined); // leaves $SRV discovery first: the autoscaler stops counting this replica
     await Promise.all(subs.map((s) => s.drain())); // no new requests reach this replica
     await encoderRequests.idle(); // encoder requests still pulling parts get them, run and are answered
     await Promise.all(hosted.map((h) => h.coalescer.idle())); // in-flight work finishes and is answered

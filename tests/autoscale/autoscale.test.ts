@@ -22,7 +22,9 @@ it('scales from zero on demand; the cold request gives the same output as the wa
   expect((await d.running()).b ?? 0).toBe(0);
   const cold = await chat(d.edge!, 'Tell me about experts');
   expect(cold.tokens).toBeGreaterThan(0);
-  expect((await d.running()).b).toBe(1); // the edge's demand started exactly one
+  expect((await d.running()).b).toBeGreaterThanOrEqual(1);
+  // The edge's demand started it: the first decision for b says so.
+  expect(d.decisions.find((l) => l.includes('pool b:'))).toMatch(/pool b: 0 -> 1 replicas: demand for layer\d\.expert[23]/);
   const warm = await chat(d.edge!, 'Tell me about experts');
   expect(warm).toEqual(cold);
 }, 180_000);
@@ -40,8 +42,7 @@ it('a load step adds replicas; a restarted controller keeps the count; idle retu
     const grown = await eventually('pool a and b above 1 ready replica under load', () => d.observer.replicas(), (r) => r.filter((x) => x.pool === 'a').length >= 2 && r.filter((x) => x.pool === 'b').length >= 2);
     expect(grown.length).toBeGreaterThanOrEqual(4);
 
-    const before = await d.running();
-    await d.restartController();
+    const before = await d.restartController();
     expect(d.controller.desired()).toMatchObject({ a: before.a, b: before.b }); // adopted, not reset
     await d.controller.tick();
     const after = await d.running();

@@ -4,19 +4,16 @@
  * the screenshot's heatmap cells differ in colour where the image load differs (and not where it is
  * equal, e.g. all-zero video).
  */
-import { existsSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { decode } from 'fast-png';
 import { chromium, type Browser } from 'playwright-core';
 import { afterAll, beforeAll, expect, it } from 'vitest';
-import { run as convertCommand } from '@unimoe/edge/cli/commands/convert';
 import type { DashboardData } from '@unimoe/edge/api/dashboard';
 import { startServer, type RunningServer } from '@unimoe/edge/serve';
-import { makeTiny } from '@unimoe/shared/tiny/make-tiny';
-import { TINY_SPEECH_DIR, TINY_VISION_DIR } from '@unimoe/shared/tiny/towers';
 import { FIXTURES } from '../helpers/fixtures';
 import { makeTempDir } from '../helpers/tmp';
-import { readFileSync } from 'node:fs';
+import { tinyMultimodalBundle } from './harness';
 
 const CHROMIUM = '/usr/bin/chromium';
 let tmp: Awaited<ReturnType<typeof makeTempDir>>;
@@ -26,11 +23,7 @@ let browser: Browser;
 beforeAll(async () => {
   if (!existsSync(CHROMIUM)) throw new Error(`${CHROMIUM} is missing: install Debian's chromium (.ci/run does)`);
   tmp = await makeTempDir('dashboard');
-  const checkpoint = join(tmp.dir, 'ckpt');
-  const bundle = join(tmp.dir, 'bundle');
-  await makeTiny(checkpoint, { layout: 'unimoe-4e', multimodal: true, seed: 7 });
-  const code = await convertCommand([checkpoint, bundle, '--name', 'tiny-mm', '--vision-tower', join(checkpoint, TINY_VISION_DIR), '--speech-tower', join(checkpoint, TINY_SPEECH_DIR), '--quiet']);
-  if (code !== 0) throw new Error(`unimoe convert exited with ${code}`);
+  const bundle = await tinyMultimodalBundle(tmp.dir);
   server = await startServer({ bundle, port: 0, host: '127.0.0.1', databaseUrl: `file:${join(tmp.dir, 'usage.db')}`, api: { noAuth: true } });
   browser = await chromium.launch({ executablePath: CHROMIUM, headless: true, args: ['--no-sandbox'] });
 }, 240_000);

@@ -12,7 +12,11 @@ import { convertCheckpoint } from '@unimoe/shared/convert/convert';
 import { Controller } from '@unimoe/edge/autoscale/controller';
 import { ProcessDriver } from '@unimoe/edge/autoscale/drivers/process';
 import { Observer } from '@unimoe/edge/autoscale/observe';
-import { DEFAULT_POLICY, parsePoolFlag, type PoolSpec, type ScalingPolicy } from '@unimoe/edge/autoscale/policy';
+import { DEFAULT_POLICY, parseEncoderPoolFlag, parsePoolFlag, type PoolSpec, type ScalingPolicy } from '@unimoe/edge/autoscale/policy';
+import { run as convertCommand } from '@unimoe/edge/cli/commands/convert';
+import { readManifest } from '@unimoe/shared/bundle/load';
+import { makeTiny } from '@unimoe/shared/tiny/make-tiny';
+import { TINY_AUDIO_DIR, TINY_VISION_DIR } from '@unimoe/shared/tiny/towers';
 import { startServer, type RunningServer } from '@unimoe/edge/serve';
 import { startNatsServer, type NatsServer } from '../helpers/nats-server';
 import { modelFixture } from '../helpers/fixtures';
@@ -39,8 +43,10 @@ export interface Deployment {
   controller: Controller;
   observer: Observer;
   edge?: RunningServer;
-  /** A fresh controller (new observer, new driver object) over the same NATS and state directory. */
-  restartController(): Promise<void>;
+  /** Stops the controller, then starts a fresh one (new observer and driver objects, same NATS and state directory); resolves to what ran in between. */
+  restartController(): Promise<Record<string, number>>;
+  /** Every decision line the controllers logged. */
+  decisions: string[];
   /** Running replicas per pool, by the driver. */
   running(): Promise<Record<string, number>>;
   stop(): Promise<void>;
@@ -56,6 +62,10 @@ export interface DeployOptions {
   intervalMs?: number;
   /** Checkpoint to convert; default the tiny 4e fixture. */
   checkpoint?: string;
+  /** A bundle to use as is instead (e.g. tinyMultimodalBundle's). */
+  bundleDir?: string;
+  /** `NAME=vision,audio` pools (limits from `limits` too). */
+  encoderPools?: string[];
   /** Worker load window; default 2000 ms. */
   statsWindowMs?: number;
   log?: (line: string) => void;
@@ -63,19 +73,21 @@ export interface DeployOptions {
 
 export async function deploy(opts: DeployOptions): Promise<Deployment> {
   const root = await mkdtemp(join(tmpdir(), 'unimoe-autoscale-'));
-  const bundle = join(root, 'bundle');
+  let bundle = join(root, 'bundle');
   const stateDir = join(root, 'state');
   const cleanups: (() => Promise<void>)[] = [() => rm(root, { recursive: true, force: true })];
   const stopAll = async () => {
     for (const fn of cleanups.reverse()) await fn().catch((err: unknown) => console.error(`[autoscale test] cleanup: ${(err as Error).message}`));
   };
   try {
-    const manifest = await convertCheckpoint({ checkpointDir: opts.checkpoint ?? modelFixture('unimoe-4e'), bundleDir: bundle, name: 'tiny-4e' });
+    const manifest = opts.bundleDir
+      ? await readManifest(opts.bundleDir)
+      : await convertCheckpoint({ checkpointDir: opts.checkpoint ?? modelFixture('unimoe-4e'), bundleDir: bundle, name: 'tiny-4e' });
+    if (opts.bundleDir) bundle = opts.bundleDir;
     const nats = await startNatsServer();
     cleanups.push(() => nats.stop());
     const model = { layers: manifest.config.layers, experts: manifest.config.experts };
-    const pools = opts.pools.map((p) => {
-      const spec = parsePoolFlag(p, { minReplicas: 0, maxReplicas: 1 });
+    const pools = [...opts.pools.map((p) => parsePoolFlag(p, { minReplicas: 0, maxReplicas: 1 })), ...(opts.encoderPools ?? []).map((p) => parseEncoderPoolFlag(p, { minReplicas: 0, maxReplicas: 1 }))].map((spec) => {
       const [min, max] = opts.limits[spec.name] ?? [0, 1];
       return { ...spec, minReplicas: min, maxReplicas: max };
     });
@@ -84,7 +96,12 @@ export async function deploy(opts: DeployOptions): Promise<Deployment> {
       new ProcessDriver({ bundle, natsUrl: nats.url, stateDir, env: { UNIMOE_THREADS: '1' }, workerArgs: ['--stats-interval', '1000', '--stats-window', String(opts.statsWindowMs ?? 2000)] });
     let driver = makeDriver();
     cleanups.push(() => driver.stopAll());
-    const log = opts.log ?? ((line: string) => console.log(line));
+    const decisions: string[] = [];
+    const print = opts.log ?? ((line: string) => console.log(line));
+    const log = (line: string) => {
+      decisions.push(line);
+      print(line);
+    };
     const startController = async () => {
       const observer = await Observer.open({ natsUrl: nats.url, model: wireModel(manifest), ...model, discoveryMs: 300, routedWindowMs: 3000 });
       const controller = new Controller({ model, pools, policy, driver, observer, intervalMs: opts.intervalMs ?? 500, log });
@@ -109,12 +126,15 @@ export async function deploy(opts: DeployOptions): Promise<Deployment> {
       async restartController() {
         await d.controller.stop();
         await d.observer.close();
+        const between = await d.running();
         driver = makeDriver();
         d.driver = driver;
         c = await startController();
         d.controller = c.controller;
         d.observer = c.observer;
+        return between;
       },
+      decisions,
       async running() {
         const out: Record<string, number> = {};
         for (const r of await d.driver.list()) out[r.template.pool] = (out[r.template.pool] ?? 0) + 1;
@@ -146,13 +166,23 @@ export async function eventually<T>(what: string, probe: () => Promise<T>, ok: (
 }
 
 /** One greedy chat completion through the edge; resolves to its text and token count. */
-export async function chat(edge: RunningServer, prompt: string, maxTokens = 8): Promise<{ text: string; tokens: number }> {
+export async function chat(edge: RunningServer, prompt: string | unknown[], maxTokens = 8): Promise<{ text: string; tokens: number }> {
   const res = await fetch(`${edge.url}/v1/chat/completions`, {
     method: 'POST',
     headers: { 'content-type': 'application/json' },
-    body: JSON.stringify({ model: 'tiny-4e', messages: [{ role: 'user', content: prompt }], max_tokens: maxTokens, temperature: 0 }),
+    body: JSON.stringify({ model: edge.manifest.name, messages: [{ role: 'user', content: prompt }], max_tokens: maxTokens, temperature: 0 }),
   });
   const body = (await res.json()) as { choices?: { message: { content: string } }[]; usage?: { completion_tokens: number }; error?: unknown };
   if (!res.ok) throw new Error(`chat completion failed (${res.status}): ${JSON.stringify(body)}`);
   return { text: body.choices![0]!.message.content, tokens: body.usage!.completion_tokens };
+}
+
+/** A make-tiny Uni-MoE 4e with tiny CLIP and Whisper towers, converted with both (model name tiny-mm). */
+export async function tinyMultimodalBundle(dir: string): Promise<string> {
+  const checkpoint = join(dir, 'ckpt');
+  const bundle = join(dir, 'bundle');
+  await makeTiny(checkpoint, { layout: 'unimoe-4e', multimodal: true, seed: 7 });
+  const code = await convertCommand([checkpoint, bundle, '--name', 'tiny-mm', '--vision-tower', join(checkpoint, TINY_VISION_DIR), '--audio-tower', join(checkpoint, TINY_AUDIO_DIR), '--quiet']);
+  if (code !== 0) throw new Error(`unimoe convert exited with ${code}`);
+  return bundle;
 }

@@ -4,7 +4,7 @@
  * (3 replicas per pool) as the baseline. Prints per phase replicas, TTFT and ITL p50/p99, tokens/s;
  * scale-up reaction time (load step -> a new replica serving), cold start from zero, and tokens per
  * replica-second of both deployments; writes an SVG plot of replicas and TTFT over time.
- * Knobs: BENCH_PHASE_S (default 15,30,20,15), BENCH_TARGET_TOKENS (expert rows/s per replica, default 1500).
+ * Knobs: BENCH_PHASE_S (default 15,30,20,15), BENCH_TARGET_TOKENS (expert rows/s per replica, default 2500).
  */
 import { mkdir, writeFile } from 'node:fs/promises';
 import { availableParallelism, cpus } from 'node:os';
@@ -18,7 +18,7 @@ import { fmt, percentile, printTable } from './table';
 
 const PHASE_S = (process.env.BENCH_PHASE_S ?? '15,30,20,15').split(',').map(Number);
 const SCHEDULE = [1, 32, 1, 0].map((clients, i) => ({ clients, seconds: PHASE_S[i] ?? 15 }));
-const TARGET_TOKENS = Number(process.env.BENCH_TARGET_TOKENS ?? 1500);
+const TARGET_TOKENS = Number(process.env.BENCH_TARGET_TOKENS ?? 2500);
 const MAX_TOKENS = 16;
 const MAX_REPLICAS = 3;
 /** A small model: 4 layers, 4 experts, hidden 128 (the schedule must finish in minutes on 2 shared cores). */

@@ -54,7 +54,7 @@ function draw() {
     title: { text: 'Routed tokens per layer x expert (' + state.modality + ')', textStyle: { fontSize: 13 } },
     tooltip: { formatter: (p) => 'layer ' + p.value[1] + ', expert ' + p.value[0] + ': ' + p.value[2] },
     grid: { left: 60, right: 20, top: 40, bottom: 90 },
-    xAxis: { type: 'category', name: 'expert', data: Array.from({ length: d.experts }, (_, i) => String(i)) },
+    xAxis: { type: 'category', name: 'expert', nameLocation: 'middle', nameGap: 24, data: Array.from({ length: d.experts }, (_, i) => String(i)) },
     yAxis: { type: 'category', name: 'layer', data: Array.from({ length: d.layers }, (_, i) => String(i)) },
     visualMap: { min: 0, max: Math.max(max, 1e-9), calculable: true, orient: 'horizontal', left: 'center', bottom: 10, inRange: { color: ['#f7fbff', '#6baed6', '#08306b'] } },
     series: [{ type: 'heatmap', data: cells, label: { show: d.layers * d.experts <= 64, fontSize: 10 } }],
@@ -71,8 +71,8 @@ function draw() {
   balance.setOption({
     animation: false,
     title: { text: 'Balancedness per layer (mean / max load per replica)', textStyle: { fontSize: 13 } },
-    grid: { left: 40, right: 20, top: 40, bottom: 30 },
-    xAxis: { type: 'category', name: 'layer', data: d.balancedness.map((_, l) => String(l)) },
+    grid: { left: 40, right: 20, top: 40, bottom: 40 },
+    xAxis: { type: 'category', name: 'layer', nameLocation: 'middle', nameGap: 24, data: d.balancedness.map((_, l) => String(l)) },
     yAxis: { type: 'value', min: 0, max: 1 },
     series: [{ type: 'bar', data: d.balancedness.map((b) => +b.toFixed(3)) }],
   }, true);

@@ -40,6 +40,7 @@ export class Controller {
   private hot: Record<string, HotReplica> = {};
   private timer: NodeJS.Timeout | undefined;
   private ticking: Promise<unknown> = Promise.resolve();
+  private rounds: Promise<unknown> = Promise.resolve();
   private readonly owners: Map<string, string>;
   private readonly log: (line: string) => void;
 
@@ -81,8 +82,14 @@ export class Controller {
     await this.ticking;
   }
 
-  /** One observe -> decide -> act round. */
-  async tick(): Promise<DecideResult> {
+  /** One observe -> decide -> act round; rounds never overlap (a driver must not see two decisions at once). */
+  tick(): Promise<DecideResult> {
+    const round = this.rounds.then(() => this.round());
+    this.rounds = round.catch(() => undefined);
+    return round;
+  }
+
+  private async round(): Promise<DecideResult> {
     const { observer, driver, pools, policy, model } = this.o;
     const replicas = await observer.replicas();
     const demandByPool = new Map<string, string[]>();
@@ -98,7 +105,7 @@ export class Controller {
       this.metrics.decisions.inc({ pool: d.pool, direction: d.to > d.from ? 'up' : 'down' });
     }
     // Act: base pools, hot replicas wanted now, and hot replicas no longer wanted (to zero).
-    const templates: [PoolTemplate, number][] = pools.map((p) => [{ pool: p.name, experts: p.experts, layers: p.layers }, result.desired[p.name]!]);
+    const templates: [PoolTemplate, number][] = pools.map((p) => [{ pool: p.name, experts: p.experts, layers: p.layers, encoders: p.encoders }, result.desired[p.name]!]);
     for (const [name, h] of Object.entries(result.hot)) templates.push([{ pool: name, experts: [h.expert], layers: h.layers }, result.desired[name]!]);
     for (const [name, h] of Object.entries(this.hot)) if (!result.hot[name]) templates.push([{ pool: name, experts: [h.expert], layers: h.layers }, 0]);
     this.hot = result.hot;

@@ -79,6 +79,18 @@ describe('decide: replicas per pool', () => {
     expect(r[4]!.reasons[0]).toMatch(/idle for 26 s \(min 0\): scale to zero/);
   });
 
+  it('a restarted controller adopts the running count and waits a full window before scaling down', () => {
+    // initialState at t=0 with 3 running; no load from the first tick on.
+    const r = run('a=0-1', [[0, { ready: 3 }], [9, { ready: 3 }], [10.5, { ready: 3 }]], 3, { ...policy, idleToZeroMs: 60_000 });
+    expect(r.map((x) => x.desired)).toEqual([3, 3, 1]);
+  });
+
+  it('with a scale-up window, scales up to the lowest recommendation inside it', () => {
+    const p = { ...policy, scaleUpStabilizationMs: 3000, scaleUpCooldownMs: 0 };
+    const r = run('a=0-1', [[100, { tokensPerSecond: 90 }], [101, { tokensPerSecond: 500 }], [102, { tokensPerSecond: 400 }], [104.5, { tokensPerSecond: 400 }]], 1, p);
+    expect(r.map((x) => x.desired)).toEqual([1, 1, 1, 4]);
+  });
+
   it('never goes below min', () => {
     const pools = [parsePoolFlag('a=0-1', { minReplicas: 2, maxReplicas: 4 })];
     let state = initialState(pools, { a: 3 }, {}, 0);

@@ -68,9 +68,13 @@ export interface DecideResult {
   balancedness: number[];
 }
 
-/** The state a controller starts from, given the replicas the driver and NATS say exist now. */
+/**
+ * The state a controller starts from, given the replicas the driver runs now. The running count is
+ * recorded as a recommendation and the pool as active, so a restarted controller waits a full
+ * stabilization window (and idle period) before it scales anything down.
+ */
 export function initialState(pools: PoolSpec[], running: Record<string, number>, hot: Record<string, HotReplica>, now: number): ControllerState {
-  const fresh = (desired: number): PoolState => ({ desired, history: [], lastScaleUpAt: -Infinity, lastActiveAt: now });
+  const fresh = (desired: number): PoolState => ({ desired, history: [{ at: now, replicas: desired }], lastScaleUpAt: -Infinity, lastActiveAt: now });
   return {
     pools: Object.fromEntries(pools.map((p) => [p.name, fresh(running[p.name] ?? 0)])),
     hot: Object.fromEntries(Object.entries(hot).map(([name, replica]) => [name, { ...fresh(running[name] ?? 0), replica }])),
@@ -166,7 +170,8 @@ function stabilize(
   let desired = current;
   let reason = `${why}${clampNote}`;
   if (rec > current) {
-    const upRec = Math.min(...history.filter((h) => h.at >= now - policy.scaleUpStabilizationMs).map((h) => h.replicas));
+    // The lowest recommendation of the scale-up window, this one included (window 0: this one only).
+    const upRec = Math.min(rec, ...history.slice(0, -1).filter((h) => h.at > now - policy.scaleUpStabilizationMs).map((h) => h.replicas));
     if (current > 0 && now - prev.lastScaleUpAt < policy.scaleUpCooldownMs) reason += `; held: scale-up cooldown (${fmt(policy.scaleUpCooldownMs / 1000)} s)`;
     else if (upRec > current) {
       desired = current === 0 ? Math.max(1, Math.min(upRec, policy.maxScaleUpStep)) : Math.min(upRec, current + policy.maxScaleUpStep);

@@ -140,7 +140,7 @@ export function poolObservations(replicas: ReplicaSnapshot[], demandByPool: Map<
 }
 
 /** Ready replicas per unit [layer][expert] (every pool, hot ones included). */
-export function replicasPerUnit(replicas: ReplicaSnapshot[], layers: number, experts: number): number[][] {
+export function replicasPerUnit(replicas: Pick<ReplicaSnapshot, 'units'>[], layers: number, experts: number): number[][] {
   const out = Array.from({ length: layers }, () => new Array<number>(experts).fill(0));
   for (const r of replicas) {
     for (const u of r.units) {

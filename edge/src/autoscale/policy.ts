@@ -7,12 +7,16 @@ import { readFile } from 'node:fs/promises';
 import { z } from 'zod';
 import { unitName } from '@unimoe/shared/bundle/manifest';
 import { parseIndexList } from '@unimoe/gpu-worker/index-list';
+import { parseEncoderList, type EncoderName } from '@unimoe/gpu-worker/units';
 
 export interface PoolSpec {
   name: string;
+  /** Empty for a pool of modality encoders only. */
   experts: number[];
   /** Undefined: every layer. */
   layers?: number[];
+  /** Modality encoders it hosts (`unimoe worker --encoders`). */
+  encoders?: EncoderName[];
   minReplicas: number;
   maxReplicas: number;
 }
@@ -72,6 +76,13 @@ export function parsePoolFlag(text: string, limits: { minReplicas: number; maxRe
   });
 }
 
+/** `NAME=vision,audio`: a pool of modality encoders. */
+export function parseEncoderPoolFlag(text: string, limits: { minReplicas: number; maxReplicas: number }): PoolSpec {
+  const m = /^([A-Za-z0-9_-]+)=(.+)$/.exec(text);
+  if (!m) throw new Error(`--encoder-pool ${JSON.stringify(text)}: expected NAME=ENCODERS, e.g. enc=vision,audio`);
+  return checkPool({ name: m[1]!, experts: [], encoders: parseEncoderList(m[2]!, `--encoder-pool ${m[1]}`), ...limits });
+}
+
 function checkPool(p: PoolSpec): PoolSpec {
   if (p.name.startsWith('hot-')) throw new Error(`pool ${p.name}: names starting with "hot-" are the autoscaler's own hot-expert replicas`);
   if (p.minReplicas < 0 || p.maxReplicas < 1 || p.minReplicas > p.maxReplicas) {
@@ -86,7 +97,7 @@ const configSchema = z
     pools: z
       .array(
         z
-          .object({ name: z.string(), experts: indexList, layers: indexList.optional(), min: z.number().int().min(0).optional(), max: z.number().int().min(1).optional() })
+          .object({ name: z.string(), experts: indexList.optional(), layers: indexList.optional(), encoders: z.string().optional(), min: z.number().int().min(0).optional(), max: z.number().int().min(1).optional() })
           .strict(),
       )
       .min(1),
@@ -128,8 +139,9 @@ export async function readConfigFile(path: string, defaults: { minReplicas: numb
   const pools = parsed.data.pools.map((p) =>
     checkPool({
       name: p.name,
-      experts: list(p.experts, `pool ${p.name} experts`),
+      experts: p.experts === undefined ? [] : list(p.experts, `pool ${p.name} experts`),
       ...(p.layers !== undefined ? { layers: list(p.layers, `pool ${p.name} layers`) } : {}),
+      ...(p.encoders !== undefined ? { encoders: parseEncoderList(p.encoders, `config file ${path}: pool ${p.name} encoders`) } : {}),
       minReplicas: p.min ?? defaults.minReplicas,
       maxReplicas: p.max ?? defaults.maxReplicas,
     }),
@@ -139,16 +151,18 @@ export async function readConfigFile(path: string, defaults: { minReplicas: numb
 }
 
 /** Pool names must be unique and must not host the same unit twice (a unit's replicas are counted per pool). */
-export function checkPools(pools: PoolSpec[], model: { layers: number; experts: number }): void {
+export function checkPools(pools: PoolSpec[], model: { layers: number; experts: number; units?: string[] }): void {
   const seen = new Map<string, string>();
   const names = new Set<string>();
   for (const p of pools) {
     if (!/^[A-Za-z0-9_-]+$/.test(p.name)) throw new Error(`pool name ${JSON.stringify(p.name)}: use letters, digits, - and _ only`);
     if (names.has(p.name)) throw new Error(`pool ${p.name} is given twice`);
+    if (p.experts.length === 0 && !p.encoders?.length) throw new Error(`pool ${p.name} hosts nothing: give experts or encoders`);
     names.add(p.name);
     for (const e of p.experts) if (e >= model.experts) throw new Error(`pool ${p.name}: expert ${e} does not exist (the model has ${model.experts})`);
     for (const l of p.layers ?? []) if (l >= model.layers) throw new Error(`pool ${p.name}: layer ${l} does not exist (the model has ${model.layers})`);
     for (const unit of poolUnits(p, model.layers)) {
+      if (model.units && !model.units.includes(unit)) throw new Error(`pool ${p.name}: the bundle has no unit ${unit}`);
       const other = seen.get(unit);
       if (other) throw new Error(`pools ${other} and ${p.name} both host ${unit}`);
       seen.set(unit, p.name);
@@ -156,8 +170,8 @@ export function checkPools(pools: PoolSpec[], model: { layers: number; experts: 
   }
 }
 
-/** The `layer{L}.expert{E}` units a pool hosts. */
-export function poolUnits(p: Pick<PoolSpec, 'experts' | 'layers'>, layers: number): string[] {
+/** The units a pool hosts: `layer{L}.expert{E}` and its encoders' units. */
+export function poolUnits(p: Pick<PoolSpec, 'experts' | 'layers' | 'encoders'>, layers: number): string[] {
   const ls = p.layers ?? Array.from({ length: layers }, (_, i) => i);
-  return ls.flatMap((l) => p.experts.map((e) => unitName.expert(l, e)));
+  return [...ls.flatMap((l) => p.experts.map((e) => unitName.expert(l, e))), ...(p.encoders ?? []).map((e) => unitName[e])];
 }

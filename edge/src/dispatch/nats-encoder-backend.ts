@@ -29,6 +29,7 @@ import { connectNats } from '@unimoe/shared/runtime/nats-connect';
 import { roleInboxPrefix, type NatsSecurity } from '@unimoe/shared/runtime/nats-auth';
 import { TRACE_HEADER, traceHeaderValue } from '@unimoe/shared/log';
 import { drainWithin, NatsConnectionWatch } from '@unimoe/shared/runtime/nats-status';
+import { waitForReplicaOnDemand } from './scale-from-zero';
 
 export interface NatsEncoderBackendOptions {
   natsUrl: string;
@@ -46,6 +47,8 @@ export interface NatsEncoderBackendOptions {
   maxPayload?: number;
   /** Called for every answered request (metrics, benchmarks, tests); must be cheap. */
   observe?: (o: EncoderObservation) => void;
+  /** Scale from zero: on "no responders", signal demand and hold the request up to this long for a replica (default off). */
+  scaleFromZeroMs?: number;
 }
 
 /** One answered encoder request, as seen by the edge. */
@@ -103,6 +106,7 @@ export async function createNatsEncoderBackend(opts: NatsEncoderBackendOptions):
   const stride = partStride(payload);
   const counters: Omit<DispatchStats, 'hedges'> = { requests: 0, timeouts: 0, noResponders: 0 };
   let nextId = 0;
+  const waitForReplica = waitForReplicaOnDemand(nc, wire, opts.scaleFromZeroMs);
 
   // Bodies of multi-part requests, by request id, until their request is answered or given up.
   const transfers = new Map<string, Uint8Array>();
@@ -198,6 +202,7 @@ export async function createNatsEncoderBackend(opts: NatsEncoderBackendOptions):
     if (count > 1) transfers.set(requestId, body);
     let lastFailure: 'no-responders' | 'timeout' | 'internal' = 'timeout';
     let lastMessage = '';
+    let heldForReplica = false;
     try {
       for (let attemptNo = 0; attemptNo <= retries; attemptNo++) {
         // While NATS is down an attempt would only sit in the client's buffer until it times out.
@@ -216,6 +221,13 @@ export async function createNatsEncoderBackend(opts: NatsEncoderBackendOptions):
         if (a.kind === 'no-responders') {
           counters.noResponders++;
           lastFailure = 'no-responders';
+          if (!heldForReplica) {
+            heldForReplica = true;
+            if (await waitForReplica(unit, async () => (await backend.unitsAvailable([unit], 1000)).missing.length === 0)) {
+              attemptNo--; // a replica came up: this attempt does not count
+              continue;
+            }
+          }
           if (attemptNo < retries) await sleep(NO_RESPONDER_BACKOFF_MS * 2 ** attemptNo);
           continue;
         }
@@ -243,7 +255,7 @@ export async function createNatsEncoderBackend(opts: NatsEncoderBackendOptions):
   }
 
   let closed = false;
-  return {
+  const backend: NatsEncoderBackend = {
     async encode(unit: string, input: EncodedTensor): Promise<EncodedTensor> {
       if (closed) throw new Error('encoder backend is closed');
       const spec = units.get(unit);
@@ -301,6 +313,7 @@ export async function createNatsEncoderBackend(opts: NatsEncoderBackendOptions):
       await drainWithin(nc, 2000);
     },
   };
+  return backend;
 }
 
 function sleep(ms: number): Promise<void> {

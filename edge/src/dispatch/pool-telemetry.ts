@@ -9,7 +9,7 @@ import { connectNats } from '@unimoe/shared/runtime/nats-connect';
 import { routedSubject, WORKER_SERVICE , type WireModel } from '@unimoe/shared/wire/subjects';
 import type { NatsSecurity } from '@unimoe/shared/runtime/nats-auth';
 import type { RoutedTokens } from '../api/routed-tokens';
-import { isNoResponders } from '../autoscale/observe';
+import { isNoResponders, replicasPerUnit } from '../autoscale/observe';
 
 export interface ReplicaSample {
   /** Epoch milliseconds. */
@@ -44,22 +44,19 @@ export async function startPoolTelemetry(opts: { natsUrl: string; natsSecurity?:
     }
     last = now;
     const pools: Record<string, number> = {};
-    const units = Array.from({ length: routed.layers }, () => new Array<number>(routed.experts).fill(0));
+    const replicas: { units: string[] }[] = [];
     const client = nc.services.client({ strategy: RequestStrategy.Timer, maxWait: Math.min(500, intervalMs / 2) });
     try {
       for await (const p of await client.ping(WORKER_SERVICE)) {
         const meta = p.metadata ?? {};
         if (meta.model !== opts.model.name || meta.bundle !== opts.model.hash || !meta.pool) continue;
         pools[meta.pool] = (pools[meta.pool] ?? 0) + 1;
-        for (const u of (meta.units ?? '').split(',')) {
-          const m = /^layer(\d+)\.expert(\d+)$/.exec(u);
-          if (m && units[Number(m[1])]?.[Number(m[2])] !== undefined) units[Number(m[1])]![Number(m[2])]!++;
-        }
+        replicas.push({ units: (meta.units ?? '').split(',') });
       }
     } catch (err) {
       if (!isNoResponders(err)) throw err; // no replica anywhere: every pool at zero
     }
-    perUnit = units;
+    perUnit = replicasPerUnit(replicas, routed.layers, routed.experts);
     samples.push({ at: Date.now(), pools });
     if (samples.length > HISTORY) samples.shift();
   };

@@ -60,7 +60,7 @@ describe('layoutPrompt', () => {
     const layout = layoutPrompt(prompt, [{ modality: 'image', tokens: 3 }, { modality: 'audio', tokens: 2 }], 0);
     expect(layout.promptIds).toEqual([1, 10, 0, 0, 0, 11, 0, 0, 12, 13]);
     expect(layout.runs).toEqual([{ index: 2, tokens: 3, modality: 'image' }, { index: 6, tokens: 2, modality: 'audio' }]);
-    expect(layout.tokens).toEqual({ text: 5, image: 3, audio: 2, video: 0 });
+    expect(layout.tokens).toEqual({ text: 5, image: 3, speech: 0, audio: 2, video: 0 });
   });
 
   it('refuses items that do not match the placeholders', () => {

@@ -18,6 +18,7 @@ const COMPOSE_SERVICE = 'com.docker.compose.service';
 const COMPOSE_NUMBER = 'com.docker.compose.container-number';
 /** Seconds a stopping worker gets to drain before Docker kills it. */
 const STOP_TIMEOUT_S = 30;
+const BUILTIN_NETWORKS = new Set(['none', 'host', 'bridge', 'default']);
 
 export class DockerDriver implements Driver {
   readonly kind = 'docker';
@@ -43,7 +44,8 @@ export class DockerDriver implements Driver {
 
   async scale(template: PoolTemplate, replicas: number): Promise<void> {
     const all = await this.docker.listContainers({ all: true, filters: { label: [`${POOL_LABEL}=${template.pool}`] } });
-    const running = all.filter((c) => c.State === 'running').sort((a, b) => a.Created - b.Created);
+    // Oldest first: Created has one-second resolution, Compose's container number breaks ties.
+    const running = all.filter((c) => c.State === 'running').sort((a, b) => a.Created - b.Created || Number(a.Labels[COMPOSE_NUMBER] ?? 0) - Number(b.Labels[COMPOSE_NUMBER] ?? 0));
     const stopped = all.filter((c) => c.State !== 'running');
     let missing = replicas - running.length;
     for (const c of stopped) {
@@ -87,8 +89,11 @@ export class DockerDriver implements Driver {
     const number = 1 + Math.max(0, ...siblings.map((c) => Number(c.Labels[COMPOSE_NUMBER]) || 0));
     const name = `${base}-${template.pool.startsWith('hot-') ? `${template.pool}-` : ''}${number}`;
     labels[COMPOSE_NUMBER] = String(number);
+    // User-defined networks (Compose's) get the service name as alias; the built-in ones take none.
     const networks = Object.fromEntries(
-      Object.entries(src.NetworkSettings.Networks ?? {}).map(([net, cfg]) => [net, { Aliases: service ? [service] : (cfg.Aliases ?? []) }]),
+      Object.entries(src.NetworkSettings.Networks ?? {})
+        .filter(([net]) => !BUILTIN_NETWORKS.has(net))
+        .map(([net, cfg]) => [net, { Aliases: service ? [service] : (cfg.Aliases ?? []) }]),
     );
     const created = await this.docker.createContainer({
       name,
@@ -106,16 +111,18 @@ export class DockerDriver implements Driver {
   }
 }
 
-/** The worker flags for this pool in a copy of `cmd`: --pool, --experts, --layers and --replica set, others kept. */
+/** The worker flags for this pool in a copy of `cmd`: --pool, --experts, --layers, --encoders and --replica set, others kept. */
 export function workerCommand(cmd: readonly string[], t: PoolTemplate, replica: string): string[] {
   const out: string[] = [];
-  const replaced = new Set(['--pool', '--experts', '--layers', '--replica']);
+  const replaced = new Set(['--pool', '--experts', '--layers', '--encoders', '--replica']);
   for (let i = 0; i < cmd.length; i++) {
     if (replaced.has(cmd[i]!)) i++;
     else out.push(cmd[i]!);
   }
-  out.push('--pool', t.pool, '--experts', formatIndexList(t.experts));
+  out.push('--pool', t.pool);
+  if (t.experts.length > 0) out.push('--experts', formatIndexList(t.experts));
   if (t.layers) out.push('--layers', formatIndexList(t.layers));
+  if (t.encoders?.length) out.push('--encoders', t.encoders.join(','));
   out.push('--replica', replica);
   return out;
 }
@@ -129,7 +136,13 @@ function templateOf(pool: string, command: string): PoolTemplate {
   };
   const experts = flag('--experts');
   const layers = flag('--layers');
-  return { pool, experts: experts ? parseIndexList(experts, '--experts') : [], ...(layers ? { layers: parseIndexList(layers, '--layers') } : {}) };
+  const encoders = flag('--encoders');
+  return {
+    pool,
+    experts: experts ? parseIndexList(experts, '--experts') : [],
+    ...(layers ? { layers: parseIndexList(layers, '--layers') } : {}),
+    ...(encoders ? { encoders: encoders.split(',') } : {}),
+  };
 }
 
 function ignoreNotRunning(err: { statusCode?: number }): void {

@@ -4,12 +4,15 @@
  * twice starts nothing the second time.
  */
 
-/** What one replica of a pool runs: `unimoe worker --pool NAME --experts LIST [--layers LIST]`. */
+/** What one replica of a pool runs: `unimoe worker --pool NAME [--experts LIST [--layers LIST]] [--encoders LIST]`. */
 export interface PoolTemplate {
   pool: string;
+  /** Empty for an encoders-only pool. */
   experts: number[];
   /** Undefined: every layer. */
   layers?: number[];
+  /** `--encoders` (vision, audio). */
+  encoders?: string[];
 }
 
 /** A replica the driver runs (starting or serving). */

@@ -34,7 +34,7 @@ export interface ProcessDriverOptions {
   tieToParent?: boolean;
 }
 
-interface Record_ {
+interface ReplicaRecord {
   pid: number;
   id: string;
   template: PoolTemplate;
@@ -81,8 +81,10 @@ export class ProcessDriver implements Driver {
 
   private async start(template: PoolTemplate): Promise<void> {
     const id = `${template.pool}-${randomBytes(4).toString('hex')}`;
-    const args = ['--import', 'tsx', MAIN, 'worker', this.o.bundle, '--pool', template.pool, '--experts', formatIndexList(template.experts)];
+    const args = ['--import', 'tsx', MAIN, 'worker', this.o.bundle, '--pool', template.pool];
+    if (template.experts.length > 0) args.push('--experts', formatIndexList(template.experts));
     if (template.layers) args.push('--layers', formatIndexList(template.layers));
+    if (template.encoders?.length) args.push('--encoders', template.encoders.join(','));
     args.push('--nats', this.o.natsUrl, '--replica', id, ...(this.o.workerArgs ?? []));
     const log = openSync(join(this.logsDir, `${id}.log`), 'a');
     const output = this.o.inheritOutput ? 'inherit' : log;
@@ -95,11 +97,11 @@ export class ProcessDriver implements Driver {
     const file = join(this.replicasDir, `${id}.json`);
     // A replica that dies on its own stops counting at once (this controller's children only; others via list()).
     child.once('exit', () => void rm(file, { force: true }));
-    const record: Record_ = { pid: child.pid, id, template, startedAt: new Date().toISOString() };
+    const record: ReplicaRecord = { pid: child.pid, id, template, startedAt: new Date().toISOString() };
     await writeFile(file, JSON.stringify(record));
   }
 
-  private async stop(r: Record_): Promise<void> {
+  private async stop(r: ReplicaRecord): Promise<void> {
     await rm(join(this.replicasDir, `${r.id}.json`), { force: true });
     try {
       process.kill(r.pid, 'SIGTERM');
@@ -109,14 +111,14 @@ export class ProcessDriver implements Driver {
   }
 
   /** Replica records whose process still runs that replica; stale ones are removed. */
-  private async records(): Promise<Record_[]> {
-    const out: Record_[] = [];
+  private async records(): Promise<ReplicaRecord[]> {
+    const out: ReplicaRecord[] = [];
     for (const name of await readdir(this.replicasDir)) {
       if (!name.endsWith('.json')) continue;
       const file = join(this.replicasDir, name);
-      let r: Record_;
+      let r: ReplicaRecord;
       try {
-        r = JSON.parse(await readFile(file, 'utf8')) as Record_;
+        r = JSON.parse(await readFile(file, 'utf8')) as ReplicaRecord;
       } catch {
         continue; // being written or removed right now
       }

@@ -10,14 +10,14 @@ import { readManifest } from '@unimoe/shared/bundle/load';
 import { Controller } from '../../autoscale/controller';
 import type { Driver } from '../../autoscale/drivers/driver';
 import { Observer } from '../../autoscale/observe';
-import { checkPools, DEFAULT_POLICY, parsePoolFlag, readConfigFile, type PoolSpec, type ScalingPolicy } from '../../autoscale/policy';
+import { checkPools, DEFAULT_POLICY, parseEncoderPoolFlag, parsePoolFlag, readConfigFile, type PoolSpec, type ScalingPolicy } from '../../autoscale/policy';
 import { CliError, parseCommand, parseNumber } from '../args';
 import { noUnits, resolveBundle } from '../resolve-bundle';
 
 const USAGE =
   'unimoe autoscale <bundle-or-s3-uri> --nats URL --driver process|docker|external (--pool NAME=EXPERTS[@LAYERS] ... | --config FILE)\n' +
-  '  [--min 0] [--max 4] [--port N] [--interval-ms 2000] [--state-dir .cache/autoscale] [--target-busy 0.6] [--target-tokens N]\n' +
-  '  [--idle-to-zero-s 60] [--scale-down-window-s 30] [--hot-replicas 0] [--hot-units 4] [--worker-arg ARG ...]';
+  '  [--encoder-pool NAME=vision,audio ...] [--min 0] [--max 4] [--port N] [--interval-ms 2000] [--state-dir .cache/autoscale [--tie-replicas]] [--target-busy 0.6] [--target-tokens N]\n' +
+  '  [--idle-to-zero-s 60] [--scale-down-window-s 30] [--hot-replicas 0] [--hot-units 4 | --hot-memory-mb N] [--worker-arg ARG ...]';
 
 export async function run(argv: string[]): Promise<number> {
   const s = { type: 'string' } as const;
@@ -27,18 +27,21 @@ export async function run(argv: string[]): Promise<number> {
       nats: s,
       driver: s,
       pool: { type: 'string', multiple: true },
+      'encoder-pool': { type: 'string', multiple: true },
       config: s,
       min: s,
       max: s,
       port: s,
       'interval-ms': s,
       'state-dir': s,
+      'tie-replicas': { type: 'boolean' },
       'target-busy': s,
       'target-tokens': s,
       'idle-to-zero-s': s,
       'scale-down-window-s': s,
       'hot-replicas': s,
       'hot-units': s,
+      'hot-memory-mb': s,
       'worker-arg': { type: 'string', multiple: true },
     },
     USAGE,
@@ -59,6 +62,7 @@ export async function run(argv: string[]): Promise<number> {
   try {
     if (values.config) ({ pools, policy: filePolicy } = await readConfigFile(values.config, limits));
     pools.push(...(values.pool ?? []).map((p) => parsePoolFlag(p, limits)));
+    pools.push(...(values['encoder-pool'] ?? []).map((p) => parseEncoderPoolFlag(p, limits)));
   } catch (err) {
     throw new CliError((err as Error).message);
   }
@@ -67,7 +71,7 @@ export async function run(argv: string[]): Promise<number> {
   const manifest = await readManifest(await resolveBundle(bundle, noUnits));
   const model = { layers: manifest.config.layers, experts: manifest.config.experts };
   try {
-    checkPools(pools, model);
+    checkPools(pools, { ...model, units: manifest.units.map((u) => u.name) });
   } catch (err) {
     throw new CliError(err instanceof Error ? err.message : String(err));
   }
@@ -84,6 +88,13 @@ export async function run(argv: string[]): Promise<number> {
     ...(values['hot-replicas'] ? { maxReplicas: parseNumber(values['hot-replicas'], '--hot-replicas', 0, { integer: true, min: 0 }) } : {}),
     ...(values['hot-units'] ? { unitsPerReplica: parseNumber(values['hot-units'], '--hot-units', 4, { integer: true, min: 1 }) } : {}),
   };
+  if (values['hot-memory-mb']) {
+    // The memory budget of one hot replica, in units: how many of the bundle's largest expert units fit.
+    const budget = parseNumber(values['hot-memory-mb'], '--hot-memory-mb', 0, { min: 0.001 }) * 2 ** 20;
+    const unitBytes = Math.max(...manifest.units.filter((u) => u.kind === 'expert').map((u) => u.bytes));
+    if (budget < unitBytes) throw new CliError(`--hot-memory-mb ${values['hot-memory-mb']}: one expert unit of this bundle needs ${(unitBytes / 2 ** 20).toPrecision(3)} MiB`);
+    policy.hot.unitsPerReplica = Math.floor(budget / unitBytes);
+  }
   const metricsPort = values.port === undefined ? undefined : parseNumber(values.port, '--port', 0, { integer: true, min: 0, max: 65535 });
 
   const observer = await Observer.open({ natsUrl, model: wireModel(manifest), ...model });
@@ -91,7 +102,8 @@ export async function run(argv: string[]): Promise<number> {
   try {
     if (driverKind === 'process') {
       const { ProcessDriver } = await import('../../autoscale/drivers/process');
-      driver = new ProcessDriver({ bundle, natsUrl, stateDir: resolve(values['state-dir'] ?? '.cache/autoscale'), workerArgs: values['worker-arg'] ?? [] });
+      // --tie-replicas (`unimoe cluster`): replicas die with this process instead of outliving a restart.
+      driver = new ProcessDriver({ bundle, natsUrl, stateDir: resolve(values['state-dir'] ?? '.cache/autoscale'), workerArgs: values['worker-arg'] ?? [], tieToParent: values['tie-replicas'] === true });
     } else if (driverKind === 'docker') {
       driver = await (await import('../../autoscale/drivers/docker')).DockerDriver.connect();
     } else {
@@ -100,6 +112,10 @@ export async function run(argv: string[]): Promise<number> {
   } catch (err) {
     await observer.close();
     throw new CliError((err as Error).message);
+  }
+  if (driverKind === 'external' && policy.hot.maxReplicas > 0) {
+    console.error('[autoscale] --driver external: hot-expert replicas need a driver that starts them; hot replication is off');
+    policy.hot.maxReplicas = 0;
   }
   const controller = new Controller({ model, pools, policy, driver, observer, intervalMs: parseNumber(values['interval-ms'], '--interval-ms', 2000, { integer: true, min: 100 }) });
   await controller.init();

@@ -19,7 +19,7 @@ import { ProcessDriver } from '../../autoscale/drivers/process';
 import { CliError, parseCommand, parseNumber } from '../args';
 import { noUnits, resolveBundle } from '../resolve-bundle';
 
-const USAGE = 'unimoe cluster [<bundle>] [--port 8000] [--nats-port N] [--replicas 1] [--no-auth]';
+const USAGE = 'unimoe cluster [<bundle>] [--port 8000] [--nats-port N] [--replicas 1] [--no-auth] [--autoscale [--metrics-port N]]';
 const MAIN = fileURLToPath(new URL('../main.ts', import.meta.url));
 /** The edge's drain bound and a worker's (10 s) fit in this; beyond it children are killed. */
 const STOP_BOUND_MS = 45_000;
@@ -34,7 +34,7 @@ async function waitForPort(port: number, timeoutMs: number): Promise<void> {
 
 export async function run(argv: string[]): Promise<number> {
   const s = { type: 'string' } as const;
-  const { values, positionals } = parseCommand(argv, { port: s, 'nats-port': s, replicas: s, 'no-auth': { type: 'boolean' } }, USAGE);
+  const { values, positionals } = parseCommand(argv, { port: s, 'nats-port': s, replicas: s, 'no-auth': { type: 'boolean' }, autoscale: { type: 'boolean' }, 'metrics-port': s }, USAGE);
   if (positionals.length > 1) throw new CliError(`expected at most one <bundle>\nusage: ${USAGE}`);
   // No bundle: the demo model (made under ./models on first use).
   const bundle = positionals[0] ?? (await (await import('./demo')).ensureDemoBundle());
@@ -99,9 +99,18 @@ export async function run(argv: string[]): Promise<number> {
   start('nats', 'nats-server', 'nats-server', ['-a', '127.0.0.1', '-p', String(natsPort)]);
   await waitForPort(natsPort, 10_000);
   const node = [process.execPath, '--import', 'tsx', MAIN];
-  for (const pool of pools) {
-    await driver.scale(pool, replicas);
-    log.info(`started ${pool.pool} (experts ${pool.experts[0]}-${pool.experts.at(-1)}) x ${replicas} via the process driver`);
+  if (values.autoscale) {
+    // The autoscaler owns the pools (0 to --replicas each, from zero on demand); it shares the driver's state
+    // directory, and its replicas die with it as it dies with this process.
+    const scaleArgs = ['autoscale', bundle, '--nats', natsUrl, '--driver', 'process', '--state-dir', stateDir, '--tie-replicas', '--min', '0', '--max', String(replicas)];
+    for (const pool of pools) scaleArgs.push('--pool', `${pool.pool}=${pool.experts[0]}-${pool.experts.at(-1)}`);
+    if (values['metrics-port']) scaleArgs.push('--port', values['metrics-port']);
+    start('edge', `autoscaler (pools ${pools.map((p) => p.pool).join(', ')}: 0-${replicas} replicas)`, node[0]!, [...node.slice(1), ...scaleArgs]);
+  } else {
+    for (const pool of pools) {
+      await driver.scale(pool, replicas);
+      log.info(`started ${pool.pool} (experts ${pool.experts[0]}-${pool.experts.at(-1)}) x ${replicas} via the process driver`);
+    }
   }
   // A multimodal bundle's encoders get a pool of their own.
   const encoders = manifest.units.filter((u) => isEncoderKind(u.kind)).map((u) => u.kind);
@@ -110,6 +119,7 @@ export async function run(argv: string[]): Promise<number> {
   }
   const serveArgs = ['serve', bundle, '--nats', natsUrl, '--port', values.port ?? '8000'];
   if (values['no-auth']) serveArgs.push('--no-auth');
+  if (values.autoscale) serveArgs.push('--scale-from-zero-s', '120');
   start('edge', 'edge', node[0]!, [...node.slice(1), ...serveArgs]);
   process.on('SIGINT', () => stopAll(0));
   process.on('SIGTERM', () => stopAll(0));
