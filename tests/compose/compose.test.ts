@@ -113,7 +113,8 @@ beforeAll(async () => {
     env: { DOCKER_BUILDKIT: '0' },
   });
   compose(['build', 'model-init']);
-  docker.run('docker', ['image', 'prune', '-f'], {}); // superseded layers of earlier runs
+  // Superseded images of runs days ago; recent dangling ones are the build cache of the image's build stage.
+  docker.run('docker', ['image', 'prune', '-f', '--filter', 'until=72h'], {});
 }, 1_500_000);
 
 afterAll(async () => {
