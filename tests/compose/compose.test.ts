@@ -11,6 +11,7 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
+import { connect, type NatsConnection } from 'nats';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startServer, type RunningServer } from '@unimoe/edge/serve';
 import { materializeBundle } from '@unimoe/shared/store/materialize';
@@ -112,7 +113,8 @@ beforeAll(async () => {
     env: { DOCKER_BUILDKIT: '0' },
   });
   compose(['build', 'model-init']);
-  docker.run('docker', ['image', 'prune', '-f'], {}); // superseded layers of earlier runs
+  // Superseded images of runs days ago; recent dangling ones are the build cache of the image's build stage.
+  docker.run('docker', ['image', 'prune', '-f', '--filter', 'until=72h'], {});
 }, 1_500_000);
 
 afterAll(async () => {
@@ -204,6 +206,49 @@ describe('docker compose', () => {
     expect(chunks).toBeGreaterThan(chunksAtKill); // tokens still came after the replica was gone
     expect(text).toBe(expected);
     expect(docker.run('docker', ['inspect', '-f', '{{.State.ExitCode}}', victim], {}).trim()).toBe('137');
+  });
+
+  it("gives each NATS user only its role's subjects, with or without an extra token after the model name", async () => {
+    const as = (user: 'edge' | 'worker' | 'autoscaler') =>
+      connect({ servers: `nats://127.0.0.1:${env.NATS_PORT}`, user, pass: env[`NATS_${user.toUpperCase()}_PASSWORD`], maxReconnectAttempts: 0 });
+    /** Whether `requester` gets an answer from a replier on `subject` (a denied publish or subscribe gets none). */
+    const answered = async (replier: NatsConnection, requester: NatsConnection, subject: string) => {
+      const sub = replier.subscribe(subject, { callback: (err, msg) => !err && msg.respond(new Uint8Array([1])) });
+      await replier.flush();
+      try {
+        await requester.request(subject, new Uint8Array(0), { timeout: 1500 });
+        return true;
+      } catch {
+        return false;
+      } finally {
+        sub.unsubscribe();
+      }
+    };
+    const conns: NatsConnection[] = [];
+    try {
+      // A denied subscription makes the server close the subscription; fresh connections per case keep them apart.
+      const pair = async (a: 'edge' | 'worker' | 'autoscaler', b: 'edge' | 'worker' | 'autoscaler') => {
+        const [x, y] = [await as(a), await as(b)];
+        conns.push(x, y);
+        return [x, y] as const;
+      };
+      for (const unit of ['unimoe.m.unit.layer0.expert0', 'unimoe.m.0123abcd.unit.layer0.expert0']) {
+        expect(await answered(...(await pair('worker', 'edge')), unit)).toBe(true); // workers serve units for the edge
+        expect(await answered(...(await pair('worker', 'autoscaler')), unit)).toBe(true); // and answer the autoscaler's pings
+        expect(await answered(...(await pair('edge', 'edge')), unit)).toBe(false); // the edge cannot pose as a worker
+        expect(await answered(...(await pair('worker', 'worker')), unit)).toBe(false); // a worker cannot send unit requests
+      }
+      for (const stats of ['unimoe.m.stats.a', 'unimoe.m.0123abcd.stats.a']) {
+        const [worker, autoscaler] = await pair('worker', 'autoscaler');
+        const got = new Promise<string>((resolve) => autoscaler.subscribe(stats, { max: 1, callback: (_e, m) => resolve(m.string()) }));
+        await autoscaler.flush();
+        worker.publish(stats, '{"load":1}');
+        expect(await got).toBe('{"load":1}');
+      }
+      await expect(connect({ servers: `nats://127.0.0.1:${env.NATS_PORT}`, user: 'edge', pass: 'wrong', maxReconnectAttempts: 0 })).rejects.toThrow(/Authorization Violation/i);
+    } finally {
+      await Promise.all(conns.map((nc) => nc.close().catch(() => {})));
+    }
   });
 
   it('keeps keys and usage rows across `down` and `up`, and no worker downloads its units again', async () => {
