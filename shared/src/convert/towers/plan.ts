@@ -211,7 +211,7 @@ async function planAudio(opts: TowerOptions, path: string, plan: TowerPlan, open
   if (qformer.encoderHidden !== tower.dim) {
     throw new Error(`audio tower ${tower.file}: encoder_embed_dim is ${tower.dim}, but the Q-Former in the ${alignerLabel} cross-attends to width ${qformer.encoderHidden}`);
   }
-  const cfg: BeatsUnitConfig = { tower, qformer, frames: BEATS_CHUNK_FRAMES, llmHidden: opts.llmHidden };
+  const cfg: BeatsUnitConfig = { tower, qformer, frames: BEATS_CHUNK_FRAMES, chunkSamples: BEATS_CHUNK_SAMPLES, llmHidden: opts.llmHidden };
   // Tensors read from a separate aligner checkpoint are not the LLM's: they stay out of llmTensors.
   const counted = aligner === opts.llm ? plan.llmTensors : new Set<string>();
   const read = checkNeeds(beatsNeeds(cfg), { tower: weights, llm: aligner }, { tower: `audio tower ${tower.file}`, llm: alignerLabel }, counted);
