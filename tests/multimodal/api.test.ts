@@ -12,6 +12,7 @@ import { loadSentencePiece, type SentencePieceTokenizer } from '@unimoe/shared/t
 import { buildPrompt, encodePrompt } from '@unimoe/shared/tokenizer/template';
 import { preprocessImage } from '@unimoe/edge/preprocess/image';
 import { preprocessAudio, preprocessSpeech } from '@unimoe/edge/preprocess/audio';
+import { packBeatsInput } from '@unimoe/edge/preprocess/fbank';
 import { preprocessVideoFile } from '@unimoe/edge/preprocess/video';
 import { startServer, type RunningServer } from '@unimoe/edge/serve';
 import { FIXTURES } from '../helpers/fixtures';
@@ -118,7 +119,8 @@ describe('multimodal chat completions through the API', () => {
     const want = referenceAnswer(`<image>\n<audio>\n<audio>\n${question}`, [
       image,
       { modality: 'speech', data: speech.data, dims: speech.shape },
-      { modality: 'audio', data: audio.data, dims: audio.shape },
+      // The audio unit's input: each chunk's filterbank, then its count of real samples (the padding mask).
+      { modality: 'audio', data: packBeatsInput(audio.data, audio.validSamples!), dims: [audio.shape[0], 2999, 128] },
     ]);
     expect(res.choices[0]!.message.content).toBe(pythonDecode(want.ids.filter((id) => id !== 2)));
     expect(res.choices[0]!.message.content!.length).toBeGreaterThan(3);

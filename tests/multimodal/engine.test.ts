@@ -67,7 +67,7 @@ describe('multimodal prompt through the engine vs the float64 reference', () => 
     expect(prepared.map((p) => [p.modality, p.dims, p.tokens])).toEqual([
       ['image', [1, 3, 336, 336], 576],
       ['speech', [2, 80, 3000], 100],
-      ['audio', [1, 2998, 128], 50],
+      ['audio', [1, 2999, 128], 50],
     ]);
     expect(prompt.tokens).toMatchObject({ image: 576, speech: 100, audio: 50, video: 0 });
     expect(prompt.promptIds.length).toBe(prompt.tokens.text + 726);

@@ -31,7 +31,7 @@ export async function buildMultimodalFixture(dir: string): Promise<MultimodalFix
   const args = ['--vision-tower', vision, '--speech-tower', speech, '--audio-tower', beats, '--audio-aligner', aligner];
   const code = await convertCommand([checkpoint, bundle, '--name', MODEL, ...args, '--quiet']);
   if (code !== 0) throw new Error(`unimoe convert exited with ${code}`);
-  const audio = { beats: join(beats, 'BEATs_tiny.pt'), aligner, frames: 2998 };
+  const audio = { beats: join(beats, 'BEATs_tiny.pt'), aligner, frames: 2998, chunkSamples: 480000 };
   return { checkpoint, bundle, reference: await loadMultimodalReference(checkpoint, { vision, speech, audio }) };
 }
 

@@ -13,7 +13,7 @@ import { loadWhisperReference, type WhisperReference } from './towers/whisper64'
 
 export type ReferenceModality = 'image' | 'video' | 'speech' | 'audio';
 
-/** Preprocessed media: image [3,S,S] (or [1,3,S,S]), video [frames,3,S,S], speech [chunks,mel,frames], audio [chunks,frames,128]. */
+/** Preprocessed media: image [3,S,S] (or [1,3,S,S]), video [frames,3,S,S], speech [chunks,mel,frames], audio [chunks,frames+1,128] (the unit's input: fbank, then the valid-sample row). */
 export interface ReferenceMedia {
   modality: ReferenceModality;
   data: ArrayLike<number>;
@@ -42,14 +42,14 @@ export interface MultimodalReference {
 export interface ReferenceTowers {
   vision?: string;
   speech?: string;
-  audio?: { beats: string; aligner: string; frames: number };
+  audio?: { beats: string; aligner: string; frames: number; chunkSamples: number };
 }
 
 export async function loadMultimodalReference(checkpointDir: string, towers: ReferenceTowers): Promise<MultimodalReference> {
   const text = await loadReferenceModel(checkpointDir);
   const clip: ClipReference | undefined = towers.vision ? await loadClipReference(towers.vision, checkpointDir) : undefined;
   const whisper: WhisperReference | undefined = towers.speech ? await loadWhisperReference(towers.speech, checkpointDir) : undefined;
-  const beats: BeatsReference | undefined = towers.audio ? await loadBeatsReference(towers.audio.beats, towers.audio.aligner, checkpointDir, towers.audio.frames) : undefined;
+  const beats: BeatsReference | undefined = towers.audio ? await loadBeatsReference(towers.audio.beats, towers.audio.aligner, checkpointDir, towers.audio.frames, towers.audio.chunkSamples) : undefined;
   const H = text.config.hidden;
 
   const slice = (data: ArrayLike<number>, from: number, size: number) => Float64Array.from({ length: size }, (_, i) => data[from + i]!);
@@ -70,7 +70,7 @@ export async function loadMultimodalReference(checkpointDir: string, towers: Ref
     }
     if (m.modality === 'audio') {
       if (!beats) throw new Error('reference: no audio tower given');
-      return chunked(m, beats.frames * beats.melBins, beats.queries, (x) => beats.encode(x));
+      return chunked(m, (beats.frames + 1) * beats.melBins, beats.queries, (x) => beats.encode(x));
     }
     if (!clip) throw new Error('reference: no vision tower given');
     const per = 3 * clip.imageSize * clip.imageSize;

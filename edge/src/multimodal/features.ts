@@ -6,7 +6,7 @@
  */
 import type { Manifest, Preprocessing } from '@unimoe/shared/bundle/manifest';
 import { preprocessAudio, preprocessSpeech } from '../preprocess/audio';
-import { BEATS_CHUNK_FRAMES, BEATS_CHUNK_SAMPLES, BEATS_FBANK } from '../preprocess/fbank';
+import { BEATS_CHUNK_FRAMES, BEATS_CHUNK_SAMPLES, BEATS_FBANK, BEATS_INPUT_ROWS, packBeatsInput } from '../preprocess/fbank';
 import { CLIP_IMAGE_SIZE, CLIP_MEAN, CLIP_STD, preprocessImage } from '../preprocess/image';
 import { MediaError } from '../preprocess/errors';
 import type { MediaLimits } from '../preprocess/limits';
@@ -17,7 +17,7 @@ import { preprocessVideoFile, preprocessVideoFrames, VIDEO_FRAMES } from '../pre
 export type MediaModality = 'image' | 'video' | 'speech' | 'audio';
 export const MEDIA_MODALITIES: readonly MediaModality[] = ['image', 'video', 'speech', 'audio'];
 
-/** One encoder input: `data` has shape `dims` ([1,3,S,S] image, [8,3,S,S] video frames, [chunks,80,3000] speech, [chunks,2998,128] audio). */
+/** One encoder input: `data` has shape `dims` ([1,3,S,S] image, [8,3,S,S] video frames, [chunks,80,3000] speech, [chunks,2999,128] audio: each chunk's filterbank then its valid-sample row). */
 export interface MediaFeatures {
   modality: MediaModality;
   data: Float32Array;
@@ -83,7 +83,7 @@ export async function prepareFeatures(
     }
     case 'audio': {
       const a = await preprocessAudio(file, name, limits);
-      return { modality, data: a.data, dims: [...a.shape] };
+      return { modality, data: packBeatsInput(a.data, a.validSamples!), dims: [a.shape[0], BEATS_INPUT_ROWS, a.shape[2]] };
     }
   }
 }

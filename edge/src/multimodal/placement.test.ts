@@ -27,6 +27,15 @@ describe('placeMedia', () => {
     expect(order).toEqual([i2, a1, i1]);
   });
 
+  it('speech and audio parts share the <audio> placeholder, in part order', () => {
+    const [s, i, a] = [part('speech', 1), part('image', 2), part('audio', 3)];
+    const { messages, order } = placeMedia([{ role: 'user', text: 'Hear <audio>.', media: [s, i, a] }]);
+    expect(messages[0]!.text).toBe('<image>\n<audio>\nHear <audio>.');
+    expect(order).toEqual([i, a, s]);
+    const mismatch = () => placeMedia([{ role: 'user', text: '<audio> <audio>', media: [part('speech', 1)] }]);
+    expect(mismatch).toThrow(/the text has 2 <audio> placeholders but the message has 1 speech\/audio part;/);
+  });
+
   it('keeps message order across turns', () => {
     const first = part('image', 0);
     const second = { modality: 'image' as const, param: 'messages[2].content[0]' };
@@ -61,6 +70,13 @@ describe('layoutPrompt', () => {
     expect(layout.promptIds).toEqual([1, 10, 0, 0, 0, 11, 0, 0, 12, 13]);
     expect(layout.runs).toEqual([{ index: 2, tokens: 3, modality: 'image' }, { index: 6, tokens: 2, modality: 'audio' }]);
     expect(layout.tokens).toEqual({ text: 5, image: 3, speech: 0, audio: 2, video: 0 });
+  });
+
+  it('an <audio> placeholder takes a speech (Whisper) or an audio (BEATs) item; tokens are counted apart', () => {
+    const prompt = { ids: [1, 10, 11, 12], placeholders: [{ modality: 'audio' as const, index: 1 }, { modality: 'audio' as const, index: 2 }] };
+    const layout = layoutPrompt(prompt, [{ modality: 'speech', tokens: 2 }, { modality: 'audio', tokens: 3 }], 0);
+    expect(layout.promptIds).toEqual([1, 0, 0, 10, 0, 0, 0, 11, 12]);
+    expect(layout.tokens).toEqual({ text: 4, image: 0, video: 0, speech: 2, audio: 3 });
   });
 
   it('refuses items that do not match the placeholders', () => {

@@ -14,6 +14,8 @@ export interface SoundFeatures {
   /** Float32Array [chunks, 80, 3000] (speech) or [chunks, 2998, 128] (audio). */
   data: Float32Array;
   shape: [number, number, number];
+  /** Audio only: each chunk's count of real samples (the rest of a 30 s chunk is padding). */
+  validSamples?: number[];
 }
 
 /** Decoded 16 kHz mono samples. */
@@ -52,6 +54,6 @@ export async function preprocessSpeech(bytes: Uint8Array, name = 'speech', limit
 /** Audio (BEATs path): one normalised [2998, 128] filterbank per started 30 s. */
 export async function preprocessAudio(bytes: Uint8Array, name = 'audio', limits?: Partial<MediaLimits>): Promise<SoundFeatures> {
   const samples = await decodeSound(bytes, name, resolveLimits(limits));
-  const { data, chunks } = beatsChunks(samples);
-  return { data, shape: [chunks, BEATS_CHUNK_FRAMES, BEATS_FBANK.melBins] };
+  const { data, chunks, valid } = beatsChunks(samples);
+  return { data, shape: [chunks, BEATS_CHUNK_FRAMES, BEATS_FBANK.melBins], validSamples: valid };
 }

@@ -12,11 +12,11 @@
  * Uni-MoE's audio loader cuts the samples into 30 s chunks (480000 samples) and pads the last chunk
  * to 30 s by repeating its last sample, then computes the filterbank per chunk (2998 frames each).
  */
-import { BEATS_CHUNK_FRAMES, BEATS_CHUNK_SAMPLES, BEATS_FBANK } from '@unimoe/shared/model/audio-constants';
+import { BEATS_CHUNK_FRAMES, BEATS_CHUNK_SAMPLES, BEATS_FBANK, BEATS_INPUT_ROWS } from '@unimoe/shared/model/audio-constants';
 import FFT from 'fft.js';
 
 const { sampleRate: SAMPLE_RATE, melBins: MEL_BINS, frameLength: FRAME_LENGTH, frameShift: FRAME_SHIFT, mean: MEAN, std: STD } = BEATS_FBANK;
-export { BEATS_CHUNK_FRAMES, BEATS_CHUNK_SAMPLES, BEATS_FBANK };
+export { BEATS_CHUNK_FRAMES, BEATS_CHUNK_SAMPLES, BEATS_FBANK, BEATS_INPUT_ROWS };
 const PADDED = 512;
 const BINS = PADDED / 2;
 const LOW_FREQ = 20;
@@ -122,13 +122,15 @@ export function beatsFbank(samples: ArrayLike<number>, out: Float32Array = new F
  * 16 kHz mono samples -> [chunks, 2998, 128]: one chunk per started 30 s (at least one), the last
  * padded to 480000 samples with its own last sample, as Uni-MoE's audio loader does.
  */
-export function beatsChunks(samples: Float64Array): { data: Float32Array; chunks: number } {
+export function beatsChunks(samples: Float64Array): { data: Float32Array; chunks: number; valid: number[] } {
   const chunks = Math.max(1, Math.ceil(samples.length / BEATS_CHUNK_SAMPLES));
   const per = BEATS_CHUNK_FRAMES * MEL_BINS;
   const data = new Float32Array(chunks * per);
   const padded = new Float64Array(BEATS_CHUNK_SAMPLES);
+  const valid: number[] = [];
   for (let c = 0; c < chunks; c++) {
     const chunk = samples.subarray(c * BEATS_CHUNK_SAMPLES, (c + 1) * BEATS_CHUNK_SAMPLES);
+    valid.push(chunk.length);
     let input: Float64Array = chunk;
     if (chunk.length < BEATS_CHUNK_SAMPLES) {
       padded.set(chunk);
@@ -137,5 +139,19 @@ export function beatsChunks(samples: Float64Array): { data: Float32Array; chunks
     }
     beatsFbank(input, data.subarray(c * per, (c + 1) * per));
   }
-  return { data, chunks };
+  return { data, chunks, valid };
+}
+
+/**
+ * The audio unit's input [chunks, 2999, 128]: each chunk's [2998, 128] filterbank, then a row whose
+ * first value is its count of real samples (the unit turns it into the reference's padding mask).
+ */
+export function packBeatsInput(fbank: Float32Array, valid: readonly number[]): Float32Array {
+  const per = BEATS_CHUNK_FRAMES * MEL_BINS;
+  const out = new Float32Array(valid.length * BEATS_INPUT_ROWS * MEL_BINS);
+  valid.forEach((v, c) => {
+    out.set(fbank.subarray(c * per, (c + 1) * per), c * BEATS_INPUT_ROWS * MEL_BINS);
+    out[c * BEATS_INPUT_ROWS * MEL_BINS + per] = v;
+  });
+  return out;
 }

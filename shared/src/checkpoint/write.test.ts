@@ -3,6 +3,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { openCheckpoint, openCheckpointFile } from './open';
+import { openTorchZipEntry } from './torch-zip';
 import { runPythonJson, torchMissingReason } from './test-fixtures';
 import { writeSafetensors, writeShardedCheckpoint, writeTorchZip, type WritableTensor } from './write';
 
@@ -181,6 +182,20 @@ describe.skipIf(torchMissingReason)(`checked by real torch${torchMissingReason ?
       expect(Array.from(await ours.read(t.name)), t.name).toEqual(fromTorch.values);
     }
     await ours.close();
+  });
+
+  it("a BEATs-style {'cfg': ..., 'model': state_dict} file: torch.load reads it; the reader returns cfg and refuses it as a flat state dict", async () => {
+    const path = join(dir, 'beats-like.pt');
+    const tensors = [{ name: 'patch_embedding.weight', dtype: 'F32' as const, shape: [2, 3], data: Float32Array.from([1, 2, 3, 4, 5, 6]) }];
+    await writeTorchZip(path, tensors, { entry: 'model', meta: { cfg: { input_patch_size: 16, deep_norm: true, activation_fn: 'gelu', dropout: 0.1 } } });
+    const code = 'import json, sys, torch\nd = torch.load(sys.argv[1])\nprint(json.dumps({"keys": list(d), "cfg": d["cfg"], "w": d["model"]["patch_embedding.weight"].tolist()}))';
+    expect(runPythonJson(code, [path])).toEqual({ keys: ['cfg', 'model'], cfg: { input_patch_size: 16, deep_norm: true, activation_fn: 'gelu', dropout: 0.1 }, w: [[1, 2, 3], [4, 5, 6]] });
+    const { checkpoint, meta } = await openTorchZipEntry(path, 'model');
+    expect(meta).toEqual({ cfg: { input_patch_size: 16, deep_norm: true, activation_fn: 'gelu', dropout: 0.1 } });
+    expect(Array.from(await checkpoint.read('patch_embedding.weight'))).toEqual([1, 2, 3, 4, 5, 6]);
+    await checkpoint.close();
+    await expect(openCheckpointFile(path)).rejects.toThrow(/entry 'cfg' is a dict, not a tensor: only a flat state dict of tensors is supported/);
+    await expect(openTorchZipEntry(path, 'state_dict')).rejects.toThrow(/holds a dict without a 'state_dict' entry/);
   });
 
   it('a spec-following Python reader agrees with writeSafetensors output, rounding included', async () => {

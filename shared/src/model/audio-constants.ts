@@ -9,3 +9,9 @@ export const BEATS_FBANK = { sampleRate: 16000, melBins: 128, frameLength: 400, 
 export const BEATS_CHUNK_SAMPLES = 480000;
 /** Kaldi frames of one chunk with snip_edges: 1 + (480000 - 400) // 160. */
 export const BEATS_CHUNK_FRAMES = 1 + Math.floor((BEATS_CHUNK_SAMPLES - BEATS_FBANK.frameLength) / BEATS_FBANK.frameShift);
+/**
+ * The audio unit's input rows per chunk: the 2998 filterbank frames, then one row whose first value is
+ * the chunk's count of real (unpadded) samples, from which the unit builds the reference's padding mask.
+ * One tensor keeps the encoder protocol (one input per unit, batched along N) unchanged.
+ */
+export const BEATS_INPUT_ROWS = BEATS_CHUNK_FRAMES + 1;

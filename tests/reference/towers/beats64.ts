@@ -4,7 +4,10 @@
  * post_extract_proj, weight-normed grouped positional conv + GELU, post-LN layers with the T5-style
  * relative position bias (layer 0's table) gated per query (gru_rel_pos) and deep-norm residual
  * scaling; then the Q-Former over `query_tokens` (post-LN BERT layers, cross-attention where present)
- * and the aligner's projector. The BEATs file is a torch.save `{'cfg', 'model'}` `.pt`.
+ * and the aligner's projector. The BEATs file is a torch.save `{'cfg', 'model'}` `.pt`. The padding
+ * mask follows BEATs' `forward_padding_mask` literally: a per-sample mask (samples >= valid) folded
+ * onto frames, then onto patches; padded patches are zeroed before the positional conv and masked as
+ * attention keys.
  */
 import { openTorchZipEntry } from '@unimoe/shared/checkpoint/torch-zip';
 import { addInPlace, gelu, layerNorm, linear, mapInPlace } from './math64';
@@ -15,10 +18,10 @@ export interface BeatsReference {
   melBins: number;
   queries: number;
   outHidden: number;
-  /** One chunk's normalised fbank [frames, 128] -> [queries, LLM hidden]. */
-  encode(fbank: ArrayLike<number>): Float64Array;
-  /** BEATs' output [patches, dim] alone (before the Q-Former). */
-  beats(fbank: ArrayLike<number>): Float64Array;
+  /** One chunk as the unit takes it: fbank [frames, 128] then a row starting with the valid sample count -> [queries, LLM hidden]. */
+  encode(input: ArrayLike<number>): Float64Array;
+  /** BEATs' output [patches, dim] alone (before the Q-Former) for a fbank [frames, 128] with `valid` real samples. */
+  beats(fbank: ArrayLike<number>, valid: number): Float64Array;
 }
 
 type Cfg = Record<string, unknown>;
@@ -48,7 +51,14 @@ function bucket(rel: number, numBuckets: number, maxDistance: number): number {
   return b;
 }
 
-export async function loadBeatsReference(beatsPt: string, alignerDir: string, llmDir: string, frames: number): Promise<BeatsReference> {
+/** BEATs' forward_padding_mask: `mask` [L] folded onto `n` positions (the tail beyond a multiple of n dropped), all() per block. */
+function foldMask(mask: boolean[], n: number): boolean[] {
+  const kept = mask.length - (mask.length % n);
+  const block = kept / n;
+  return Array.from({ length: n }, (_, i) => mask.slice(i * block, (i + 1) * block).every(Boolean));
+}
+
+export async function loadBeatsReference(beatsPt: string, alignerDir: string, llmDir: string, frames: number, chunkSamples: number): Promise<BeatsReference> {
   const { cfg, get } = await readBeats(beatsPt);
   const num = (k: string, d: number) => (cfg[k] ?? d) as number;
   const flag = (k: string, d: boolean) => (cfg[k] ?? d) as boolean;
@@ -110,7 +120,9 @@ export async function loadBeatsReference(beatsPt: string, alignerDir: string, ll
 
   const table = relative ? get('encoder.layers.0.self_attn.relative_attention_bias.weight') : undefined;
 
-  function beats(fbank: ArrayLike<number>): Float64Array {
+  function beats(fbank: ArrayLike<number>, valid: number): Float64Array {
+    const sampleMask = Array.from({ length: chunkSamples }, (_, i) => i >= valid);
+    const padded = foldMask(foldMask(sampleMask, frames), T);
     // Conv2d(1, E, P, stride P) over [frames, 128]; rows in (time patch, mel patch) order.
     const pw = get('patch_embedding.weight');
     const pb = cfg.conv_bias ? get('patch_embedding.bias') : undefined;
@@ -126,6 +138,7 @@ export async function loadBeatsReference(beatsPt: string, alignerDir: string, ll
     }
     x = layerNorm(x, T, get('layer_norm.weight'), get('layer_norm.bias'), 1e-5);
     if (E !== D) x = linear(x, T, get('post_extract_proj.weight'), D, get('post_extract_proj.bias'));
+    for (let t = 0; t < T; t++) if (padded[t]) x.fill(0, t * D, (t + 1) * D);
     // Positional conv: padding K/2 both sides, groups G, then SamePad drops the last output for even K.
     const cin = D / G;
     const pos = new Float64Array(T * D);
@@ -174,7 +187,7 @@ export async function loadBeatsReference(beatsPt: string, alignerDir: string, ll
           for (let j = 0; j < T; j++) {
             let dot = 0;
             for (let d = 0; d < hd; d++) dot += q[i * D + h * hd + d] * k[j * D + h * hd + d];
-            scores[j] = dot * scaling + (table ? gate * table[bucket(j - i, numBuckets, maxDistance) * H + h] : 0);
+            scores[j] = padded[j] ? -Infinity : dot * scaling + (table ? gate * table[bucket(j - i, numBuckets, maxDistance) * H + h] : 0);
             max = Math.max(max, scores[j]);
           }
           let sum = 0;
@@ -194,8 +207,8 @@ export async function loadBeatsReference(beatsPt: string, alignerDir: string, ll
     return x;
   }
 
-  function encode(fbank: ArrayLike<number>): Float64Array {
-    const enc = beats(fbank);
+  function encode(input: ArrayLike<number>): Float64Array {
+    const enc = beats(input, input[frames * M]!);
     let h: Float64Array = layerNorm(queryTokens, Q, qlnW, qlnB, qEps);
     for (const layer of qLayers) {
       h = runBert(layer.self, h, Q, h, Q, QH, qHeads, qEps);

@@ -26,7 +26,7 @@ interface Expected {
 
 const expected = JSON.parse(readFileSync(join(FIXTURES, 'expected.json'), 'utf8')) as Expected;
 /** make_beats_fixtures.py: BEATs output and the whole audio path, torch float64. */
-const beatsExpected = JSON.parse(readFileSync(join(FIXTURES, 'beats_expected.json'), 'utf8')) as Expected & { frames: number; beats: Expected['audio'] };
+const beatsExpected = JSON.parse(readFileSync(join(FIXTURES, 'beats_expected.json'), 'utf8')) as Expected & { frames: number; chunkSamples: number; beats: Expected['audio'] };
 const BEATS_PT = join(FIXTURES, 'beats', 'BEATs_fixture.pt');
 const BEATS_ALIGNER = join(FIXTURES, 'beats-aligner');
 
@@ -60,16 +60,19 @@ describe('tower references vs torch float64', () => {
     });
   });
 
-  it('BEATs (torch.save .pt, gated relative bias, deep norm) + Q-Former + mlp2x_gelu projector within 1e-12', async () => {
-    const ref = await loadBeatsReference(BEATS_PT, BEATS_ALIGNER, BEATS_ALIGNER, beatsExpected.frames);
-    const fbank = await input('fbank', 'beats_inputs.safetensors');
-    const per = ref.frames * ref.melBins;
+  it('BEATs (torch.save .pt, gated relative bias, deep norm, padding mask) + Q-Former + mlp2x_gelu projector within 1e-12', async () => {
+    const ref = await loadBeatsReference(BEATS_PT, BEATS_ALIGNER, BEATS_ALIGNER, beatsExpected.frames, beatsExpected.chunkSamples);
+    const packed = await input('fbank', 'beats_inputs.safetensors');
+    const per = (ref.frames + 1) * ref.melBins;
     expect([beatsExpected.audio.values.length, ref.queries, ref.outHidden]).toEqual(beatsExpected.audio.shape);
     beatsExpected.audio.values.forEach((want, n) => {
-      const x = fbank.subarray(n * per, (n + 1) * per);
-      expect(relativeError(ref.beats(x), beatsExpected.beats.values[n]!)).toBeLessThan(1e-12);
+      const x = packed.subarray(n * per, (n + 1) * per);
+      expect(relativeError(ref.beats(x, x[ref.frames * ref.melBins]!), beatsExpected.beats.values[n]!)).toBeLessThan(1e-12);
       expect(relativeError(ref.encode(x), want)).toBeLessThan(1e-12);
     });
+    // The first item is mostly padding: masking matters (its output differs from the unmasked one).
+    const first = packed.slice(0, per);
+    expect(relativeError(ref.beats(first, beatsExpected.chunkSamples), beatsExpected.beats.values[0]!)).toBeGreaterThan(1e-2);
   });
 
   it("the converter's BEATs + Q-Former graph on the torch-written .pt matches torch float64 within 1e-4", async () => {
@@ -80,9 +83,9 @@ describe('tower references vs torch float64', () => {
       const qformer = qformerConfig(aligner, config, 'aligner', 'config.json');
       expect(qformer).toMatchObject({ hidden: 12, encoderHidden: 16, layers: 3, crossLayers: [0, 2], heads: 3, queries: 5 });
       const read = (name: string) => (name.startsWith('model.') ? aligner : weights).read(name);
-      const unit = await buildBeatsUnit({ tower, qformer, frames: beatsExpected.frames, llmHidden: 24 }, read, 'float32', 'audio.encoder');
+      const unit = await buildBeatsUnit({ tower, qformer, frames: beatsExpected.frames, chunkSamples: beatsExpected.chunkSamples, llmHidden: 24 }, read, 'float32', 'audio.encoder');
       const fbank = await input('fbank', 'beats_inputs.safetensors');
-      const out = await runUnit(unit, { fbank: { data: fbank, dims: [2, beatsExpected.frames, 128] } });
+      const out = await runUnit(unit, { fbank: { data: fbank, dims: [2, beatsExpected.frames + 1, 128] } });
       expect(out.embeddings.dims).toEqual(beatsExpected.audio.shape);
       expect(relativeError(out.embeddings.data, beatsExpected.audio.values.flat())).toBeLessThan(1e-4);
     } finally {

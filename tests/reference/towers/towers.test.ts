@@ -97,11 +97,16 @@ describe('modality units vs the float64 tower references', () => {
   });
 
   it('audio.encoder: BEATs (gated relative bias, deep norm) + Q-Former over 50 queries + projector, fp32 within 1e-4', async () => {
-    const ref = await loadBeatsReference(join(ckpt, TINY_AUDIO_DIR, 'BEATs_tiny.pt'), join(ckpt, TINY_AUDIO_ALIGNER_DIR), ckpt, 2998);
+    const ref = await loadBeatsReference(join(ckpt, TINY_AUDIO_DIR, 'BEATs_tiny.pt'), join(ckpt, TINY_AUDIO_ALIGNER_DIR), ckpt, 2998, 480000);
     const N = 2;
-    const per = ref.frames * ref.melBins;
+    const per = (ref.frames + 1) * ref.melBins;
     const fbank = uniform(N * per, 13, -1.2, 0.9); // normalised BEATs fbank lies in about [-1.3, 1]
-    const out = await runOnce(bundle, manifest, 'audio.encoder', 'fbank', fbank, [N, ref.frames, ref.melBins]);
+    // Valid-sample rows: a full 30 s chunk, and a 1.6 s clip padded to 30 s (patches >= 80 masked).
+    [480000, 25600].forEach((valid, n) => {
+      fbank.fill(0, n * per + ref.frames * ref.melBins, (n + 1) * per);
+      fbank[n * per + ref.frames * ref.melBins] = valid;
+    });
+    const out = await runOnce(bundle, manifest, 'audio.encoder', 'fbank', fbank, [N, ref.frames + 1, ref.melBins]);
     expect(out.dims).toEqual([N, 50, manifest.config.hidden]);
     const size = 50 * manifest.config.hidden;
     for (let n = 0; n < N; n++) {
@@ -133,7 +138,7 @@ describe('modality units vs the float64 tower references', () => {
     const speech = manifest.units.find((u) => u.name === 'speech.encoder')!;
     expect(speech).toMatchObject({ kind: 'speech', inputs: [{ name: 'input_features', shape: ['N', 80, 3000] }], outputs: [{ name: 'embeddings', shape: ['N', 50, 64] }] });
     const audio = manifest.units.find((u) => u.name === 'audio.encoder')!;
-    expect(audio).toMatchObject({ kind: 'audio', inputs: [{ name: 'fbank', shape: ['N', 2998, 128] }], outputs: [{ name: 'embeddings', shape: ['N', 50, 64] }] });
+    expect(audio).toMatchObject({ kind: 'audio', inputs: [{ name: 'fbank', shape: ['N', 2999, 128] }], outputs: [{ name: 'embeddings', shape: ['N', 50, 64] }] });
     // Every connector tensor was used: nothing multimodal is reported as unconverted, no tower warning.
     expect(manifest.source.warnings).toEqual([]);
   });

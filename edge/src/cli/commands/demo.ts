@@ -5,7 +5,7 @@
 import { access } from 'node:fs/promises';
 import { join } from 'node:path';
 import { makeTiny } from '@unimoe/shared/tiny/make-tiny';
-import { TINY_SPEECH_DIR, TINY_VISION_DIR } from '@unimoe/shared/tiny/towers';
+import { TINY_AUDIO_ALIGNER_DIR, TINY_AUDIO_DIR, TINY_SPEECH_DIR, TINY_VISION_DIR } from '@unimoe/shared/tiny/towers';
 import { convertCheckpoint } from '@unimoe/shared/convert/convert';
 import { parseCommand } from '../args';
 
@@ -19,7 +19,7 @@ export async function ensureDemoBundle(dir = './models'): Promise<string> {
   const bundle = `${dir}/tiny-unimoe-4e.bundle`;
   if (!(await exists(`${bundle}/manifest.json`))) {
     if (!(await exists(`${checkpoint}/config.json`))) {
-      console.error(`[demo] writing a tiny random Uni-MoE 4e checkpoint (with CLIP and Whisper towers) to ${checkpoint}`);
+      console.error(`[demo] writing a tiny random Uni-MoE 4e checkpoint (with CLIP, Whisper and BEATs towers) to ${checkpoint}`);
       await makeTiny(checkpoint, { layout: 'unimoe-4e', seed: 1, multimodal: true });
     }
     console.error(`[demo] converting it to the bundle ${bundle}`);
@@ -30,6 +30,8 @@ export async function ensureDemoBundle(dir = './models'): Promise<string> {
       name: 'tiny-unimoe-4e',
       visionTower: join(checkpoint, TINY_VISION_DIR),
       speechTower: join(checkpoint, TINY_SPEECH_DIR),
+      audioTower: join(checkpoint, TINY_AUDIO_DIR),
+      audioAligner: join(checkpoint, TINY_AUDIO_ALIGNER_DIR),
     });
   }
   return bundle;

@@ -88,6 +88,65 @@ async function openTower(dir: string, what: string, opened: Checkpoint[]): Promi
   }
 }
 
+/**
+ * Where a tower's weights may sit inside the LLM checkpoint (LLaVA / Uni-MoE save the towers with the
+ * model): a prefix the tower's own names go under, probed by one tensor. `probe` is a tower name.
+ */
+interface EmbeddedLayout {
+  prefix: string;
+  probe: string;
+  /** Tower name -> name after `prefix` (default: unchanged). */
+  rename?: (name: string) => string | undefined;
+}
+
+const EMBEDDED: Record<'vision' | 'speech' | 'audio', EmbeddedLayout[]> = {
+  // LLaVA's CLIPVisionTower keeps the CLIPVisionModel as `vision_tower`.
+  vision: [{ prefix: 'model.vision_tower.vision_tower.', probe: 'vision_model.embeddings.patch_embedding.weight' }],
+  speech: [
+    // Uni-MoE's WhisperAudioTower is a WhisperModel (encoder.*, decoder.*) ...
+    { prefix: 'model.audio_tower.', probe: 'encoder.conv1.weight' },
+    // ... other LLaVA-style towers keep only the encoder as `audio_tower`.
+    { prefix: 'model.audio_tower.audio_tower.', probe: 'encoder.conv1.weight', rename: (n) => (n.startsWith('encoder.') ? n.slice('encoder.'.length) : undefined) },
+  ],
+  // Uni-MoE's BEATsAudioTower keeps the BEATs module as `audio_tower`.
+  audio: [{ prefix: 'model.audio_tower.audio_tower.', probe: 'patch_embedding.weight' }],
+};
+
+/**
+ * The tower's weights as the LLM checkpoint holds them, if it does: a view with the tower's own names.
+ * Every LLM tensor under the prefix is then accounted for (the unused ones, like CLIP's last layers, too).
+ */
+function embeddedTower(llm: Checkpoint, kind: keyof typeof EMBEDDED, plan: TowerPlan, what: string): Checkpoint | undefined {
+  for (const layout of EMBEDDED[kind]) {
+    const rename = layout.rename ?? ((n: string) => n);
+    const source = (n: string) => {
+      const r = rename(n);
+      return r === undefined ? undefined : layout.prefix + r;
+    };
+    if (!llm.has(source(layout.probe) ?? '')) continue;
+    const inside = llm.names().filter((n) => n.startsWith(layout.prefix));
+    const towerNames = inside.map((n) => n.slice(layout.prefix.length)).map((n) => (layout.rename ? `encoder.${n}` : n));
+    for (const n of inside) plan.llmTensors.add(n);
+    plan.warnings.push(`${what} weights read from the LLM checkpoint (${layout.prefix}*), not from the tower given`);
+    const at = (n: string) => {
+      const s = source(n);
+      if (s === undefined || !llm.has(s)) throw new Error(`LLM checkpoint: no tensor ${layout.prefix}${n}`);
+      return s;
+    };
+    return {
+      names: () => towerNames,
+      has: (n) => {
+        const s = source(n);
+        return s !== undefined && llm.has(s);
+      },
+      info: (n) => llm.info(at(n)),
+      read: (n) => llm.read(at(n)),
+      close: async () => {},
+    };
+  }
+  return undefined;
+}
+
 async function planVision(opts: TowerOptions, dir: string, plan: TowerPlan, opened: Checkpoint[]): Promise<void> {
   const tower = await readVisionTowerConfig(dir);
   const connector = readVisionConnector(opts.llmConfig, opts.llmConfigPath);
@@ -95,7 +154,7 @@ async function planVision(opts: TowerOptions, dir: string, plan: TowerPlan, open
     throw new Error(`vision tower ${dir}: hidden_size is ${tower.hidden}, but ${opts.llmConfigPath} says mm_hidden_size ${connector.mmHidden}: this is not the tower the projector was trained on`);
   }
   const cfg: VisionUnitConfig = { tower, connector, llmHidden: opts.llmHidden };
-  const weights = await openTower(dir, 'vision tower', opened);
+  const weights = embeddedTower(opts.llm, 'vision', plan, 'vision tower') ?? (await openTower(dir, 'vision tower', opened));
   const read = checkNeeds(visionNeeds(cfg), { tower: weights, llm: opts.llm }, { tower: `vision tower ${dir}`, llm: 'LLM checkpoint' }, plan.llmTensors);
   const { tokens } = visionGeometry(cfg);
   plan.units.push({ name: unitName.vision, kind: 'vision', io: visionIO(cfg), build: () => buildVisionUnit(cfg, read, opts.dtype) });
@@ -115,7 +174,7 @@ async function planSpeech(opts: TowerOptions, dir: string, plan: TowerPlan, open
   if (connector.queryTokens > tower.maxTargetPositions) {
     throw new Error(`${opts.llmConfigPath}: query_tokens_size ${connector.queryTokens} exceeds the Whisper decoder's max_target_positions ${tower.maxTargetPositions}`);
   }
-  const weights = await openTower(dir, 'speech tower', opened);
+  const weights = embeddedTower(opts.llm, 'speech', plan, 'speech tower') ?? (await openTower(dir, 'speech tower', opened));
   // WhisperForConditionalGeneration files name the encoder `model.encoder.*`; a saved WhisperModel `encoder.*`.
   const base = ['model.', ''].find((p) => weights.has(`${p}encoder.conv1.weight`));
   if (base === undefined) throw new Error(`speech tower ${dir}: no Whisper encoder tensors (model.encoder.conv1.weight or encoder.conv1.weight)`);
@@ -138,8 +197,10 @@ async function planSpeech(opts: TowerOptions, dir: string, plan: TowerPlan, open
 }
 
 async function planAudio(opts: TowerOptions, path: string, plan: TowerPlan, opened: Checkpoint[]): Promise<void> {
-  const { tower, weights } = await openBeats(path);
-  opened.push(weights);
+  const { tower, weights: ptWeights } = await openBeats(path);
+  opened.push(ptWeights);
+  // The .pt gives the cfg; its weights are used unless the LLM checkpoint carries its own copy.
+  const weights = embeddedTower(opts.llm, 'audio', plan, 'audio tower') ?? ptWeights;
   let aligner = opts.llm;
   let alignerLabel = 'LLM checkpoint';
   if (opts.audioAligner) {
@@ -150,7 +211,7 @@ async function planAudio(opts: TowerOptions, path: string, plan: TowerPlan, open
   if (qformer.encoderHidden !== tower.dim) {
     throw new Error(`audio tower ${tower.file}: encoder_embed_dim is ${tower.dim}, but the Q-Former in the ${alignerLabel} cross-attends to width ${qformer.encoderHidden}`);
   }
-  const cfg: BeatsUnitConfig = { tower, qformer, frames: BEATS_CHUNK_FRAMES, llmHidden: opts.llmHidden };
+  const cfg: BeatsUnitConfig = { tower, qformer, frames: BEATS_CHUNK_FRAMES, chunkSamples: BEATS_CHUNK_SAMPLES, llmHidden: opts.llmHidden };
   // Tensors read from a separate aligner checkpoint are not the LLM's: they stay out of llmTensors.
   const counted = aligner === opts.llm ? plan.llmTensors : new Set<string>();
   const read = checkNeeds(beatsNeeds(cfg), { tower: weights, llm: aligner }, { tower: `audio tower ${tower.file}`, llm: alignerLabel }, counted);

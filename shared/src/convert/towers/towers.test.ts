@@ -13,7 +13,8 @@ import { afterEach, describe, expect, it } from 'vitest';
 import { readManifest } from '../../bundle/load';
 import { openCheckpoint, openCheckpointFile } from '../../checkpoint/open';
 import { openTorchZipEntry } from '../../checkpoint/torch-zip';
-import { writeSafetensors, writeTorchZip } from '../../checkpoint/write';
+import { writeSafetensors, writeTorchZip, type WritableTensor } from '../../checkpoint/write';
+import type { Checkpoint } from '../../checkpoint/types';
 import { makeTiny } from '../../tiny/make-tiny';
 import { TINY_AUDIO_ALIGNER_DIR, TINY_AUDIO_DIR, TINY_SPEECH_DIR, TINY_VISION_DIR } from '../../tiny/towers';
 import { convertCheckpoint } from '../convert';
@@ -207,6 +208,55 @@ describe('convertCheckpoint with towers', () => {
     await expectCleanFailure(s, { audioTower: beats, audioAligner: aligner }, /BEATs_tiny\.pt: cfg\.finetuned_model is true: this is an AudioSet-classifier checkpoint/);
     await writeTorchZip(pt, tensors, { entry: 'model', meta: { cfg: { ...cfg, encoder_embed_dim: 64 } } });
     await expectCleanFailure(s, { audioTower: beats, audioAligner: aligner }, /encoder_embed_dim is 64, but the Q-Former in the audio aligner .* cross-attends to width 32/);
+  });
+
+  it('tower weights stored inside the LLM checkpoint are read, and preferred over the tower files', async () => {
+    const s = await stage();
+    const beats = join(s.ckpt, TINY_AUDIO_DIR);
+    const aligner = join(s.ckpt, TINY_AUDIO_ALIGNER_DIR);
+    const towers = { visionTower: s.vision, speechTower: s.audio, audioTower: beats, audioAligner: aligner };
+    const apart = join(s.parent, 'apart');
+    await convertCheckpoint({ checkpointDir: s.ckpt, bundleDir: apart, ...towers });
+
+    // LLaVA / Uni-MoE layouts: model.vision_tower.vision_tower.<CLIPVisionModel>, model.audio_tower.<WhisperModel>,
+    // model.audio_tower.audio_tower.<BEATs>.
+    const tensors: WritableTensor[] = [];
+    const copy = async (ckpt: Checkpoint, rename: (n: string) => string) => {
+      for (const n of ckpt.names()) tensors.push({ name: rename(n), dtype: 'F32', shape: ckpt.info(n).shape, data: await ckpt.read(n) });
+      await ckpt.close();
+    };
+    await copy(await openCheckpoint(s.ckpt), (n) => n);
+    await copy(await openCheckpoint(s.vision), (n) => `model.vision_tower.vision_tower.${n}`);
+    await copy(await openCheckpoint(s.audio), (n) => `model.audio_tower.${n.replace(/^model\./, '')}`);
+    const pt = join(beats, 'BEATs_tiny.pt');
+    const { checkpoint: beatsWeights, meta } = await openTorchZipEntry(pt, 'model');
+    await copy(beatsWeights, (n) => `model.audio_tower.audio_tower.${n}`);
+    for (const f of await readdir(s.ckpt)) if (f.startsWith('pytorch_model')) await rm(join(s.ckpt, f));
+    await writeSafetensors(join(s.ckpt, 'model.safetensors'), tensors);
+    // The tower directories keep their configs only; the BEATs file (its cfg is still needed) gets other weights.
+    await rm(join(s.vision, 'model.safetensors'));
+    await rm(join(s.audio, 'model.safetensors'));
+    const doubled = tensors
+      .filter((t) => t.name.startsWith('model.audio_tower.audio_tower.'))
+      .map((t) => ({ ...t, name: t.name.slice('model.audio_tower.audio_tower.'.length), data: t.data.map((x) => 2 * x) }));
+    await writeTorchZip(pt, doubled, { entry: 'model', meta: meta as { cfg: Record<string, number | boolean | string> } });
+
+    const inside = await convertCheckpoint({ checkpointDir: s.ckpt, bundleDir: s.bundle, ...towers });
+    // Same weights, same outputs (initializer names may differ: the speech encoder is `encoder.*` inside the LLM).
+    const encoders = inside.units.filter((u) => ['vision', 'speech', 'audio'].includes(u.kind));
+    expect(encoders.map((u) => u.name)).toEqual(['vision.encoder', 'speech.encoder', 'audio.encoder']);
+    for (const u of encoders) {
+      const spec = u.inputs[0]!;
+      const dims = [1, ...spec.shape.slice(1)] as number[];
+      const x = Float32Array.from({ length: dims.reduce((a, b) => a * b, 1) }, (_, i) => Math.sin(i * 0.37));
+      const [a, b] = await Promise.all([join(apart, u.file), join(s.bundle, u.file)].map((f) => runUnit(f, { [spec.name]: f32(x, dims) })));
+      expect(b.embeddings.data).toEqual(a.embeddings.data);
+    }
+    for (const [what, prefix] of [['vision tower', 'model\\.vision_tower\\.vision_tower\\.'], ['speech tower', 'model\\.audio_tower\\.'], ['audio tower', 'model\\.audio_tower\\.audio_tower\\.']]) {
+      expect(inside.source.warnings).toContainEqual(expect.stringMatching(new RegExp(`^${what} weights read from the LLM checkpoint \\(${prefix}\\*\\)`)));
+    }
+    // Nothing under the tower prefixes is reported as unconverted.
+    expect(inside.source.warnings.join('\n')).not.toMatch(/not converted.*_tower\./);
   });
 
   it('a tower directory without weights, or without config.json, is refused', async () => {

@@ -1,5 +1,10 @@
 /**
- * `audio.encoder`: fbank f32 [N,frames,128] -> embeddings f32 [N,Q,H]. Uni-MoE's audio (non-speech) path:
+ * `audio.encoder`: fbank f32 [N,frames+1,128] -> embeddings f32 [N,Q,H]. Uni-MoE's audio (non-speech) path.
+ * Rows 0..frames-1 are the chunk's filterbank; row `frames` holds, in its first value, the chunk's
+ * count of real samples `valid` (the rest was padding). The reference maps its per-sample padding mask
+ * to frames (blocks of chunkSamples // frames samples) and then to patches (blocks of frames // patches
+ * frames), so patch p is padding iff b1 * b2 * p >= valid; padded patches are zeroed before the
+ * positional conv and masked as keys in every BEATs layer (the Q-Former still sees all of them).
  *   BEATs: patches = Conv2d(fbank as [N,1,frames,128], k = s = patch) (bias per conv_bias), flattened
  *     time-major -> [N,T,embed]; layer_norm; post_extract_proj (when embed != dim);
  *     x += gelu(pos_conv(x)) (grouped Conv1d, weight norm g * v / |v| folded here, last frame dropped
@@ -13,7 +18,7 @@
  *     h = LN(h + self-attn(h)); on cross layers h = LN(h + cross-attn(h, BEATs output)); h = LN(h + FFN(h)).
  *   embeddings = projector(h).
  * The reference's fp16-safety trick (q scaled by 1/32, row max subtracted, times 32) is softmax-invariant
- * and left out. Its padding mask for the last, padded chunk is not applied (see docs/bundle.md).
+ * and left out.
  */
 import type { WeightDType } from '../../bundle/manifest';
 import type { GraphBuilder } from '../../onnx/graph';
@@ -28,8 +33,10 @@ const PROJECTOR = `${AUDIO_ALIGNER}.projector`;
 export interface BeatsUnitConfig {
   tower: BeatsTowerConfig;
   qformer: QFormerConfig;
-  /** Kaldi frames per chunk (the unit's fixed input length). */
+  /** Kaldi frames per chunk (the unit's input has one more row: the valid sample count). */
   frames: number;
+  /** Samples per chunk (480000): with `frames` and the patch count it fixes the padding mask's blocks. */
+  chunkSamples: number;
   llmHidden: number;
 }
 
@@ -41,7 +48,7 @@ export function beatsPatches(c: BeatsUnitConfig): number {
 
 export function beatsIO(c: BeatsUnitConfig): UnitIO {
   return {
-    inputs: [{ name: 'fbank', dtype: 'float32', shape: ['N', c.frames, BEATS_FBANK.melBins] }],
+    inputs: [{ name: 'fbank', dtype: 'float32', shape: ['N', c.frames + 1, BEATS_FBANK.melBins] }],
     outputs: [{ name: 'embeddings', dtype: 'float32', shape: ['N', c.qformer.queries, c.llmHidden] }],
   };
 }
@@ -150,19 +157,37 @@ function positionBias(g: GraphBuilder, rows: string, T: number): string {
   return g.node('Transpose', [g.node('Gather', [rows, index], { attrs: { axis: 0 } })], { attrs: { perm: [2, 0, 1] } });
 }
 
+/**
+ * From the valid-sample row: `keep` [N,T,1] (1 real, 0 padding) and the additive key mask [N,1,1,T]
+ * (0 or -1e30). Patch p is padding iff b1 * b2 * p >= valid (see the file comment).
+ */
+function paddingMasks(g: GraphBuilder, c: BeatsUnitConfig, T: number): { keep: string; keyMask: string } {
+  const b1 = Math.floor(c.chunkSamples / c.frames);
+  const b2 = Math.floor(c.frames / T);
+  const valid = g.node('Slice', ['fbank', g.constInt64([c.frames, 0], 'valid_start'), g.constInt64([c.frames + 1, 1], 'valid_end'), g.constInt64([1, 2], 'valid_axes')]); // [N,1,1]
+  const starts = g.floatInitializer('patch_first_sample', Float32Array.from({ length: T }, (_, p) => b1 * b2 * p), [1, 1, T]);
+  const padded = g.node('Cast', [g.node('GreaterOrEqual', [starts, valid])], { attrs: { to: 1 /* FLOAT */ } }); // [N,1,T]
+  const keep = g.node('Transpose', [g.node('Sub', [g.constFloat(1, 'one'), padded])], { attrs: { perm: [0, 2, 1] } });
+  const keyMask = g.node('Unsqueeze', [g.node('Mul', [padded, g.constFloat(-1e30, 'masked')]), g.constInt64([1], 'head_axis')]);
+  return { keep, keyMask };
+}
+
 async function beatsEncoder(g: GraphBuilder, read: ReadTensor, c: BeatsUnitConfig, dtype: WeightDType): Promise<string> {
   const t = c.tower;
   const P = t.patchSize;
   const T = beatsPatches(c);
   const hd = t.dim / t.heads;
+  const { keep, keyMask } = paddingMasks(g, c, T);
 
   const kernel = storedMatrix(g, 'patch_embedding.weight', await read('patch_embedding.weight'), [t.embed, 1, P, P], dtype);
-  const convInputs = [g.node('Unsqueeze', ['fbank', g.constInt64([1], 'channel_axis')]), kernel];
+  const fbank = g.node('Slice', ['fbank', g.constInt64([0], 'start'), g.constInt64([c.frames], 'end'), g.constInt64([1], 'axes')]);
+  const convInputs = [g.node('Unsqueeze', [fbank, g.constInt64([1], 'channel_axis')]), kernel];
   if (t.convBias) convInputs.push(g.floatInitializer('patch_embedding.bias', await read('patch_embedding.bias'), [t.embed]));
   const grid = g.node('Conv', convInputs, { attrs: { kernel_shape: [P, P], strides: [P, P] } }); // [N,E,frames/P,128/P]
   const rows = g.node('Transpose', [g.node('Reshape', [grid, g.constInt64([0, t.embed, T], 'patch_rows')])], { attrs: { perm: [0, 2, 1] } });
   let x = await layerNorm(g, read, rows, 'layer_norm', t.embed, BEATS_EPS);
   if (t.embed !== t.dim) x = await dense(g, read, x, 'post_extract_proj', t.dim, t.embed, dtype);
+  x = g.node('Mul', [x, keep]); // the reference zeroes padded patches before the positional conv
 
   const K = t.convPos;
   const posKernel = foldWeightNorm(await read('encoder.pos_conv.0.weight_g'), await read('encoder.pos_conv.0.weight_v'), K);
@@ -198,7 +223,7 @@ async function beatsEncoder(g: GraphBuilder, read: ReadTensor, c: BeatsUnitConfi
       const scale = g.node('Add', [g.node('Mul', [a, g.node('Sub', [g.node('Mul', [b, grepA]), g.constFloat(1, 'one')])]), g.constFloat(2, 'two')]);
       layerBias = g.node('Mul', [scale, bias]);
     }
-    const context = attention(g, q, k, v, t.heads, hd, layerBias);
+    const context = attention(g, q, k, v, t.heads, hd, layerBias ? g.node('Add', [layerBias, keyMask]) : keyMask);
     x = g.node('Add', [residual(x), await dense(g, read, context, `${p}.self_attn.out_proj`, t.dim, t.dim, dtype)]);
     x = await layerNorm(g, read, x, `${p}.self_attn_layer_norm`, t.dim, BEATS_EPS);
     const hidden = activate(g, await dense(g, read, x, `${p}.fc1`, t.ffn, t.dim, dtype), 'gelu');
