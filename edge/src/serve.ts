@@ -29,6 +29,7 @@ import type { ExpertBackend } from './engine/expert-backend';
 import { LocalEncoderBackend } from './engine/local-encoders';
 import { LocalExpertBackend } from './engine/local-experts';
 import { MultimodalPipeline } from './multimodal/pipeline';
+import type { MediaLimits } from './preprocess/limits';
 
 export interface ServeOptions {
   /** Bundle directory or s3:// URI. */
@@ -46,6 +47,8 @@ export interface ServeOptions {
   /** An already open store to use instead (stays the caller's to close), e.g. PGlite in tests. */
   store?: Store;
   api?: Partial<ApiConfig>;
+  /** Media decoding limits (edge/src/preprocess/limits.ts); default DEFAULT_MEDIA_LIMITS. */
+  media?: Partial<MediaLimits>;
   /** Continuous batching: most sequences per step (KV cache memory grows with it) and prompt tokens per sequence per step. */
   engine?: { maxBatch?: number; prefillChunk?: number };
   /**
@@ -90,7 +93,7 @@ export async function startServer(opts: ServeOptions): Promise<RunningServer> {
     const engine = await createEngine({ bundleDir, experts: instrumentExperts(experts), ...opts.engine });
     cleanup.push(() => engine.close());
     const remoteEncoders = opts.natsUrl && !opts.encoders && !opts.localEncoders ? opts.natsUrl : undefined;
-    const { multimodal, ready: encodersReady } = await openMultimodal(bundleDir, manifest, opts.encoders, remoteEncoders, cleanup, opts.natsSecurity);
+    const { multimodal, ready: encodersReady } = await openMultimodal(bundleDir, manifest, opts.encoders, remoteEncoders, cleanup, opts.natsSecurity, opts.media);
     const ready = async (): Promise<Readiness> => {
       const [e, m] = await Promise.all([expertsReady(), encodersReady()]);
       return { ok: e.ok && m.ok, missing: [...e.missing, ...m.missing] };
@@ -122,21 +125,22 @@ async function openMultimodal(
   natsUrl: string | undefined,
   cleanup: (() => Promise<void>)[],
   natsSecurity?: NatsSecurity,
+  media?: Partial<MediaLimits>,
 ): Promise<{ multimodal?: MultimodalPipeline; ready: () => Promise<Readiness> }> {
   const always = async () => ({ ok: true, missing: [] });
   const units = manifest.units.filter((u) => u.kind === 'vision' || u.kind === 'audio').map((u) => u.name);
   if (units.length === 0) return { ready: always };
-  if (injected) return { multimodal: new MultimodalPipeline(manifest, injected), ready: always };
+  if (injected) return { multimodal: new MultimodalPipeline(manifest, injected, media), ready: always };
   if (!natsUrl) {
     const local = await LocalEncoderBackend.open(bundleDir, manifest);
     cleanup.push(() => local.close());
-    return { multimodal: new MultimodalPipeline(manifest, local), ready: always };
+    return { multimodal: new MultimodalPipeline(manifest, local, media), ready: always };
   }
   const { createNatsEncoderBackend } = await import('./dispatch/nats-encoder-backend');
   const remote = await createNatsEncoderBackend({ natsUrl, manifest, natsSecurity });
   cleanup.push(() => remote.close());
   return {
-    multimodal: new MultimodalPipeline(manifest, remote),
+    multimodal: new MultimodalPipeline(manifest, remote, media),
     ready: async () => {
       const { missing } = await remote.unitsAvailable(units);
       return { ok: missing.length === 0, missing };

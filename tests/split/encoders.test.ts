@@ -16,7 +16,7 @@ import { readManifest } from '@unimoe/shared/bundle/load';
 import type { Manifest } from '@unimoe/shared/bundle/manifest';
 import { readEncoderEnvelope } from '@unimoe/shared/wire/encoder-format';
 import { decodeValues, readErrorReply } from '@unimoe/shared/wire/format';
-import { unitSubject, wireModel } from '@unimoe/shared/wire/subjects';
+import { statsSubject, unitSubject, wireModel } from '@unimoe/shared/wire/subjects';
 import type { StatsMessage } from '@unimoe/gpu-worker/stats';
 import { runWorker, type RunningWorker } from '@unimoe/gpu-worker/worker';
 import { makeTempDir } from '../helpers/tmp';
@@ -124,7 +124,7 @@ describe('encoders on one pool, default 1 MiB max payload', () => {
 
   it('counts items in the pool stats', async () => {
     const stats: StatsMessage[] = [];
-    const sub = nc.subscribe(`unimoe.${manifest.name.replace(/[^A-Za-z0-9_-]/g, '_')}.stats.enc`, { callback: (_e, m) => stats.push(m.json<StatsMessage>()) });
+    const sub = nc.subscribe(statsSubject(wireModel(manifest), 'enc'), { callback: (_e, m) => stats.push(m.json<StatsMessage>()) });
     await nc.flush();
     await backend.encode('audio.encoder', speech);
     await waitFor(() => stats.reduce((s, m) => s + m.units['audio.encoder']!.tokens, 0) >= 2);
@@ -201,7 +201,7 @@ describe('placement', () => {
     try {
       expect(await backend.unitsAvailable(['vision.encoder', 'audio.encoder'])).toEqual({ available: ['vision.encoder'], missing: ['audio.encoder'] });
       const started = performance.now();
-      await expect(backend.encode('audio.encoder', speech)).rejects.toThrow(/no worker hosts unit audio\.encoder \(nobody answers unimoe\.tiny-mm\.unit\.audio\.encoder/);
+      await expect(backend.encode('audio.encoder', speech)).rejects.toThrow(/no worker hosts unit audio\.encoder \(nobody answers unimoe\.tiny-mm\.[0-9a-f]{12}\.unit\.audio\.encoder/);
       expect(performance.now() - started).toBeLessThan(2000);
       // 12 single-part requests the server has routed to the worker before it drains: all are answered.
       const subject = unitSubject(wireModel(manifest), 'vision.encoder');
