@@ -20,6 +20,13 @@ export interface MultimodalFixture {
 }
 
 export async function buildMultimodalFixture(dir: string): Promise<MultimodalFixture> {
+  const { checkpoint, bundle } = await buildMultimodalBundle(dir);
+  const towers = { vision: join(checkpoint, TINY_VISION_DIR), audio: join(checkpoint, TINY_AUDIO_DIR) };
+  return { checkpoint, bundle, reference: await loadMultimodalReference(checkpoint, towers) };
+}
+
+/** The checkpoint and its bundle only (no float64 reference), for tests that need a multimodal server. */
+export async function buildMultimodalBundle(dir: string): Promise<{ checkpoint: string; bundle: string }> {
   const checkpoint = join(dir, 'ckpt');
   const bundle = join(dir, 'bundle');
   await makeTiny(checkpoint, { layout: 'unimoe-4e', multimodal: true, seed: 7 });
@@ -27,7 +34,7 @@ export async function buildMultimodalFixture(dir: string): Promise<MultimodalFix
   const audio = join(checkpoint, TINY_AUDIO_DIR);
   const code = await convertCommand([checkpoint, bundle, '--name', MODEL, '--vision-tower', vision, '--audio-tower', audio, '--quiet']);
   if (code !== 0) throw new Error(`unimoe convert exited with ${code}`);
-  return { checkpoint, bundle, reference: await loadMultimodalReference(checkpoint, { vision, audio }) };
+  return { checkpoint, bundle };
 }
 
 export const media = (name: string): Uint8Array => new Uint8Array(readFileSync(join(FIXTURES, 'media', name)));
