@@ -166,3 +166,40 @@ describe('credentials from the environment', () => {
     expect(() => natsAuthOptions({ tls: { cert: '/c.pem' } })).toThrow(/needs its key/);
   });
 });
+
+describe('an encoder pool under the generated permissions', () => {
+  it("an image larger than max_payload travels in parts: the worker fetches them from the edge's inbox", async () => {
+    const { buildMultimodalBundle } = await import('../multimodal/setup');
+    const { readManifest } = await import('@unimoe/shared/bundle/load');
+    const { createNatsEncoderBackend } = await import('@unimoe/edge/dispatch/nats-encoder-backend');
+    const { LocalEncoderBackend } = await import('@unimoe/edge/engine/local-encoders');
+    const tmp = await makeTempDir('nats-auth-enc');
+    let server: NatsServer | undefined;
+    let worker: RunningWorker | undefined;
+    try {
+      const { bundle } = await buildMultimodalBundle(tmp.dir);
+      const manifest = await readManifest(bundle);
+      const out = join(tmp.dir, 'auth');
+      const made = await cli(['nats-auth', bundle, '--out', out, '--pool', 'enc=vision']);
+      expect(made.code, made.stderr).toBe(0);
+      server = await startNatsServer({ config: await readFile(join(out, 'nats-server.conf'), 'utf8') });
+      worker = await runWorker({ store: bundle, pool: 'enc', encoders: ['vision'], natsUrl: server.url, natsSecurity: { nkeySeed: join(out, 'worker-enc.nk') }, threads: 1, log: quiet });
+      const edge = await createNatsEncoderBackend({ natsUrl: server.url, manifest, natsSecurity: { nkeySeed: join(out, 'edge.nk') } });
+      const local = await LocalEncoderBackend.open(bundle, manifest);
+      try {
+        const pixels = { data: Float32Array.from({ length: 3 * 336 * 336 }, (_, i) => Math.sin(i) * 0.5), dims: [1, 3, 336, 336] };
+        expect(pixels.data.byteLength).toBeGreaterThan(1 << 20); // above the default max_payload: sent in parts
+        const [remote, want] = [await edge.encode('vision.encoder', pixels), await local.encode('vision.encoder', pixels)];
+        expect(remote.dims).toEqual(want.dims);
+        expect(Array.from(remote.data)).toEqual(Array.from(want.data));
+      } finally {
+        await edge.close();
+        await local.close();
+      }
+    } finally {
+      await worker?.stop();
+      await server?.stop();
+      await tmp.cleanup();
+    }
+  });
+});
