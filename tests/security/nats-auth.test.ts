@@ -162,7 +162,7 @@ describe('credentials from the environment', () => {
     }
     // Flags name files and take precedence over the environment; two kinds of credentials at once are refused.
     expect(natsSecurityFromFlags({ 'nats-tls-ca': '/f/ca.pem' }, { NATS_TLS_CA: '/e/ca.pem', NATS_TLS_CERT: '/e/c.pem' }).tls).toEqual({ ca: '/f/ca.pem', cert: '/e/c.pem' });
-    expect(() => natsAuthOptions({ token: 'x', user: 'u' })).toThrow(/not token and user/);
+    expect(() => natsAuthOptions({ token: 'x', user: 'u' })).toThrow(/not user and token/);
     expect(() => natsAuthOptions({ tls: { cert: '/c.pem' } })).toThrow(/needs its key/);
   });
 });
