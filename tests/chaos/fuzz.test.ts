@@ -126,6 +126,16 @@ function corrupt(bytes: Uint8Array, rand: Rand): Uint8Array {
   return out;
 }
 
+/** Byte offset of the top-level `moov` box of an MP4. */
+function moovOffset(mp4: Uint8Array): number {
+  const view = new DataView(mp4.buffer, mp4.byteOffset, mp4.byteLength);
+  for (let p = 0; p + 8 <= mp4.length; p += view.getUint32(p)) {
+    if (String.fromCharCode(...mp4.subarray(p + 4, p + 8)) === 'moov') return p;
+    if (view.getUint32(p) < 8) break;
+  }
+  throw new Error('the MP4 seed has no top-level moov box');
+}
+
 const truncate = (bytes: Uint8Array, rand: Rand, fraction = 1) => bytes.subarray(0, rand(Math.max(1, Math.floor((bytes.length - 1) * fraction))));
 const bombSide = (rand: Rand, min: number, max: number) => min + rand(max - min);
 
@@ -194,7 +204,9 @@ function generators(seeds: Seeds): [number, string, (rand: Rand) => string][] {
     [2, 'WAV that is no WAV', (r) => chat(withText(audio(randomBytes(r, 20 + r(200)), 'wav')))],
     [0.6, 'audio over the duration limit (FLAC via ffmpeg)', () => chat(withText(audio(seeds.longFlac, 'flac')))],
     [0.6, 'corrupt Ogg (ffmpeg)', (r) => chat(withText(audio(Uint8Array.from([...Buffer.from('OggS'), ...randomBytes(r, 100 + r(2000))]), 'ogg')))],
-    [0.6, 'truncated MP4 (ffmpeg)', (r) => chat(withText(video(seeds.mp4.subarray(0, 8 + r(seeds.mp4.length - 9)))))],
+    // Cut before the end of the moov box's header (it is at the end of this file): the index is gone, so no frame is findable.
+    // (A cut inside moov's tail can leave a file ffmpeg still plays, which is not invalid input.)
+    [0.6, 'truncated MP4 (ffmpeg)', (r) => chat(withText(video(seeds.mp4.subarray(0, 8 + r(moovOffset(seeds.mp4))))))],
     [0.4, 'video over the frame limit (ffmpeg)', () => chat(withText(video(seeds.manyFramesMkv, 'video/x-matroska')))],
     [0.4, 'MP4 header then noise (ffmpeg)', (r) => chat(withText(video(Uint8Array.from([0, 0, 0, 0x18, ...Buffer.from('ftypisom'), ...randomBytes(r, 200 + r(4000))]))))],
     [2, 'not a video format', (r) => chat(withText(video(randomBytes(r, 50 + r(500)))))],
