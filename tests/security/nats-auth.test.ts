@@ -17,7 +17,7 @@ import { runWorker, type RunningWorker } from '@unimoe/gpu-worker/worker';
 import { cli } from '../helpers/cli';
 import { startNatsServer, type NatsServer } from '../helpers/nats-server';
 import { makeTempDir } from '../helpers/tmp';
-import { referenceRows, tinyBundle, waitFor } from '../split/cluster';
+import { referenceRows, spawnWorker, tinyBundle, waitFor } from '../split/cluster';
 import { makeTestPki, type TestPki } from './tls-ca';
 
 const quiet = () => {};
@@ -116,6 +116,18 @@ describe('per-role NATS permissions with nkeys and mutual TLS', () => {
     await workerA.flush();
     expect(seen).toEqual([]);
     expect(errors.join(' ')).toMatch(/permissions/i);
+  });
+
+  it('`unimoe worker` takes its nkey and TLS files as flags, and refuses to join without credentials', async () => {
+    const tlsFlags = ['--nats-tls-ca', pki.ca, '--nats-tls-cert', pki.clientCert, '--nats-tls-key', pki.clientKey];
+    const args = [bundle.dir, '--pool', 'b', '--experts', '2-3', '--nats', nats.url, ...tlsFlags];
+    const joined = spawnWorker([...args, '--nats-nkey-seed', join(out, 'worker-b.nk')]);
+    await joined.ready;
+    joined.child.kill('SIGTERM');
+    expect((await joined.exited).code).toBe(0);
+    const refused = await spawnWorker(args).exited;
+    expect(refused.code).toBe(1);
+    expect(refused.stderr).toMatch(/refusing to join pool b: cannot connect to NATS at .*authorization violation/i);
   });
 
   it('the autoscaler cannot publish anything', async () => {
