@@ -36,6 +36,7 @@ import { LocalEncoderBackend } from './engine/local-encoders';
 import { LocalExpertBackend } from './engine/local-experts';
 import { createXGrammar } from './grammar/xgrammar';
 import { MultimodalPipeline } from './multimodal/pipeline';
+import type { MediaLimits } from './preprocess/limits';
 
 export interface ServeOptions {
   /** Bundle directory or s3:// URI. */
@@ -53,6 +54,8 @@ export interface ServeOptions {
   /** An already open store to use instead (stays the caller's to close), e.g. PGlite in tests. */
   store?: Store;
   api?: Partial<ApiConfig>;
+  /** Media decoding limits (edge/src/preprocess/limits.ts); default DEFAULT_MEDIA_LIMITS. */
+  media?: Partial<MediaLimits>;
   /**
    * Continuous batching: most sequences per step (KV cache memory grows with it) and prompt tokens per
    * sequence per step; admission control: most requests queued beyond the batch and the KV-cache budget.
@@ -122,7 +125,7 @@ export async function startServer(opts: ServeOptions): Promise<RunningServer> {
     const engine = await createEngine({ bundleDir, experts: instrumentExperts(experts, routed), ...opts.engine });
     cleanup.push(() => engine.close());
     const remoteEncoders = opts.natsUrl && !opts.encoders && !opts.localEncoders ? opts.natsUrl : undefined;
-    const { multimodal, ready: encodersReady } = await openMultimodal(bundleDir, manifest, opts.encoders, remoteEncoders, cleanup, opts.natsSecurity, opts.scaleFromZeroMs);
+    const { multimodal, ready: encodersReady } = await openMultimodal(bundleDir, manifest, opts.encoders, remoteEncoders, cleanup, opts.natsSecurity, opts.scaleFromZeroMs, opts.media);
     const gate = new RequestGate(() => engine.full());
     const ready = async (): Promise<Readiness> => {
       if (gate.isDraining) return { ok: false, missing: [] };
@@ -182,21 +185,22 @@ async function openMultimodal(
   cleanup: (() => Promise<void>)[],
   natsSecurity?: NatsSecurity,
   scaleFromZeroMs?: number,
+  media?: Partial<MediaLimits>,
 ): Promise<{ multimodal?: MultimodalPipeline; ready: () => Promise<Readiness> }> {
   const always = async () => ({ ok: true, missing: [] });
   const units = manifest.units.filter((u) => isEncoderKind(u.kind)).map((u) => u.name);
   if (units.length === 0) return { ready: always };
-  if (injected) return { multimodal: new MultimodalPipeline(manifest, injected), ready: always };
+  if (injected) return { multimodal: new MultimodalPipeline(manifest, injected, media), ready: always };
   if (!natsUrl) {
     const local = await LocalEncoderBackend.open(bundleDir, manifest);
     cleanup.push(() => local.close());
-    return { multimodal: new MultimodalPipeline(manifest, local), ready: always };
+    return { multimodal: new MultimodalPipeline(manifest, local, media), ready: always };
   }
   const { createNatsEncoderBackend } = await import('./dispatch/nats-encoder-backend');
   const remote = await createNatsEncoderBackend({ natsUrl, manifest, natsSecurity, scaleFromZeroMs });
   cleanup.push(() => remote.close());
   return {
-    multimodal: new MultimodalPipeline(manifest, remote),
+    multimodal: new MultimodalPipeline(manifest, remote, media),
     ready: async () => {
       const { missing } = await remote.unitsAvailable(units);
       return { ok: missing.length === 0, missing };

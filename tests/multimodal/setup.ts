@@ -21,18 +21,23 @@ export interface MultimodalFixture {
 }
 
 export async function buildMultimodalFixture(dir: string): Promise<MultimodalFixture> {
+  const { checkpoint, bundle } = await buildMultimodalBundle(dir);
+  const vision = join(checkpoint, TINY_VISION_DIR);
+  const speech = join(checkpoint, TINY_SPEECH_DIR);
+  const audio = { beats: join(checkpoint, TINY_AUDIO_DIR, 'BEATs_tiny.pt'), aligner: join(checkpoint, TINY_AUDIO_ALIGNER_DIR), frames: 2998, chunkSamples: 480000 };
+  return { checkpoint, bundle, reference: await loadMultimodalReference(checkpoint, { vision, speech, audio }) };
+}
+
+/** The checkpoint and its bundle only (no float64 reference), for tests that need a multimodal server. */
+export async function buildMultimodalBundle(dir: string): Promise<{ checkpoint: string; bundle: string }> {
   const checkpoint = join(dir, 'ckpt');
   const bundle = join(dir, 'bundle');
   await makeTiny(checkpoint, { layout: 'unimoe-4e', multimodal: true, seed: 7 });
-  const vision = join(checkpoint, TINY_VISION_DIR);
-  const speech = join(checkpoint, TINY_SPEECH_DIR);
-  const beats = join(checkpoint, TINY_AUDIO_DIR);
-  const aligner = join(checkpoint, TINY_AUDIO_ALIGNER_DIR);
-  const args = ['--vision-tower', vision, '--speech-tower', speech, '--audio-tower', beats, '--audio-aligner', aligner];
+  const args = ['--vision-tower', join(checkpoint, TINY_VISION_DIR), '--speech-tower', join(checkpoint, TINY_SPEECH_DIR)];
+  args.push('--audio-tower', join(checkpoint, TINY_AUDIO_DIR), '--audio-aligner', join(checkpoint, TINY_AUDIO_ALIGNER_DIR));
   const code = await convertCommand([checkpoint, bundle, '--name', MODEL, ...args, '--quiet']);
   if (code !== 0) throw new Error(`unimoe convert exited with ${code}`);
-  const audio = { beats: join(beats, 'BEATs_tiny.pt'), aligner, frames: 2998, chunkSamples: 480000 };
-  return { checkpoint, bundle, reference: await loadMultimodalReference(checkpoint, { vision, speech, audio }) };
+  return { checkpoint, bundle };
 }
 
 export const media = (name: string): Uint8Array => new Uint8Array(readFileSync(join(FIXTURES, 'media', name)));

@@ -92,12 +92,13 @@ describe('per-request media caps', () => {
       method: 'POST',
       headers: { 'Content-Type': 'application/json' },
       body: JSON.stringify({ model: MODEL, max_tokens: 1, messages: [{ role: 'user', content }] }),
-    }).then(async (r) => ({ status: r.status, error: (await r.json()).error }));
+    }).then(async (r) => ({ status: r.status, error: (await r.json()).error, requestId: r.headers.get('x-request-id') }));
 
   it('refuses more media parts than allowed (400) and more media bytes in all than allowed (413)', async () => {
     const server = await serve({ api: { maxMediaItems: 3, maxMediaTotalBytes: 3000, maxMediaBytes: 2000 } });
     const tooMany = await post(server, [image, image, { type: 'text', text: 'hi' }, image, image]);
     expect(tooMany).toMatchObject({ status: 400, error: { code: 'too_many_media_items', param: 'messages[0].content[4]' } });
+    expect(tooMany.requestId).toMatch(/^[0-9a-f-]{36}$/); // error answers carry their request id too
     const big = `data:image/png;base64,${'A'.repeat(2000)}`; // 1500 bytes each: under the per-item cap, 3000 in all after two
     const tooBig = await post(server, [{ type: 'image_url', image_url: { url: big } }, { type: 'image_url', image_url: { url: big } }, { type: 'image_url', image_url: { url: big } }]);
     expect(tooBig).toMatchObject({ status: 413, error: { code: 'media_too_large', param: 'messages[0].content[2]' } });

@@ -17,7 +17,7 @@ import { runWorker, type RunningWorker } from '@unimoe/gpu-worker/worker';
 import { cli } from '../helpers/cli';
 import { startNatsServer, type NatsServer } from '../helpers/nats-server';
 import { makeTempDir } from '../helpers/tmp';
-import { referenceRows, tinyBundle, waitFor } from '../split/cluster';
+import { referenceRows, spawnWorker, tinyBundle, waitFor } from '../split/cluster';
 import { makeTestPki, type TestPki } from './tls-ca';
 
 const quiet = () => {};
@@ -118,6 +118,19 @@ describe('per-role NATS permissions with nkeys and mutual TLS', () => {
     expect(errors.join(' ')).toMatch(/permissions/i);
   });
 
+  it('`unimoe worker` takes its nkey and TLS files as flags, and refuses to join without credentials', async () => {
+    const tlsFlags = ['--nats-tls-ca', pki.ca, '--nats-tls-cert', pki.clientCert, '--nats-tls-key', pki.clientKey];
+    const args = [bundle.dir, '--pool', 'b', '--experts', '2-3', '--nats', nats.url, ...tlsFlags];
+    const joined = spawnWorker([...args, '--nats-nkey-seed', join(out, 'worker-b.nk')]);
+    await joined.ready; // it logged that it joined with its units: the server took its nkey and certificate
+    // SIGKILL: a SIGTERM right at the join line can beat the CLI's signal handlers (a start-up race of the worker CLI).
+    joined.child.kill('SIGKILL');
+    await joined.exited;
+    const refused = await spawnWorker(args).exited;
+    expect(refused.code).toBe(1);
+    expect(refused.stderr).toMatch(/refusing to join pool b: cannot connect to NATS at .*authorization violation/i);
+  });
+
   it('the autoscaler cannot publish anything', async () => {
     const autoscaler = await connectAs('autoscaler');
     const errors: string[] = [];
@@ -162,7 +175,44 @@ describe('credentials from the environment', () => {
     }
     // Flags name files and take precedence over the environment; two kinds of credentials at once are refused.
     expect(natsSecurityFromFlags({ 'nats-tls-ca': '/f/ca.pem' }, { NATS_TLS_CA: '/e/ca.pem', NATS_TLS_CERT: '/e/c.pem' }).tls).toEqual({ ca: '/f/ca.pem', cert: '/e/c.pem' });
-    expect(() => natsAuthOptions({ token: 'x', user: 'u' })).toThrow(/not token and user/);
+    expect(() => natsAuthOptions({ token: 'x', user: 'u' })).toThrow(/not user and token/);
     expect(() => natsAuthOptions({ tls: { cert: '/c.pem' } })).toThrow(/needs its key/);
+  });
+});
+
+describe('an encoder pool under the generated permissions', () => {
+  it("an image larger than max_payload travels in parts: the worker fetches them from the edge's inbox", async () => {
+    const { buildMultimodalBundle } = await import('../multimodal/setup');
+    const { readManifest } = await import('@unimoe/shared/bundle/load');
+    const { createNatsEncoderBackend } = await import('@unimoe/edge/dispatch/nats-encoder-backend');
+    const { LocalEncoderBackend } = await import('@unimoe/edge/engine/local-encoders');
+    const tmp = await makeTempDir('nats-auth-enc');
+    let server: NatsServer | undefined;
+    let worker: RunningWorker | undefined;
+    try {
+      const { bundle } = await buildMultimodalBundle(tmp.dir);
+      const manifest = await readManifest(bundle);
+      const out = join(tmp.dir, 'auth');
+      const made = await cli(['nats-auth', bundle, '--out', out, '--pool', 'enc=vision']);
+      expect(made.code, made.stderr).toBe(0);
+      server = await startNatsServer({ config: await readFile(join(out, 'nats-server.conf'), 'utf8') });
+      worker = await runWorker({ store: bundle, pool: 'enc', encoders: ['vision'], natsUrl: server.url, natsSecurity: { nkeySeed: join(out, 'worker-enc.nk') }, threads: 1, log: quiet });
+      const edge = await createNatsEncoderBackend({ natsUrl: server.url, manifest, natsSecurity: { nkeySeed: join(out, 'edge.nk') } });
+      const local = await LocalEncoderBackend.open(bundle, manifest);
+      try {
+        const pixels = { data: Float32Array.from({ length: 3 * 336 * 336 }, (_, i) => Math.sin(i) * 0.5), dims: [1, 3, 336, 336] };
+        expect(pixels.data.byteLength).toBeGreaterThan(1 << 20); // above the default max_payload: sent in parts
+        const [remote, want] = [await edge.encode('vision.encoder', pixels), await local.encode('vision.encoder', pixels)];
+        expect(remote.dims).toEqual(want.dims);
+        expect(Array.from(remote.data)).toEqual(Array.from(want.data));
+      } finally {
+        await edge.close();
+        await local.close();
+      }
+    } finally {
+      await worker?.stop();
+      await server?.stop();
+      await tmp.cleanup();
+    }
   });
 });

@@ -162,7 +162,7 @@ describe('one worker, one nats-server', () => {
     expect(probe).toEqual({ available: ['layer0.expert0', 'layer1.expert3'], missing: ['layer7.expert0'] });
     const started = performance.now();
     await expect(backend.runExperts([{ layer: 7, expert: 0, x: new Float32Array(hidden), tokens: 1 }])).rejects.toThrow(
-      /no worker hosts unit layer7\.expert0 \(nobody answers unimoe\.[^.]+\.[0-9a-f]+\.unit\.layer7\.expert0/,
+      /no worker hosts unit layer7\.expert0 \(nobody answers unimoe\.[^.]+\.[0-9a-f]{12}\.unit\.layer7\.expert0/,
     );
     expect(performance.now() - started).toBeLessThan(2000); // retries back off briefly, never wait for the timeout
   });

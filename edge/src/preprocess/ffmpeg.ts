@@ -62,16 +62,14 @@ function runTool(tool: 'ffmpeg' | 'ffprobe', args: string[], input: Uint8Array, 
   });
 }
 
-/** The input half of every command line: stdin only, one forced demuxer, whitelisted decoders. */
-function inputArgs(c: Container): string[] {
-  return [
-    '-protocol_whitelist', c.seeks ? 'cache,pipe' : 'pipe',
-    '-format_whitelist', c.demuxer,
-    '-codec_whitelist', c.decoders.join(','),
-    '-f', c.demuxer,
-    '-i', c.seeks ? 'cache:pipe:0' : 'pipe:0',
-  ];
+/** The input options of every command line: stdin only, one forced demuxer, whitelisted decoders. */
+function inputOptions(c: Container): string[] {
+  return ['-protocol_whitelist', c.seeks ? 'cache,pipe' : 'pipe', '-format_whitelist', c.demuxer, '-codec_whitelist', c.decoders.join(','), '-f', c.demuxer];
 }
+
+/** stdin, through ffmpeg's `cache:` when the demuxer must seek backwards. */
+const inputUrl = (c: Container) => (c.seeks ? 'cache:pipe:0' : 'pipe:0');
+const inputArgs = (c: Container) => [...inputOptions(c), '-i', inputUrl(c)];
 
 const SMALL_OUTPUT = 64 * 1024;
 
@@ -110,7 +108,7 @@ export async function extractVideoFramesWithFfmpeg(
   if (!container) throw new MediaError('unsupported', `${name}: not an MP4/MOV or WebM/Matroska video file`);
   const small = { ...limits, maxOutputBytes: SMALL_OUTPUT, overflow: 'ffprobe printed more than expected' };
   const probe = (extra: string[]) =>
-    runTool('ffprobe', ['-v', 'error', ...inputArgs(container).slice(0, -2), '-select_streams', 'v:0', ...extra, '-of', 'csv=p=0', '-i', inputArgs(container).at(-1)!], bytes, name, small);
+    runTool('ffprobe', ['-v', 'error', ...inputOptions(container), '-select_streams', 'v:0', ...extra, '-of', 'csv=p=0', '-i', inputUrl(container)], bytes, name, small);
   const [width, height] = new TextDecoder().decode(await probe(['-show_entries', 'stream=width,height'])).trim().split(',').map(Number);
   if (!width || !height) throw new MediaError('empty', `${name}: no video stream`);
   if (width * height > limits.maxImagePixels) {

@@ -65,7 +65,7 @@ export function natsSecurityFromFlags(values: Partial<Record<keyof typeof NATS_S
 
 /** nats.js options for `security`; every file is read now, and an unreadable or malformed one is named. */
 export function natsAuthOptions(security: NatsSecurity): Partial<ConnectionOptions> {
-  const given = (['creds', 'nkeySeed', 'token'] as const).filter((k) => security[k]).concat(security.user ? ['user' as never] : []);
+  const given = (['creds', 'nkeySeed', 'user', 'token'] as const).filter((k) => security[k]);
   if (given.length > 1) throw new Error(`NATS credentials: give one of creds, nkey seed, user/password or token, not ${given.join(' and ')}`);
   if (security.password && !security.user) throw new Error('NATS credentials: NATS_PASSWORD needs NATS_USER');
   const options: Partial<ConnectionOptions> = {};
