@@ -1,7 +1,7 @@
 /**
  * Scale from zero for a modality encoder pool: an image request arriving while the encoder pool is
  * at zero makes the edge's encoder backend signal demand and hold; the autoscaler starts the pool
- * (`--encoder-pool enc=vision,audio`) and the request completes with the same output as on the warm
+ * (`--encoder-pool enc=vision,speech,audio`) and the request completes with the same output as on the warm
  * pool; idle, the pool goes back to zero.
  */
 import { readFileSync } from 'node:fs';
@@ -16,7 +16,7 @@ let d: Deployment;
 beforeAll(async () => {
   tmp = await makeTempDir('autoscale-enc');
   const bundleDir = await tinyMultimodalBundle(tmp.dir);
-  d = await deploy({ bundleDir, pools: ['a=0-3'], encoderPools: ['enc=vision,audio'], limits: { a: [1, 1], enc: [0, 1] }, edge: true });
+  d = await deploy({ bundleDir, pools: ['a=0-3'], encoderPools: ['enc=vision,speech,audio'], limits: { a: [1, 1], enc: [0, 1] }, edge: true });
 }, 240_000);
 afterAll(async () => {
   await d?.stop();

@@ -3,6 +3,7 @@
  * the process driver's workers, the controller (in this process, so tests read its state) and
  * optionally the edge API with scale from zero on.
  */
+import { buildMultimodalBundle } from '../multimodal/setup';
 import { wireModel } from '@unimoe/shared/wire/subjects';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
@@ -13,10 +14,7 @@ import { Controller } from '@unimoe/edge/autoscale/controller';
 import { ProcessDriver } from '@unimoe/edge/autoscale/drivers/process';
 import { Observer } from '@unimoe/edge/autoscale/observe';
 import { DEFAULT_POLICY, parseEncoderPoolFlag, parsePoolFlag, type PoolSpec, type ScalingPolicy } from '@unimoe/edge/autoscale/policy';
-import { run as convertCommand } from '@unimoe/edge/cli/commands/convert';
 import { readManifest } from '@unimoe/shared/bundle/load';
-import { makeTiny } from '@unimoe/shared/tiny/make-tiny';
-import { TINY_AUDIO_DIR, TINY_VISION_DIR } from '@unimoe/shared/tiny/towers';
 import { startServer, type RunningServer } from '@unimoe/edge/serve';
 import { startNatsServer, type NatsServer } from '../helpers/nats-server';
 import { modelFixture } from '../helpers/fixtures';
@@ -177,12 +175,7 @@ export async function chat(edge: RunningServer, prompt: string | unknown[], maxT
   return { text: body.choices![0]!.message.content, tokens: body.usage!.completion_tokens };
 }
 
-/** A make-tiny Uni-MoE 4e with tiny CLIP and Whisper towers, converted with both (model name tiny-mm). */
+/** The multimodal tests' tiny Uni-MoE 4e with CLIP, Whisper and BEATs towers (model name tiny-mm). */
 export async function tinyMultimodalBundle(dir: string): Promise<string> {
-  const checkpoint = join(dir, 'ckpt');
-  const bundle = join(dir, 'bundle');
-  await makeTiny(checkpoint, { layout: 'unimoe-4e', multimodal: true, seed: 7 });
-  const code = await convertCommand([checkpoint, bundle, '--name', 'tiny-mm', '--vision-tower', join(checkpoint, TINY_VISION_DIR), '--audio-tower', join(checkpoint, TINY_AUDIO_DIR), '--quiet']);
-  if (code !== 0) throw new Error(`unimoe convert exited with ${code}`);
-  return bundle;
+  return (await buildMultimodalBundle(dir)).bundle;
 }
