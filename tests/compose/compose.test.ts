@@ -340,13 +340,15 @@ describe('docker compose', () => {
     const scaledDownS = (Date.now() - idleStart) / 1000;
     expect(poolContainers('a')[0]!.id).toBe(original.id); // the newest went first
     const log = allLogs(containers('autoscaler')[0]!);
+    expect(log).toContain(`docker driver: the pools of Compose project ${PROJECT}`); // found from inside its container
     expect(log).toMatch(/pool a: 1 -> 2 replicas: /);
     expect(log).toMatch(/pool a: 2 -> 1 replicas: /);
     console.log(`[compose autoscale] load -> 2nd pool-a container serving: ${scaledUpS.toFixed(1)} s (${answers.length} streamed answers); idle -> back to min: ${scaledDownS.toFixed(1)} s`);
 
-    // An answer after scale-down is still the embedded engine's.
-    expect((await streamChat({ messages: [{ role: 'user', content: prompts[0] }], max_tokens: 48 })).text).toBe(expected[0]);
+    // Without the autoscaler (it would answer this load again), the pools keep their min and the same answers.
     compose(['--profile', 'autoscale', 'rm', '-f', '-s', 'autoscaler']);
+    expect((await streamChat({ messages: [{ role: 'user', content: prompts[0] }], max_tokens: 48 })).text).toBe(expected[0]);
+    expect(poolContainers('a').map((c) => c.id)).toEqual([original.id]);
   });
 
   it('keeps keys and usage rows across `down` and `up`, and no worker downloads its units again', async () => {
