@@ -7,6 +7,7 @@
  * infra/compose.test.yaml puts every container on the host network, on ports picked here.
  */
 import { execFile } from 'node:child_process';
+import { statSync } from 'node:fs';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -38,7 +39,7 @@ let embedded: RunningServer;
 const compose = (args: string[], timeoutMs = 600_000) =>
   docker.run('docker-compose', ['-p', PROJECT, '-f', 'compose.yaml', '-f', 'compose.test.yaml', ...args], { cwd: INFRA, env, timeoutMs });
 const lastLine = (text: string) => text.trimEnd().split('\n').at(-1)!.trim();
-const containers = (service: string) => compose(['ps', '-q', service]).trim().split('\n').filter(Boolean);
+const containers = (service: string) => compose(['--profile', 'autoscale', 'ps', '-q', service]).trim().split('\n').filter(Boolean);
 /** A container's stdout and stderr (workers and s3rver write to both), without colour codes. */
 const allLogs = (container: string) => docker.run('docker', ['logs', container], { withStderr: true }).replace(/\x1b\[[0-9;]*m/g, '');
 
@@ -64,6 +65,62 @@ async function chat(body: Record<string, unknown>, url = edgeUrl, apiKey?: strin
     body: JSON.stringify({ model: MODEL, temperature: 0, ...body }),
   });
   return { status: res.status, json: await res.json() };
+}
+
+/** A streamed chat completion through the edge (with the key): its text; `onChunk` sees the count after each content chunk. */
+async function streamChat(body: Record<string, unknown>, onChunk?: (chunks: number) => void): Promise<{ text: string; chunks: number }> {
+  const res = await fetch(`${edgeUrl}/v1/chat/completions`, {
+    method: 'POST',
+    headers: { 'content-type': 'application/json', authorization: `Bearer ${key}` },
+    body: JSON.stringify({ model: MODEL, temperature: 0, stream: true, ...body }),
+  });
+  if (res.status !== 200) throw new Error(`streamed chat: ${res.status} ${await res.text()}`);
+  let text = '';
+  let chunks = 0;
+  let pending = '';
+  const decoder = new TextDecoder();
+  for await (const part of res.body as unknown as AsyncIterable<Uint8Array>) {
+    pending += decoder.decode(part, { stream: true });
+    const events = pending.split('\n\n');
+    pending = events.pop()!;
+    for (const event of events) {
+      const data = event.replace(/^data: /, '');
+      if (data === '[DONE]') continue;
+      const delta = JSON.parse(data).choices[0]?.delta?.content;
+      if (delta) {
+        text += delta;
+        chunks++;
+      }
+    }
+    if (chunks > 0) onChunk?.(chunks);
+  }
+  return { text, chunks };
+}
+
+/** Every container of a pool (by the `unimoe.pool` label the docker driver uses, Compose's or the driver's). */
+const poolContainers = (pool: string) =>
+  docker
+    .run('docker', ['ps', '-a', '--filter', `label=com.docker.compose.project=${PROJECT}`, '--filter', `label=unimoe.pool=${pool}`, '--format', '{{.ID}} {{.State}} {{.Names}}'], {})
+    .trim()
+    .split('\n')
+    .filter(Boolean)
+    .map((line) => {
+      const [id, state, name] = line.split(' ') as [string, string, string];
+      return { id, state, name };
+    });
+/** A gauge of the autoscaler's /metrics for one pool (NaN when absent). */
+async function metric(name: string, pool: string): Promise<number> {
+  const text = await (await fetch(`http://127.0.0.1:${env.AUTOSCALER_PORT}/metrics`)).text();
+  return Number(new RegExp(`^${name}\\{pool="${pool}"\\} (\\S+)$`, 'm').exec(text)?.[1] ?? NaN);
+}
+const poolReplicas = (pool: string) => metric('unimoe_pool_replicas', pool);
+/** Polls `check` every second until it holds; throws naming `what` (with the autoscaler's log) after `timeoutMs`. */
+async function until(what: string, check: () => boolean | Promise<boolean>, timeoutMs: number): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (!(await check())) {
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}\n${compose(['--profile', 'autoscale', 'logs', '--tail', '30', 'autoscaler'])}`);
+    await new Promise((r) => setTimeout(r, 1000));
+  }
 }
 
 /** GETs of unit files in the store's request log (s3rver logs every request). */
@@ -104,6 +161,16 @@ beforeAll(async () => {
     BUNDLE_URI,
     DEMO_URI: BUNDLE_URI,
     UNIMOE_THREADS: '1',
+    // The autoscaler (--profile autoscale): our daemon's socket, short windows so the test takes a minute or two,
+    // and a tokens/s target a few concurrent streams exceed (the tiny model never makes a worker busy).
+    DOCKER_SOCKET: docker.host.replace(/^unix:\/\//, ''),
+    DOCKER_GID: String(statSync(docker.host.replace(/^unix:\/\//, '')).gid),
+    AUTOSCALER_PORT: await port(),
+    AUTOSCALE_MIN: '1',
+    AUTOSCALE_MAX: '2',
+    AUTOSCALE_TARGET_TOKENS: '20',
+    AUTOSCALE_SCALE_DOWN_WINDOW_S: '5',
+    AUTOSCALE_INTERVAL_MS: '1000',
   };
   edgeUrl = `http://127.0.0.1:${env.EDGE_PORT}`;
   // Each step does nothing when its image (or build cache) is already in the daemon's data root.
@@ -119,7 +186,7 @@ beforeAll(async () => {
 
 afterAll(async () => {
   try {
-    if (docker) compose(['down', '-v', '--remove-orphans'], 180_000);
+    if (docker) compose(['--profile', 'autoscale', 'down', '-v', '--remove-orphans'], 180_000);
   } finally {
     await embedded?.close();
     await docker?.stop();
@@ -172,35 +239,13 @@ describe('docker compose', () => {
     const expected = (await chat(body, embedded.url)).json.choices[0].message.content as string;
 
     const victim = containers('pool-a')[0]!;
-    const res = await fetch(`${edgeUrl}/v1/chat/completions`, {
-      method: 'POST',
-      headers: { 'content-type': 'application/json', authorization: `Bearer ${key}` },
-      body: JSON.stringify({ model: MODEL, temperature: 0, stream: true, ...body }),
-    });
-    expect(res.status).toBe(200);
-    let text = '';
-    let chunks = 0;
+    let live = 0;
     let chunksAtKill = -1;
     let killed: Promise<unknown> | undefined;
-    const decoder = new TextDecoder();
-    let pending = '';
-    for await (const part of res.body as unknown as AsyncIterable<Uint8Array>) {
-      pending += decoder.decode(part, { stream: true });
-      const events = pending.split('\n\n');
-      pending = events.pop()!;
-      for (const event of events) {
-        const data = event.replace(/^data: /, '');
-        if (data === '[DONE]') continue;
-        const delta = JSON.parse(data).choices[0]?.delta?.content;
-        if (delta) {
-          text += delta;
-          chunks++;
-        }
-      }
-      if (!killed && chunks > 0) {
-        killed = promisify(execFile)('docker', ['kill', victim], { env: { ...process.env, DOCKER_HOST: docker.host } }).then(() => (chunksAtKill = chunks));
-      }
-    }
+    const { text, chunks } = await streamChat(body, (n) => {
+      live = n;
+      killed ??= promisify(execFile)('docker', ['kill', victim], { env: { ...process.env, DOCKER_HOST: docker.host } }).then(() => (chunksAtKill = live));
+    });
     await killed;
     expect(chunksAtKill).toBeGreaterThan(0);
     expect(chunks).toBeGreaterThan(chunksAtKill); // tokens still came after the replica was gone
@@ -249,6 +294,65 @@ describe('docker compose', () => {
     } finally {
       await Promise.all(conns.map((nc) => nc.close().catch(() => {})));
     }
+  });
+
+  it('autoscales with the docker driver: a load step clones a pool container, idle returns the pool to its min', async () => {
+    // One container per pool first (the step above scaled pool-a to 2 and killed one), so scaling up must clone.
+    compose(['up', '-d', '--no-recreate', '--scale', 'pool-a=1']);
+    for (const c of poolContainers('a').filter((c) => c.state !== 'running')) docker.run('docker', ['rm', c.id], {});
+    await until('one joined pool-a container', () => poolContainers('a').length === 1 && workerJoined(poolContainers('a')[0]!.id), 120_000);
+    const original = poolContainers('a')[0]!;
+
+    compose(['--profile', 'autoscale', 'up', '-d', '--no-deps', 'autoscaler']);
+    await waitHealthy('autoscaler');
+    await until('the autoscaler to adopt one replica per pool', async () => (await poolReplicas('a')) === 1 && (await poolReplicas('b')) === 1, 60_000);
+
+    // Load: concurrent streamed chats through the edge until pool-a has a second container serving.
+    const prompts = ['Tell me a story', 'What is a mixture of experts?', 'Count to ten'];
+    const expected = await Promise.all(prompts.map(async (content) => (await chat({ messages: [{ role: 'user', content }], max_tokens: 48 }, embedded.url)).json.choices[0].message.content as string));
+    let loading = true;
+    const answers: { i: number; text: string }[] = [];
+    const clients = Array.from({ length: 4 }, async (_, c) => {
+      for (let n = c; loading; n++) {
+        const i = n % prompts.length;
+        answers.push({ i, text: (await streamChat({ messages: [{ role: 'user', content: prompts[i] }], max_tokens: 48 })).text });
+      }
+    });
+    const loadStart = Date.now();
+    let scaledUpS = NaN;
+    try {
+      await until('a second pool-a container, running and answering', async () => poolContainers('a').filter((c) => c.state === 'running').length === 2 && (await metric('unimoe_pool_ready_replicas', 'a')) === 2, 240_000);
+      scaledUpS = (Date.now() - loadStart) / 1000;
+      // A few more rounds while both replicas share the queue group, so the clone serves some of them.
+      const more = answers.length + 8;
+      await until('8 more answers on two replicas', () => answers.length >= more, 120_000);
+    } finally {
+      loading = false;
+      await Promise.all(clients);
+    }
+    const clone = poolContainers('a').find((c) => c.id !== original.id)!;
+    expect(clone.name).toMatch(new RegExp(`^${PROJECT}-pool-a-\\d+$`)); // the driver's clone, Compose-numbered
+    expect(await poolReplicas('a')).toBe(2);
+    expect(workerJoined(clone.id)).toBe(true);
+    expect(answers.length).toBeGreaterThan(0);
+    for (const a of answers) expect(a.text).toBe(expected[a.i]);
+
+    // Idle: after the stats window and the scale-down window the clone is stopped and removed.
+    const idleStart = Date.now();
+    await until('pool-a back to its min (1)', async () => poolContainers('a').length === 1 && (await poolReplicas('a')) === 1, 180_000);
+    await until('pool-b back to its min (1)', async () => poolContainers('b').filter((c) => c.state === 'running').length === 1 && (await poolReplicas('b')) === 1, 180_000);
+    const scaledDownS = (Date.now() - idleStart) / 1000;
+    expect(poolContainers('a')[0]!.id).toBe(original.id); // the newest went first
+    const log = allLogs(containers('autoscaler')[0]!);
+    expect(log).toContain(`docker driver: the pools of Compose project ${PROJECT}`); // found from inside its container
+    expect(log).toMatch(/pool a: 1 -> 2 replicas: /);
+    expect(log).toMatch(/pool a: 2 -> 1 replicas: /);
+    console.log(`[compose autoscale] load -> 2nd pool-a container serving: ${scaledUpS.toFixed(1)} s (${answers.length} streamed answers); idle -> back to min: ${scaledDownS.toFixed(1)} s`);
+
+    // Without the autoscaler (it would answer this load again), the pools keep their min and the same answers.
+    compose(['--profile', 'autoscale', 'rm', '-f', '-s', 'autoscaler']);
+    expect((await streamChat({ messages: [{ role: 'user', content: prompts[0] }], max_tokens: 48 })).text).toBe(expected[0]);
+    expect(poolContainers('a').map((c) => c.id)).toEqual([original.id]);
   });
 
   it('keeps keys and usage rows across `down` and `up`, and no worker downloads its units again', async () => {

@@ -6,8 +6,11 @@
  * stopped (SIGTERM: the worker drains) and removed, newest first. Pool containers carry the label
  * `unimoe.pool=NAME`. Scaling to zero stops the last container but keeps it as the template the next
  * scale-up starts again. Hot-expert replicas are clones of any pool container whose worker flags
- * (`--pool`, `--experts`, `--layers`, `--replica`) are rewritten.
+ * (`--pool`, `--experts`, `--layers`, `--replica`) are rewritten. Run inside a Compose project's container
+ * (the `autoscaler` service), it manages that project's pools only: two projects on one host (a v1 and a
+ * v2 side by side) each have a `pool-a` whose containers must not be counted or cloned as one pool.
  */
+import { readFile } from 'node:fs/promises';
 import Docker from 'dockerode';
 import { formatIndexList, parseIndexList } from '@unimoe/gpu-worker/index-list';
 import type { Driver, DriverReplica, PoolTemplate } from './driver';
@@ -23,9 +26,13 @@ const BUILTIN_NETWORKS = new Set(['none', 'host', 'bridge', 'default']);
 export class DockerDriver implements Driver {
   readonly kind = 'docker';
 
-  private constructor(private readonly docker: Docker) {}
+  private constructor(
+    private readonly docker: Docker,
+    /** The Compose project this driver is confined to (its own container's), if it runs in one. */
+    readonly project?: string,
+  ) {}
 
-  /** Connects (DOCKER_HOST or the default socket) and checks the daemon answers. */
+  /** Connects (DOCKER_HOST or the default socket), checks the daemon answers and finds its own Compose project. */
   static async connect(opts: Docker.DockerOptions = {}): Promise<DockerDriver> {
     const docker = new Docker(opts);
     try {
@@ -34,16 +41,16 @@ export class DockerDriver implements Driver {
       const where = opts.socketPath ?? process.env.DOCKER_HOST ?? '/var/run/docker.sock';
       throw new Error(`the docker driver cannot reach the Docker Engine at ${where}: ${(err as Error).message}`);
     }
-    return new DockerDriver(docker);
+    return new DockerDriver(docker, await ownComposeProject(docker));
   }
 
   async list(): Promise<DriverReplica[]> {
-    const running = await this.docker.listContainers({ filters: { label: [POOL_LABEL], status: ['running'] } });
+    const running = await this.docker.listContainers({ filters: { label: this.labels(POOL_LABEL), status: ['running'] } });
     return running.map((c) => ({ id: c.Names[0]?.replace(/^\//, '') ?? c.Id, template: templateOf(c.Labels[POOL_LABEL]!, c.Command) }));
   }
 
   async scale(template: PoolTemplate, replicas: number): Promise<void> {
-    const all = await this.docker.listContainers({ all: true, filters: { label: [`${POOL_LABEL}=${template.pool}`] } });
+    const all = await this.docker.listContainers({ all: true, filters: { label: this.labels(`${POOL_LABEL}=${template.pool}`) } });
     // Oldest first: Created has one-second resolution, Compose's container number breaks ties.
     const running = all.filter((c) => c.State === 'running').sort((a, b) => a.Created - b.Created || Number(a.Labels[COMPOSE_NUMBER] ?? 0) - Number(b.Labels[COMPOSE_NUMBER] ?? 0));
     const stopped = all.filter((c) => c.State !== 'running');
@@ -69,13 +76,18 @@ export class DockerDriver implements Driver {
   }
 
   async stopAll(): Promise<void> {
-    for (const c of await this.docker.listContainers({ filters: { label: [POOL_LABEL], status: ['running'] } })) {
+    for (const c of await this.docker.listContainers({ filters: { label: this.labels(POOL_LABEL), status: ['running'] } })) {
       await this.docker.getContainer(c.Id).stop({ t: STOP_TIMEOUT_S }).catch(ignoreNotRunning);
     }
   }
 
+  /** A label filter, confined to this driver's Compose project when it has one. */
+  private labels(label: string): string[] {
+    return this.project === undefined ? [label] : [label, `${COMPOSE_PROJECT}=${this.project}`];
+  }
+
   private async anyPoolContainer(): Promise<Docker.ContainerInfo | undefined> {
-    return (await this.docker.listContainers({ all: true, filters: { label: [POOL_LABEL] } }))[0];
+    return (await this.docker.listContainers({ all: true, filters: { label: this.labels(POOL_LABEL) } }))[0];
   }
 
   /** `docker compose up --scale`'s clone: the source's config, the next container number, the pool's worker flags. */
@@ -143,6 +155,22 @@ function templateOf(pool: string, command: string): PoolTemplate {
     ...(layers ? { layers: parseIndexList(layers, '--layers') } : {}),
     ...(encoders ? { encoders: encoders.split(',') } : {}),
   };
+}
+
+/**
+ * The Compose project of the container this process runs in, on the daemon it talks to: Docker bind-mounts
+ * /etc/hostname from <data-root>/containers/<id>/, which names the container in /proc/self/mountinfo.
+ * Undefined outside a container, or when the socket is another daemon's.
+ */
+async function ownComposeProject(docker: Docker): Promise<string | undefined> {
+  const mounts = await readFile('/proc/self/mountinfo', 'utf8').catch(() => '');
+  const id = /\/containers\/([0-9a-f]{64})\/hostname\s/.exec(mounts)?.[1];
+  if (!id) return undefined;
+  const self = await docker
+    .getContainer(id)
+    .inspect()
+    .catch(() => undefined);
+  return self?.Config.Labels?.[COMPOSE_PROJECT];
 }
 
 function ignoreNotRunning(err: { statusCode?: number }): void {

@@ -105,7 +105,9 @@ export async function run(argv: string[]): Promise<number> {
       // --tie-replicas (`unimoe cluster`): replicas die with this process instead of outliving a restart.
       driver = new ProcessDriver({ bundle, natsUrl, stateDir: resolve(values['state-dir'] ?? '.cache/autoscale'), workerArgs: values['worker-arg'] ?? [], tieToParent: values['tie-replicas'] === true });
     } else if (driverKind === 'docker') {
-      driver = await (await import('../../autoscale/drivers/docker')).DockerDriver.connect();
+      const docker = await (await import('../../autoscale/drivers/docker')).DockerDriver.connect();
+      if (docker.project) console.log(`[autoscale] docker driver: the pools of Compose project ${docker.project}`);
+      driver = docker;
     } else {
       driver = new (await import('../../autoscale/drivers/external')).ExternalDriver(() => observer.replicas());
     }
