@@ -74,19 +74,25 @@ export async function workerCommand(argv: string[]): Promise<number> {
     return 2;
   }
 
-  let worker;
+  // Handlers go in before joining: a signal that lands while the worker joins (even right at its
+  // "joined" line) stops it by draining once it has joined, instead of killing it mid-join.
+  let worker: Awaited<ReturnType<typeof runWorker>> | undefined;
+  let stopAsked: string | undefined;
+  const onSignal = (sig: string) => {
+    stopAsked = sig;
+    if (!worker) return;
+    log.info(`${sig}: draining`);
+    void worker.stop();
+  };
+  process.once('SIGTERM', () => onSignal('SIGTERM'));
+  process.once('SIGINT', () => onSignal('SIGINT'));
   try {
     worker = await runWorker(options);
   } catch (err) {
     console.error(`unimoe worker: refusing to join pool ${options.pool}: ${(err as Error).message}`);
     return 1;
   }
-  const onSignal = (sig: string) => {
-    log.info(`${sig}: draining`);
-    void worker.stop();
-  };
-  process.once('SIGTERM', () => onSignal('SIGTERM'));
-  process.once('SIGINT', () => onSignal('SIGINT'));
+  if (stopAsked) onSignal(stopAsked);
   const lost = await worker.closed;
   if (lost) {
     console.error(`unimoe worker: pool ${options.pool} replica ${worker.replica} lost NATS: ${lost.message}`);

@@ -20,7 +20,7 @@ const INITIAL_HEADROOM = 64;
 export class Sequence {
   readonly generated: number[] = [];
   /** The API requests this sequence serves (from the log context it was submitted in). */
-  readonly requestIds = currentRequestIds();
+  requestIds = currentRequestIds();
   /** Positions already in the KV cache. */
   processed = 0;
   cache: SequenceKvCache | null = null;
@@ -101,6 +101,7 @@ export class Sequence {
     const forks: Sequence[] = [];
     for (let choice = 1; this.forksLeft > 0; this.forksLeft--, choice++) {
       const s = new Sequence(this.prompt, this.req, this.eos, this.outcome, this.onAbort, this.embeddings, choice);
+      s.requestIds = this.requestIds; // forks are made in the engine loop, outside the request's log context
       s.cache = this.cache!.clone();
       s.processed = this.processed;
       forks.push(s);
