@@ -1,7 +1,7 @@
 // reliableRequest against a real nats-server with two hand-made replicas of one unit: one that answers
 // at once and one that holds what it gets (a stopped replica). Every request resolves exactly once with
 // its own answer; the held requests' late replies arrive afterwards and change nothing.
-import { connect, type NatsConnection } from 'nats';
+import { connect, type Msg, type NatsConnection } from 'nats';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { reliableRequest, RequestFailed } from '@unimoe/edge/dispatch/reliable-request';
 import { NatsConnectionWatch } from '@unimoe/shared/runtime/nats-status';
@@ -41,7 +41,11 @@ describe('reliableRequest', () => {
         });
       },
     });
-    replicas[1]!.subscribe(subject, { queue: subject, callback: (_err, msg) => msg.respond(answer(msg.data, 2)) });
+    // The live replica also listens on its own subject, where re-sends go (as the expert backend sends
+    // them to the replica that answered last): so no re-send can land on the stuck replica again.
+    const live = (_err: unknown, msg: Msg) => msg.respond(answer(msg.data, 2));
+    replicas[1]!.subscribe(subject, { queue: subject, callback: live });
+    replicas[1]!.subscribe(`${subject}.replica2`, { callback: live });
     await Promise.all(replicas.map((r) => r.flush()));
 
     const watch = new NatsConnectionWatch(edge, 'test edge', () => {});
@@ -59,6 +63,7 @@ describe('reliableRequest', () => {
           maxAttempts: 8,
           noResponderRetries: 2,
           noResponderHoldMs: 10_000,
+          resendTo: () => ({ subject: `${subject}.replica2`, onGone: () => {} }),
           onSend: (kind) => (hedges += kind === 'hedge' ? 1 : 0),
         }),
       ),
