@@ -17,7 +17,7 @@ import { drainWithin, NatsConnectionWatch } from '@unimoe/shared/runtime/nats-st
 import { LatencyTracker, type LatencyOptions } from './latency';
 import { reliableRequest, RequestFailed } from './reliable-request';
 import { ReplicaTracker } from './replicas';
-import { pingExpertUnit, waitForReplicaOnDemand } from './scale-from-zero';
+import { waitForReplicaOnDemand } from './scale-from-zero';
 
 export interface NatsExpertBackendOptions {
   natsUrl: string;
@@ -158,7 +158,7 @@ export async function createNatsExpertBackend(opts: NatsExpertBackendOptions): P
         answer = await send();
       } catch (err) {
         // Scale from zero: nobody serves the unit, so ask the autoscaler for a replica, hold, then send again.
-        if (!(err instanceof RequestFailed && err.reason === 'no-responders' && (await waitForReplica(unit, () => pingExpertUnit(nc, subject, hidden))))) throw err;
+        if (!(err instanceof RequestFailed && err.reason === 'no-responders' && (await waitForReplica(unit, async () => (await unitsAvailable([unit], 1000)).missing.length === 0)))) throw err;
         answer = await send();
       }
     } catch (err) {
@@ -201,6 +201,22 @@ export async function createNatsExpertBackend(opts: NatsExpertBackendOptions): P
     }
   };
 
+  /** Readiness probe: each unit's subject gets an empty [0, hidden] batch; a replica answers it at once. */
+  const unitsAvailable = async (units: string[], probeTimeoutMs = Math.min(timeoutMs, 2000)): Promise<UnitsAvailability> => {
+    const ping = encodeTensorMessage({ dtype, rows: 0, hidden, data: new Float32Array(0) });
+    const h = natsHeaders();
+    for (const [k, v] of Object.entries(ping.headers)) h.set(k, v);
+    const answered = await Promise.all(
+      units.map((unit) =>
+        nc.request(unitSubject(model, unit), ping.body, { timeout: probeTimeoutMs, headers: h }).then(
+          (reply) => !readErrorReply(reply.headers),
+          () => false,
+        ),
+      ),
+    );
+    return { available: units.filter((_, i) => answered[i]), missing: units.filter((_, i) => !answered[i]) };
+  };
+
   const runBatch = async (b: ExpertBatch): Promise<Float32Array> => {
     const unit = unitName.expert(b.layer, b.expert);
     if (b.x.length !== b.tokens * hidden) {
@@ -219,20 +235,7 @@ export async function createNatsExpertBackend(opts: NatsExpertBackendOptions): P
 
   return {
     runExperts: (batches) => Promise.all(batches.map(runBatch)),
-    async unitsAvailable(units, probeTimeoutMs = Math.min(timeoutMs, 2000)) {
-      const ping = encodeTensorMessage({ dtype, rows: 0, hidden, data: new Float32Array(0) });
-      const h = natsHeaders();
-      for (const [k, v] of Object.entries(ping.headers)) h.set(k, v);
-      const answered = await Promise.all(
-        units.map((unit) =>
-          nc.request(unitSubject(model, unit), ping.body, { timeout: probeTimeoutMs, headers: h }).then(
-            (reply) => !readErrorReply(reply.headers),
-            () => false,
-          ),
-        ),
-      );
-      return { available: units.filter((_, i) => answered[i]), missing: units.filter((_, i) => !answered[i]) };
-    },
+    unitsAvailable,
     stats: () => ({ ...counters }),
     wireStats: () => {
       const { inMsgs, outMsgs, inBytes, outBytes } = nc.stats();

@@ -3,9 +3,8 @@
  * for a replica on `unimoe.<model>.demand` (the autoscaler listens) and hold the step until the unit
  * answers a probe or the deadline passes. Concurrent batches for the same unit share one wait.
  */
-import { headers as natsHeaders, type NatsConnection } from 'nats';
+import type { NatsConnection } from 'nats';
 import { randomBytes } from 'node:crypto';
-import { encodeTensorMessage, readErrorReply } from '@unimoe/shared/wire/format';
 import { demandSubject, type WireModel } from '@unimoe/shared/wire/subjects';
 
 /** Resolves true once `unit` answers `probe`, false at the deadline (or at once when holding is off). */
@@ -42,15 +41,4 @@ export function waitForReplicaOnDemand(nc: NatsConnection, model: WireModel, hol
     }
     return wait;
   };
-}
-
-/** Whether some replica answers an expert unit's subject (the workers' empty-batch readiness ping). */
-export async function pingExpertUnit(nc: NatsConnection, subject: string, hidden: number): Promise<boolean> {
-  const ping = encodeTensorMessage({ dtype: 'f32', rows: 0, hidden, data: new Float32Array(0) });
-  const h = natsHeaders();
-  for (const [k, v] of Object.entries(ping.headers)) h.set(k, v);
-  return nc.request(subject, ping.body, { timeout: 1000, headers: h }).then(
-    (reply) => !readErrorReply(reply.headers),
-    () => false,
-  );
 }
