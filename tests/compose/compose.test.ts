@@ -18,7 +18,7 @@ import { startServer, type RunningServer } from '@unimoe/edge/serve';
 import { materializeBundle } from '@unimoe/shared/store/materialize';
 import { freePort } from '@unimoe/shared/runtime/ports';
 import { REPO } from '../split/cluster';
-import { startDockerd, type Dockerd } from './dockerd';
+import { startDockerd, type Dockerd } from '../helpers/dockerd';
 
 const INFRA = join(REPO, 'infra');
 const CACHE = join(REPO, '.cache', 'compose');

@@ -7,17 +7,25 @@
  * `pnpm test:docker-driver`.
  */
 import { afterAll, beforeAll, expect, it } from 'vitest';
-import type Docker from 'dockerode';
+import Docker from 'dockerode';
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { DockerDriver } from '@unimoe/edge/autoscale/drivers/docker';
-import { buildSleeperImage, startDockerd, type PrivateDockerd } from './dockerd';
+import { startDockerd, type Dockerd } from '../../helpers/dockerd';
+import { buildSleeperImage } from './sleeper-image';
 
 const IMAGE = 'unimoe-sleeper:test';
-let d: PrivateDockerd;
+let dataRoot: string;
+let d: Dockerd;
+let docker: Docker;
 
 beforeAll(async () => {
-  d = await startDockerd();
+  dataRoot = await mkdtemp(join(tmpdir(), 'unimoe-docker-data-'));
+  d = await startDockerd(dataRoot);
+  docker = new Docker({ socketPath: d.socketPath });
   await buildSleeperImage(d, IMAGE);
-  const c = await d.docker.createContainer({
+  const c = await docker.createContainer({
     name: 'unimoe-pool-a-1',
     Image: IMAGE,
     Cmd: ['worker', '/bundle', '--pool', 'a', '--experts', '0-1', '--nats', 'nats://nats:4222'],
@@ -27,13 +35,15 @@ beforeAll(async () => {
   await c.start();
 }, 180_000);
 afterAll(async () => {
-  if (!d) return;
-  for (const c of await d.docker.listContainers({ all: true })) await d.docker.getContainer(c.Id).remove({ force: true });
-  await d.stop();
+  if (d) {
+    for (const c of await docker.listContainers({ all: true })) await docker.getContainer(c.Id).remove({ force: true });
+    await d.stop();
+  }
+  if (dataRoot) await rm(dataRoot, { recursive: true, force: true });
 }, 120_000);
 
 async function pool(name: string): Promise<{ running: Docker.ContainerInfo[]; all: Docker.ContainerInfo[] }> {
-  const all = await d.docker.listContainers({ all: true, filters: { label: [`unimoe.pool=${name}`] } });
+  const all = await docker.listContainers({ all: true, filters: { label: [`unimoe.pool=${name}`] } });
   return { running: all.filter((c) => c.State === 'running'), all };
 }
 const names = (cs: Docker.ContainerInfo[]) => cs.map((c) => c.Names[0]!.replace(/^\//, '')).sort();
@@ -46,7 +56,7 @@ it('scales a Compose pool service by cloning, down newest first, to zero and bac
   await driver.scale(a, 3);
   const up = await pool('a');
   expect(names(up.running)).toEqual(['unimoe-pool-a-1', 'unimoe-pool-a-2', 'unimoe-pool-a-3']);
-  const clone = await d.docker.getContainer('unimoe-pool-a-3').inspect();
+  const clone = await docker.getContainer('unimoe-pool-a-3').inspect();
   expect(clone.Config.Image).toBe(IMAGE);
   expect(clone.Config.Cmd).toEqual(['worker', '/bundle', '--nats', 'nats://nats:4222', '--pool', 'a', '--experts', '0-1', '--replica', 'unimoe-pool-a-3']);
   expect(clone.Config.Labels).toMatchObject({ 'com.docker.compose.project': 'unimoe', 'com.docker.compose.service': 'pool-a', 'com.docker.compose.container-number': '3', 'unimoe.pool': 'a' });
@@ -72,7 +82,7 @@ it('scales a Compose pool service by cloning, down newest first, to zero and bac
   const hot = { pool: 'hot-e1-l0', experts: [1], layers: [0] };
   await driver.scale(hot, 1);
   const [h] = (await pool('hot-e1-l0')).running;
-  const hotInfo = await d.docker.getContainer(h!.Id).inspect();
+  const hotInfo = await docker.getContainer(h!.Id).inspect();
   expect(hotInfo.Config.Cmd).toEqual(['worker', '/bundle', '--nats', 'nats://nats:4222', '--pool', 'hot-e1-l0', '--experts', '1', '--layers', '0', '--replica', hotInfo.Name.replace(/^\//, '')]);
 
   // A restarted controller's driver sees the same replicas, hot one included.

@@ -14,6 +14,8 @@ import { join } from 'node:path';
 export interface Dockerd {
   /** DOCKER_HOST for the docker and docker-compose clients. */
   host: string;
+  /** The daemon's unix socket (for Engine API clients such as dockerode). */
+  socketPath: string;
   /** Runs a client command against this daemon; throws with its output when it exits non-zero. */
   run(cmd: string, args: string[], opts?: { env?: NodeJS.ProcessEnv; cwd?: string; timeoutMs?: number; withStderr?: boolean }): string;
   stop(): Promise<void>;
@@ -84,6 +86,7 @@ export async function startDockerd(dataRoot: string): Promise<Dockerd> {
   const host = `unix://${socket}`;
   return {
     host,
+    socketPath: socket,
     run(cmd, cmdArgs, opts = {}) {
       const out = spawnSync(cmd, cmdArgs, {
         cwd: opts.cwd,
