@@ -14,6 +14,7 @@
  */
 import { BEATS_CHUNK_FRAMES, BEATS_CHUNK_SAMPLES, BEATS_FBANK, BEATS_INPUT_ROWS } from '@unimoe/shared/model/audio-constants';
 import FFT from 'fft.js';
+import { nonZeroSpans } from './mel';
 
 const { sampleRate: SAMPLE_RATE, melBins: MEL_BINS, frameLength: FRAME_LENGTH, frameShift: FRAME_SHIFT, mean: MEAN, std: STD } = BEATS_FBANK;
 export { BEATS_CHUNK_FRAMES, BEATS_CHUNK_SAMPLES, BEATS_FBANK, BEATS_INPUT_ROWS };
@@ -50,22 +51,6 @@ let banks: Float64Array | null = null;
 /** Each triangle is zero outside [first, last) of the FFT bins: only that span is summed. */
 let spans: Int32Array | null = null;
 
-function bankSpans(b: Float64Array): Int32Array {
-  const out = new Int32Array(2 * MEL_BINS);
-  for (let m = 0; m < MEL_BINS; m++) {
-    let first = BINS;
-    let last = 0;
-    for (let k = 0; k < BINS; k++) {
-      if (b[m * BINS + k] !== 0) {
-        first = Math.min(first, k);
-        last = k + 1;
-      }
-    }
-    out[2 * m] = first;
-    out[2 * m + 1] = Math.max(first, last);
-  }
-  return out;
-}
 const povey = Float64Array.from({ length: FRAME_LENGTH }, (_, i) => Math.pow(0.5 - 0.5 * Math.cos((2 * Math.PI * i) / (FRAME_LENGTH - 1)), 0.85));
 
 /** Frames with snip_edges: 1 + (n - 400) // 160, none when shorter than one window. */
@@ -79,7 +64,7 @@ export function fbankFrames(samples: number): number {
  */
 export function beatsFbank(samples: ArrayLike<number>, out: Float32Array = new Float32Array(fbankFrames(samples.length) * MEL_BINS)): Float32Array {
   banks ??= kaldiMelBanks();
-  spans ??= bankSpans(banks);
+  spans ??= nonZeroSpans(banks, MEL_BINS, BINS);
   const frames = fbankFrames(samples.length);
   // 512 is a power of two: fft.js's real transform directly (bins 0..255 are all the banks use).
   const fft = new FFT(PADDED);

@@ -4,7 +4,7 @@
  * every 160 samples, power spectrum, Slaney mel (80 bins), log10(max(x, 1e-10)), drop the last
  * frame (3001 -> 3000), clamp to (chunk max - 8), then (x + 4) / 4.
  */
-import { slaneyMelFilterbank } from './mel';
+import { nonZeroSpans, slaneyMelFilterbank } from './mel';
 import { PowerSpectrum } from './rfft';
 
 export const WHISPER_SAMPLE_RATE = 16000;
@@ -17,23 +17,6 @@ export const CHUNK_FRAMES = CHUNK_SAMPLES / HOP_LENGTH;
 let filterbank: Float64Array | null = null;
 /** Each triangular mel filter is zero outside [first, last) of the power bins: only that span is summed. */
 let filterSpans: Int32Array | null = null;
-
-function spans(fb: Float64Array, bins: number): Int32Array {
-  const out = new Int32Array(2 * N_MELS);
-  for (let m = 0; m < N_MELS; m++) {
-    let first = bins;
-    let last = 0;
-    for (let k = 0; k < bins; k++) {
-      if (fb[m * bins + k] !== 0) {
-        first = Math.min(first, k);
-        last = k + 1;
-      }
-    }
-    out[2 * m] = first;
-    out[2 * m + 1] = Math.max(first, last);
-  }
-  return out;
-}
 
 /** log10 of the floor power: what an all-zero frame (the padding after short audio) gives in every bin. */
 const SILENT = Math.log10(1e-10);
@@ -50,7 +33,7 @@ function chunkLogMel(chunk: Float64Array, out: Float32Array): void {
   filterbank ??= slaneyMelFilterbank(WHISPER_SAMPLE_RATE, N_FFT, N_MELS);
   const spectrum = new PowerSpectrum(N_FFT);
   const bins = spectrum.bins;
-  filterSpans ??= spans(filterbank, bins);
+  filterSpans ??= nonZeroSpans(filterbank, N_MELS, bins);
   const fspans = filterSpans;
   const frame = new Float64Array(N_FFT);
   const power = new Float64Array(bins);

@@ -35,3 +35,24 @@ export function slaneyMelFilterbank(sampleRate: number, nFft: number, nMels: num
   }
   return weights;
 }
+
+/**
+ * Per filter of a row-major [filters, bins] bank, the span [first, last) of bins where it is non-zero
+ * (as pairs): triangles are zero elsewhere, so a filter only needs to sum its own span.
+ */
+export function nonZeroSpans(bank: Float64Array, filters: number, bins: number): Int32Array {
+  const out = new Int32Array(2 * filters);
+  for (let m = 0; m < filters; m++) {
+    let first = bins;
+    let last = 0;
+    for (let k = 0; k < bins; k++) {
+      if (bank[m * bins + k] !== 0) {
+        first = Math.min(first, k);
+        last = k + 1;
+      }
+    }
+    out[2 * m] = first;
+    out[2 * m + 1] = Math.max(first, last);
+  }
+  return out;
+}
