@@ -59,10 +59,14 @@ describe('engine lifecycle', () => {
     expect(last.choices[0]!.finish_reason).toBe('length');
     expect((await e.exited).code).toBe(0);
     expect(e.output()).toContain('[engine] stopped');
-    const refused = await chat(long(false));
-    expect(refused.status).toBe(503);
-    expect(refused.headers.get('retry-after')).toBe('1');
-    expect(await refused.json()).toMatchObject({ error: { code: 'server_overloaded', message: expect.stringMatching(/no engine of the engine tier is free/) } });
+    // JSON and streams alike: a plain 503 before any stream opens, as the embedded edge's gate answers when full.
+    for (const stream of [false, true]) {
+      const refused = await chat(long(stream));
+      expect(refused.status).toBe(503);
+      expect(refused.headers.get('retry-after')).toBe('1');
+      expect(refused.headers.get('content-type')).toMatch(/application\/json/);
+      expect(await refused.json()).toMatchObject({ error: { code: 'server_overloaded', message: expect.stringMatching(/no engine of the engine tier is free/) } });
+    }
     expect(await (await fetch(`${edge.url}/readyz`)).json()).toEqual({ status: 'not_ready', missing: ['engine'] });
   });
 

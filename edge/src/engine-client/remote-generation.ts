@@ -108,6 +108,7 @@ export class RemoteGeneration {
       if (!accepted) return;
       this.engine = accepted.engine;
       if (this.settled) return this.sendCancel(); // aborted while it was being offered
+      this.req.onAccepted?.();
       this.lastHeard = Date.now();
       const silence = this.opts.silenceMs ?? 3 * accepted.heartbeatMs + 1000;
       this.watchdog = setInterval(() => {
