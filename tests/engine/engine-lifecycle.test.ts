@@ -48,7 +48,7 @@ afterAll(async () => {
 describe('engine lifecycle', () => {
   it('SIGTERM: the running stream finishes, the engine exits 0, and the tier without engines answers 503 at once', async () => {
     const e = await engine('graceful', ['--drain-s', '60']);
-    const res = await chat({ ...long(true), max_tokens: 300 });
+    const res = await chat({ ...long(true), max_tokens: 1000 });
     expect(res.status).toBe(200);
     const events = readSse(res);
     await probe.waitFor('graceful', (l) => l.running === 1, 'the stream to run');

@@ -129,7 +129,7 @@ describe('serve --engine-nats answers as the embedded edge', () => {
 
 describe('the queue group', () => {
   it('an engine at capacity leaves the requests to the other engine', async () => {
-    const long = { model: MODEL, messages: user('Go on and on'), max_tokens: 1500, temperature: 0, ignore_eos: true, stream: true };
+    const long = { model: MODEL, messages: user('Go on and on'), max_tokens: 3900, temperature: 0, ignore_eos: true, stream: true };
     const holds: AbortController[] = [];
     const streams: Promise<unknown>[] = [];
     try {
@@ -161,7 +161,7 @@ describe('the queue group', () => {
 
   it('a client that goes away cancels its sequence on the engine', async () => {
     const hold = new AbortController();
-    const res = await chat(remote, { model: MODEL, messages: user('Keep talking'), max_tokens: 1500, temperature: 0, ignore_eos: true, stream: true }, hold.signal);
+    const res = await chat(remote, { model: MODEL, messages: user('Keep talking'), max_tokens: 3900, temperature: 0, ignore_eos: true, stream: true }, hold.signal);
     const reader = res.body!.getReader();
     await reader.read(); // the stream is running
     const busy = async () => (await Promise.all(['small', 'big'].map((e) => probe.load(e)))).find((l) => l.running === 1);
@@ -174,7 +174,7 @@ describe('the queue group', () => {
     const tokensBefore = (await probe.load(engine!)).generatedTokens;
     hold.abort();
     const stopped = await probe.waitFor(engine!, (l) => l.running === 0 && l.active === 0, 'the aborted sequence to leave the engine', 10_000);
-    // Stopped long before its 1500 tokens: the cancel reached the engine.
+    // Stopped long before its 3900 tokens: the cancel reached the engine.
     expect(stopped.generatedTokens - tokensBefore).toBeLessThan(1000);
     await new Promise((r) => setTimeout(r, 300));
     expect((await probe.load(engine!)).generatedTokens).toBe(stopped.generatedTokens);
