@@ -18,7 +18,6 @@ export const ENGINE_PROTOCOL_VERSION = '1';
 
 export const ENGINE_HEADERS = {
   version: 'Unimoe-Engine',
-  requestId: 'Unimoe-Request-Id',
 } as const;
 
 /** An OpenAI error as the engine found it; the edge answers with exactly this status and body. */

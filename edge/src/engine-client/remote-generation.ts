@@ -122,7 +122,7 @@ export class RemoteGeneration {
   /** Offers the request until an engine accepts it; null when it was aborted meanwhile. */
   private async offer(body: Uint8Array): Promise<Extract<GenerateReply, { type: 'accepted' }> | null> {
     const subject = engineSubject(this.model, 'generate');
-    const headers = { [ENGINE_HEADERS.version]: ENGINE_PROTOCOL_VERSION, [ENGINE_HEADERS.requestId]: this.id };
+    const headers = { [ENGINE_HEADERS.version]: ENGINE_PROTOCOL_VERSION };
     for (let attempt = 1; ; attempt++) {
       let msg: TransportMsg;
       try {
