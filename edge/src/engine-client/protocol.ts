@@ -5,7 +5,7 @@
  *
  *  client -> generate (request, queue group)      GenerateRequest frame
  *  engine -> reply                                 GenerateReply: accepted | declined | error
- *  engine -> GenerateRequest.events (publish)      EngineEvent*, numbered: token, prompt_logprobs, heartbeat, then done | error
+ *  engine -> GenerateRequest.events (publish)      EngineEvent*, numbered: prompt_logprobs (in pieces), token, heartbeat, then done | error
  *  engine -> GenerateRequest.features.fetch        FetchRequest; the client replies with that part's bytes
  *  client -> replica cancel subject (publish)      CancelMessage: the whole request, or one choice (stop string)
  */
@@ -58,7 +58,8 @@ export type GenerateReply =
 
 export type EngineEvent = { seq: number } & (
   | { type: 'token'; choice: number; id: number; logprob?: TokenLogprob }
-  | { type: 'prompt_logprobs'; logprobs: (TokenLogprob | null)[] }
+  /** The prompt's log probabilities from `offset` (of `total`): a long prompt's come in several events, each under max_payload. */
+  | { type: 'prompt_logprobs'; offset: number; total: number; logprobs: (TokenLogprob | null)[] }
   | { type: 'heartbeat' }
   | { type: 'done'; promptTokens: number; choices: { finishReason: FinishReason; completionTokens: number }[] }
   | { type: 'error'; error: EngineErrorBody }

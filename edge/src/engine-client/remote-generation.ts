@@ -173,10 +173,13 @@ export class RemoteGeneration {
         }
         return;
       }
-      case 'prompt_logprobs':
-        this.promptLogprobs = ev.logprobs;
-        this.req.onPromptLogprobs?.(ev.logprobs);
+      case 'prompt_logprobs': {
+        const lps = (this.promptLogprobs ??= []);
+        if (ev.offset !== lps.length) return this.fail(engineGone(`prompt log probabilities from ${ev.offset} where ${lps.length} were expected`), true);
+        lps.push(...ev.logprobs);
+        if (lps.length >= ev.total) this.req.onPromptLogprobs?.(lps);
         return;
+      }
       case 'heartbeat':
         return;
       case 'error':
