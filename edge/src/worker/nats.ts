@@ -1,0 +1,47 @@
+/**
+ * NATS from a Worker: a `wsconnect` (@nats-io/nats-core) connection to the server's websocket listener,
+ * opened per use. Workers tie every I/O object (a WebSocket included) to the request that created it,
+ * so one isolate cannot share a connection between requests: each generation, grammar check and
+ * discovery opens its own and closes it when done (docs/workers.md, "Limits").
+ */
+import { wsconnect, type ConnectionOptions } from '@nats-io/nats-core';
+import { unavailable } from '../api/errors';
+import { natsCoreTransport } from '../engine-client/nats-core-transport';
+import type { EngineTransport } from '../engine-client/transport';
+import type { WorkerEnv } from './env';
+
+/**
+ * The `edge` role's inbox prefix, as roleInboxPrefix({ kind: 'edge' }) (shared/src/runtime/nats-auth.ts,
+ * which is Node-only) makes it: the permissions of `unimoe nats-auth` let the edge subscribe only under it.
+ */
+export const EDGE_INBOX_PREFIX = '_INBOX.edge';
+
+/** The connection options of the `edge` role from the Worker's secrets (user + password, or a token). */
+export function natsOptions(env: WorkerEnv): ConnectionOptions {
+  if (env.NATS_TOKEN && env.NATS_USER) throw new Error('NATS credentials: give NATS_USER/NATS_PASSWORD or NATS_TOKEN, not both');
+  if (env.NATS_PASSWORD && !env.NATS_USER) throw new Error('NATS credentials: NATS_PASSWORD needs NATS_USER');
+  return {
+    servers: env.NATS_WS_URL,
+    name: 'unimoe-worker',
+    inboxPrefix: EDGE_INBOX_PREFIX,
+    // A request that loses its connection fails (the client retries); a reconnect would outlive it.
+    reconnect: false,
+    ...(env.NATS_USER ? { user: env.NATS_USER, pass: env.NATS_PASSWORD ?? '' } : {}),
+    ...(env.NATS_TOKEN ? { token: env.NATS_TOKEN } : {}),
+  };
+}
+
+/** Runs `fn` over a fresh connection, closed when `fn` settles; an unreachable server is a 503. */
+export async function withNats<T>(env: WorkerEnv, fn: (transport: EngineTransport) => Promise<T>): Promise<T> {
+  let nc;
+  try {
+    nc = await wsconnect(natsOptions(env));
+  } catch (err) {
+    throw Object.assign(unavailable(`The engine tier cannot be reached: the NATS websocket at ${env.NATS_WS_URL} refused the connection (${(err as Error).message}). Please retry.`, 'engine_unavailable'), { cause: err });
+  }
+  try {
+    return await fn(natsCoreTransport(nc, EDGE_INBOX_PREFIX));
+  } finally {
+    await nc.close().catch(() => {});
+  }
+}
