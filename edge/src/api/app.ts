@@ -10,7 +10,7 @@ import type { Store } from '../db/store';
 import type { GenerationEngine } from '../engine/types';
 import type { MultimodalPipeline } from '../multimodal/pipeline';
 import type { ChatTokenizer } from './chat-tokenizer';
-import type { OutputGrammar } from '../grammar/xgrammar';
+import type { OutputGrammar } from '../grammar/output';
 import { handleChatCompletion } from './chat';
 import { handleTextCompletion } from './text-completions';
 import { dashboardRoutes, type DashboardSource } from './dashboard';

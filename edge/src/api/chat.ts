@@ -69,17 +69,19 @@ async function prepare(deps: ChatDeps, body: unknown): Promise<PreparedChat> {
   const logprobs = req.logprobs === true;
   const params = samplingParams(req, maxTokens, logprobs ? (req.top_logprobs ?? 0) : undefined, manifest);
   const output = await compileResponseFormat(deps, req.response_format);
-  // Encoding comes after the length check: an over-long request costs no encoder time.
-  const embeddings = toEncode ? (await toEncode.pipeline.embed(toEncode.layout, toEncode.media)).embeddings : undefined;
+  // Encoding comes after the length check: an over-long request costs no encoder time. A remote engine
+  // encodes itself: it gets the prepared features and their runs.
+  const media = toEncode && deps.engine.remote ? { runs: toEncode.layout.runs, items: toEncode.media } : undefined;
+  const embeddings = toEncode && !media ? (await toEncode.pipeline.embed(toEncode.layout, toEncode.media)).embeddings : undefined;
   return {
     stream: req.stream === true,
     includeUsage: req.stream_options?.include_usage === true,
-    prompts: [{ promptIds, ...(embeddings ? { embeddings } : {}), promptTokens }],
+    prompts: [{ promptIds, ...(embeddings ? { embeddings } : {}), ...(media ? { media } : {}), promptTokens }],
     params,
     n: req.n ?? 1,
     stops: stopStrings(req),
     ...(output ? { output } : {}),
-    hasMedia: embeddings !== undefined,
+    hasMedia: toEncode !== undefined,
     promptTokens,
     logprobs,
   };

@@ -3,7 +3,8 @@
  * text as they arrive, applies stop strings (ending that choice the moment one completes, which frees
  * its KV cache) and records token timing metrics.
  */
-import type { GenerationEngine, PromptEmbedding, SamplingParams, TokenConstraint, TokenLogprob } from '../engine/types';
+import type { GenerationEngine, PromptEmbedding, PromptMedia, SamplingParams, TokenConstraint, TokenLogprob } from '../engine/types';
+import type { OutputFormat } from '../grammar/output';
 import type { ChatTokenizer, TextStreamDecoder } from './chat-tokenizer';
 import { observeFirstToken, observeInterToken } from './metrics';
 import { StopMatcher } from './stop';
@@ -12,11 +13,15 @@ export interface CompletionInput {
   promptIds: number[];
   /** Modality tokens' embeddings (GenerationRequest.embeddings). */
   embeddings?: PromptEmbedding[];
+  /** Media a remote engine encodes (GenerationRequest.media). */
+  media?: PromptMedia;
   params: SamplingParams;
   n: number;
   stops: string[];
   /** One per choice when the output is constrained (response_format). */
   constraints?: TokenConstraint[];
+  /** For a remote engine instead of constraints (GenerationRequest.responseFormat). */
+  responseFormat?: OutputFormat;
   /** Also the prompt tokens' log probabilities, with this many alternatives (completions' echo). */
   promptLogprobs?: number;
   /** Aborted when the client goes away or the request times out. */
@@ -112,9 +117,11 @@ export async function runCompletion(engine: GenerationEngine, tokenizer: ChatTok
   const result = await engine.generate({
     promptIds: input.promptIds,
     ...(input.embeddings ? { embeddings: input.embeddings } : {}),
+    ...(input.media ? { media: input.media } : {}),
     params,
     n: input.n,
     ...(input.constraints ? { constraints: input.constraints } : {}),
+    ...(input.responseFormat ? { responseFormat: input.responseFormat } : {}),
     ...(input.promptLogprobs !== undefined ? { promptLogprobs: input.promptLogprobs } : {}),
     ...(input.onPromptLogprobs ? { onPromptLogprobs: input.onPromptLogprobs } : {}),
     signal: input.signal,

@@ -8,13 +8,13 @@ import { log } from '@unimoe/shared/log';
 import { streamSSE, type SSEStreamingApi } from 'hono/streaming';
 import type { Manifest } from '@unimoe/shared/bundle/manifest';
 import type { Store } from '../db/store';
-import type { GenerationEngine, PromptEmbedding, SamplingParams, TokenLogprob } from '../engine/types';
-import type { CompiledOutput, OutputGrammar } from '../grammar/xgrammar';
+import type { GenerationEngine, PromptEmbedding, PromptMedia, SamplingParams, TokenLogprob } from '../engine/types';
+import type { CompiledOutput, OutputGrammar } from '../grammar/output';
 import { MediaInputError } from '../multimodal/errors';
 import type { MultimodalPipeline } from '../multimodal/pipeline';
 import type { ApiConfig } from './config';
 import type { ChatTokenizer } from './chat-tokenizer';
-import { runCompletion, type ChoiceOutcome, type CompletionOutcome } from './completion';
+import { runCompletion, type ChoiceOutcome, type CompletionInput, type CompletionOutcome } from './completion';
 import type { Modality } from './content';
 import { EngineUnavailableError } from '../engine/admission';
 import { ApiError, internalError, notFound, overloaded, timedOut, unavailable } from './errors';
@@ -40,6 +40,8 @@ export interface PreparedPrompt {
   promptIds: number[];
   /** The modality tokens' embeddings; undefined for a text-only prompt. */
   embeddings?: PromptEmbedding[];
+  /** Instead of `embeddings` for a remote engine (it runs the encoders): the media's encoder inputs and runs. */
+  media?: PromptMedia;
   promptTokens: Record<Modality, number>;
 }
 
@@ -153,10 +155,11 @@ export async function handleGeneration<P extends PreparedGeneration>(
         runCompletion(deps.engine, deps.tokenizer, deps.manifest.tokenizer.eos, {
           promptIds: q.promptIds,
           ...(q.embeddings ? { embeddings: q.embeddings } : {}),
+          ...(q.media ? { media: q.media } : {}),
           params: p.params,
           n: p.n,
           stops: p.stops,
-          ...(p.output ? { constraints: await Promise.all(Array.from({ length: p.n }, () => p.output!.matcher())) } : {}),
+          ...(p.output ? await constrain(p.output, p.n) : {}),
           ...(p.promptLogprobs !== undefined ? { promptLogprobs: p.promptLogprobs } : {}),
           signal,
           startedAt,
@@ -249,6 +252,12 @@ export async function handleGeneration<P extends PreparedGeneration>(
     writing = writing.then(() => stream.write('data: [DONE]\n\n').then(() => undefined));
     await writing;
   }
+}
+
+/** Per-choice matchers for an engine in this process; the format itself for a remote engine, which compiles it. */
+async function constrain(output: CompiledOutput, n: number): Promise<Pick<CompletionInput, 'constraints' | 'responseFormat'>> {
+  if (!output.matcher) return { responseFormat: output.format };
+  return { constraints: await Promise.all(Array.from({ length: n }, () => output.matcher!())) };
 }
 
 function sumTokens(counts: Record<Modality, number>[]): Record<Modality, number> {

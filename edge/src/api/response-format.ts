@@ -1,6 +1,6 @@
 /** `response_format` -> the compiled grammar that constrains the output (or none for text). */
 import { Ajv } from 'ajv';
-import { GrammarError, type CompiledOutput } from '../grammar/xgrammar';
+import { GrammarError, type CompiledOutput } from '../grammar/output';
 import { invalidRequest } from './errors';
 import type { GenerationDeps } from './generation';
 import type { ResponseFormat } from './request';

@@ -1,5 +1,7 @@
 /** The generation engine's public contract (used by the CLI, the HTTP API and benchmarks). */
 import type { TokenLogprob } from '@unimoe/shared/model/logprobs';
+import type { OutputFormat } from '../grammar/output';
+import type { MediaModality } from '../multimodal/features';
 
 export type { TokenLogprob } from '@unimoe/shared/model/logprobs';
 
@@ -61,11 +63,23 @@ export interface PromptEmbedding {
   modality?: string;
 }
 
+/**
+ * A prompt's media before encoding, for an engine that runs the encoders itself (`GenerationEngine.remote`):
+ * each item's encoder input (MultimodalPipeline.prepare) and the prompt run it fills (its layout).
+ */
+export interface PromptMedia {
+  /** One per item, in item order. */
+  runs: { index: number; tokens: number; modality: MediaModality }[];
+  items: { modality: MediaModality; data: Float32Array; dims: number[]; tokens: number }[];
+}
+
 export interface GenerationRequest {
   promptIds: number[];
   params: SamplingParams;
   /** Runs of prompt positions fed as embeddings (non-overlapping, inside the prompt). */
   embeddings?: PromptEmbedding[];
+  /** Instead of `embeddings`, for a remote engine: the media it encodes itself. */
+  media?: PromptMedia;
   /** Aborting removes the sequence before the next step and frees its KV cache at once. */
   signal?: AbortSignal;
   /**
@@ -75,6 +89,8 @@ export interface GenerationRequest {
   n?: number;
   /** One per choice (length n) when the output is constrained. */
   constraints?: TokenConstraint[];
+  /** Instead of `constraints`, for a remote engine: the response_format it compiles and applies itself. */
+  responseFormat?: OutputFormat;
   /** Also report the prompt tokens' log probabilities, with this many top alternatives each. */
   promptLogprobs?: number;
   /**
@@ -114,6 +130,11 @@ export interface EngineStats {
 }
 
 export interface GenerationEngine {
+  /**
+   * An engine in another process (the engine tier): requests carry `media` and `responseFormat`, not
+   * `embeddings` and `constraints`, which cannot cross the wire.
+   */
+  readonly remote?: boolean;
   generate(req: GenerationRequest): Promise<GenerationResult>;
   /** Logits of the last prompt position (float32, length vocab); `embeddings` as in GenerationRequest. */
   logits(promptIds: number[], opts?: { embeddings?: PromptEmbedding[] }): Promise<Float32Array>;

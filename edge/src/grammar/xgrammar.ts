@@ -14,6 +14,7 @@ import Module, { createRequire } from 'node:module';
 import { dirname } from 'node:path';
 import type { TextTokenizer } from '@unimoe/shared/tokenizer/index';
 import type { TokenConstraint } from '../engine/types';
+import { GrammarError, type MatchingOutput, type OutputFormat, type OutputGrammar } from './output';
 
 type XGrammar = typeof import('@mlc-ai/web-xgrammar');
 type CompiledGrammar = import('@mlc-ai/web-xgrammar').CompiledGrammar;
@@ -39,23 +40,7 @@ function loadXGrammar(): XGrammar {
   return loaded;
 }
 
-/** What the API asks for: `response_format` json_object, or json_schema with its schema. */
-export type OutputFormat = { type: 'json_object' } | { type: 'json_schema'; schema: object };
-
-export interface OutputGrammar {
-  /** Compiles a format (cached by its JSON); throws GrammarError for a schema the engine cannot take. */
-  compile(format: OutputFormat): Promise<CompiledOutput>;
-  dispose(): void;
-}
-
-export interface CompiledOutput {
-  /** A fresh matcher (one per choice); the engine disposes of it when the choice ends. */
-  matcher(): Promise<TokenConstraint>;
-}
-
-export class GrammarError extends Error {
-  override name = 'GrammarError';
-}
+export { GrammarError, type CompiledOutput, type OutputFormat, type OutputGrammar } from './output';
 
 /** Compact JSON (no optional whitespace): the shortest output, and no room for a model to spin in whitespace. */
 const SEPARATORS: [string, string] = [',', ':'];
@@ -70,7 +55,7 @@ const CACHE_SIZE = 32;
  * `vocabSize`: the ids the engine may sample (the mask's length); `stopIds`: what ends a finished
  * output (the model's EOS).
  */
-export async function createXGrammar(tokenizer: TextTokenizer, vocabSize: number, stopIds: number[]): Promise<OutputGrammar> {
+export async function createXGrammar(tokenizer: TextTokenizer, vocabSize: number, stopIds: number[]): Promise<OutputGrammar<MatchingOutput>> {
   const xg = loadXGrammar();
   const { tokens, type } = tokenizer.grammarVocabulary();
   const info = await xg.TokenizerInfo.createTokenizerInfo(tokens.slice(0, vocabSize), type, false, vocabSize, stopIds);
@@ -110,6 +95,7 @@ export async function createXGrammar(tokenizer: TextTokenizer, vocabSize: number
     async compile(format) {
       const grammar = await compileGrammar(format);
       return {
+        format,
         async matcher(): Promise<TokenConstraint> {
           const m = await xg.GrammarMatcher.createGrammarMatcher(grammar);
           return {

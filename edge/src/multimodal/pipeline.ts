@@ -2,7 +2,8 @@
  * A request's media from bytes to prompt embeddings: preprocess every item (concurrently), lay the
  * prompt out with each item's token count, encode the modalities present, splice. Callers (the API)
  * place the media in the text first (./placement) and tokenise the prompt; the encoders are injected
- * (`LocalEncoderBackend` in embedded mode, a NATS one in split mode).
+ * (`LocalEncoderBackend` in embedded mode, a NATS one in split mode). An edge in front of the engine
+ * tier has none: it prepares and lays out, the engine encodes (`runs`).
  */
 import type { Manifest } from '@unimoe/shared/bundle/manifest';
 import type { EncodedPrompt } from '@unimoe/shared/tokenizer/template';
@@ -39,7 +40,8 @@ export class MultimodalPipeline {
 
   constructor(
     private readonly manifest: Manifest,
-    private readonly encoders: EncoderBackend,
+    /** Absent where the engine tier encodes (then `embed`/`runs` are the engine's to call). */
+    private readonly encoders: EncoderBackend | undefined,
     private readonly limits?: Partial<MediaLimits>,
   ) {
     checkPreprocessing(manifest.preprocessing, manifest.name);
@@ -65,8 +67,14 @@ export class MultimodalPipeline {
 
   /** Runs the encoders and returns the layout with its embeddings, ready for `GenerationRequest`. */
   async embed(layout: PromptLayout, media: readonly PreparedMedia[]): Promise<MultimodalPrompt> {
+    return { ...layout, embeddings: await this.runs(layout.runs, media) };
+  }
+
+  /** Runs the encoders for a layout's runs (one per item, in order): the prompt's embeddings. */
+  async runs(runs: PromptLayout['runs'], media: readonly PreparedMedia[]): Promise<PromptEmbedding[]> {
+    if (!this.encoders) throw new Error('this pipeline has no encoders: the engine tier encodes the media');
     const blocks = await encodeMedia(this.encoders, this.shapes, media);
-    return { ...layout, embeddings: withEmbeddings(layout, blocks) };
+    return withEmbeddings({ runs }, blocks);
   }
 
   private tokensOf(f: MediaFeatures): number {

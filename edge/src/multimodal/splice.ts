@@ -40,6 +40,6 @@ export function layoutPrompt(prompt: EncodedPrompt, items: readonly { modality: 
 }
 
 /** The layout's runs with their encoder outputs ([tokens, hidden] each, in run order). */
-export function withEmbeddings(layout: PromptLayout, embeddings: readonly Float32Array[]): PromptEmbedding[] {
+export function withEmbeddings(layout: Pick<PromptLayout, 'runs'>, embeddings: readonly Float32Array[]): PromptEmbedding[] {
   return layout.runs.map((r, i) => ({ ...r, data: embeddings[i]! }));
 }

@@ -5,28 +5,12 @@
  */
 import { bundleHash } from '../bundle/identity';
 import type { Manifest } from '../bundle/manifest';
+import { bundleSubjectPrefix, subjectToken, type WireModel } from './subject-prefix';
 
-/** Which bundle a subject belongs to: the manifest's name and its hash (`bundleHash`). */
-export interface WireModel {
-  name: string;
-  hash: string;
-}
+export { bundleSubjectPrefix, subjectToken, type WireModel } from './subject-prefix';
 
 export function wireModel(manifest: Manifest): WireModel {
   return { name: manifest.name, hash: bundleHash(manifest) };
-}
-
-/** A model name as one subject token: NATS subjects split on '.', and ' ', '*', '>' are reserved. */
-export function subjectToken(name: string): string {
-  const token = name.replace(/[^A-Za-z0-9_-]/g, '_');
-  if (!token) throw new Error('a model name is needed to build NATS subjects');
-  return token;
-}
-
-/** `unimoe.<model>.<hash>`: the prefix of every subject of one bundle (also what NATS permissions match). */
-export function bundleSubjectPrefix(model: WireModel): string {
-  if (!/^[0-9a-f]+$/.test(model.hash)) throw new Error(`bundle hash ${JSON.stringify(model.hash)} must be lowercase hex`);
-  return `unimoe.${subjectToken(model.name)}.${model.hash}`;
 }
 
 /** `unimoe.<model>.<hash>.unit.<unit>`; unit names (`layer3.expert1`) keep their dots as subject tokens. */
@@ -69,3 +53,5 @@ export function demandSubject(model: WireModel): string {
 export function routedSubject(model: WireModel): string {
   return `${bundleSubjectPrefix(model)}.routed`;
 }
+
+export { ENGINE_QUEUE, engineDiscoverSubject, engineReplicaSubject, engineSubject } from './engine-subjects';
