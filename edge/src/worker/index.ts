@@ -4,7 +4,7 @@
  * tier over NATS websockets, the tokenizer from the engines' bundle, media preprocessed here (WAV, PNG,
  * JPEG, WebP, GIF; the JPEG/WebP decoders are WebAssembly modules that wrangler bundles precompiled).
  */
-import type { Hono } from 'hono';
+import type { ExecutionContext } from 'hono';
 import jpeg from '@jsquash/jpeg/codec/dec/mozjpeg_dec.wasm';
 import webp from '@jsquash/webp/codec/dec/webp_dec.wasm';
 import { log } from '@unimoe/shared/log';
@@ -17,15 +17,11 @@ import { apiConfigFromEnv, type WorkerEnv } from './env';
 import { discoverBundle, engineTierReady, WorkerEngine, WorkerOutputGrammar } from './engine-tier';
 import { workerMultimodal } from './multimodal';
 
-interface ExecutionContext {
-  waitUntil(promise: Promise<unknown>): void;
-  passThroughOnException(): void;
-}
-
 /** One app per isolate (its rate limits and gate live in it), built by the first request. */
-let app: Promise<Hono> | undefined;
+let app: Promise<App> | undefined;
+type App = ReturnType<typeof createApp>;
 
-async function buildApp(env: WorkerEnv): Promise<Hono> {
+async function buildApp(env: WorkerEnv): Promise<App> {
   const config = apiConfigFromEnv(env);
   const { manifest, model, tokenizer } = await discoverBundle(env);
   provideImageCodecModules({ jpeg, webp });
@@ -39,13 +35,13 @@ async function buildApp(env: WorkerEnv): Promise<Hono> {
     config,
     multimodal: workerMultimodal(manifest),
     grammar: new WorkerOutputGrammar(env, model),
-  }) as unknown as Hono;
+  });
 }
 
 export default {
   async fetch(request: Request, env: WorkerEnv, ctx: ExecutionContext): Promise<Response> {
     const building = (app ??= buildApp(env));
-    let ready: Hono;
+    let ready: App;
     try {
       ready = await building;
     } catch (err) {
