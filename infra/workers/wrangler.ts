@@ -19,9 +19,12 @@ export function localStateDir(env: NodeJS.ProcessEnv = process.env): string {
   return resolve(env.WORKERS_STATE_DIR || join(WORKER_DIR, '.wrangler', 'state'));
 }
 
-/** No telemetry, no fetch of the `Request.cf` placeholder from cloudflare.com: local runs stay offline. */
+/**
+ * Local runs stay offline: no telemetry, no fetch of the `Request.cf` placeholder from cloudflare.com, and
+ * no banner (printing it asks the npm registry for a newer wrangler).
+ */
 export function offlineEnv(env: NodeJS.ProcessEnv = process.env): NodeJS.ProcessEnv {
-  return { ...env, WRANGLER_SEND_METRICS: 'false', CLOUDFLARE_CF_FETCH_ENABLED: 'false' };
+  return { ...env, WRANGLER_SEND_METRICS: 'false', CLOUDFLARE_CF_FETCH_ENABLED: 'false', WRANGLER_HIDE_BANNER: 'true' };
 }
 
 /** Runs a wrangler command to completion; rejects with its output when it fails. */

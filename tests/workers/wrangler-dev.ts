@@ -38,7 +38,7 @@ export async function startWorkerDev(opts: WorkerDevOptions): Promise<WorkerDev>
   const envFile = join(tmp.dir, 'secrets.env');
   await writeFile(envFile, Object.entries(opts.secrets ?? {}).map(([k, v]) => `${k}=${JSON.stringify(v)}`).join('\n'));
   const args = ['dev', '--ip', '127.0.0.1', '--port', String(port), '--inspector-port', String(await freePort()), '--persist-to', stateDir,
-    '--env-file', envFile, '--show-interactive-dev-session=false', '--log-level', 'info'];
+    '--env-file', envFile, '--show-interactive-dev-session=false'];
   for (const [k, v] of Object.entries(opts.vars)) args.push('--var', `${k}:${v}`);
   // Its own process group: wrangler starts workerd processes, and stop() must end them all.
   const child = spawnTied(process.execPath, [WRANGLER_CLI, ...args], { cwd: WORKER_DIR, env: offlineEnv(), detached: true, stdio: ['ignore', 'pipe', 'pipe'] });

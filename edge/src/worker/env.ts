@@ -12,7 +12,8 @@ export interface WorkerEnv {
   NATS_WS_URL: string;
   /** The model (the bundle manifest's `name`) whose engines this Worker serves: found by discovery. */
   MODEL: string;
-  /** Secrets: user + password, or a token, of the NATS `edge` role (`unimoe nats-auth`). */
+  /** Secrets, one kind: the `edge` role's nkey seed (`unimoe nats-auth` writes it to edge.nk), user + password, or a token. */
+  NATS_NKEY_SEED?: string;
   NATS_USER?: string;
   NATS_PASSWORD?: string;
   NATS_TOKEN?: string;

@@ -4,7 +4,7 @@
  * so one isolate cannot share a connection between requests: each generation, grammar check and
  * discovery opens its own and closes it when done (docs/workers.md, "Limits").
  */
-import { wsconnect, type ConnectionOptions } from '@nats-io/nats-core';
+import { nkeyAuthenticator, wsconnect, type ConnectionOptions } from '@nats-io/nats-core';
 import { unavailable } from '../api/errors';
 import { natsCoreTransport } from '../engine-client/nats-core-transport';
 import type { EngineTransport } from '../engine-client/transport';
@@ -16,10 +16,13 @@ import type { WorkerEnv } from './env';
  */
 export const EDGE_INBOX_PREFIX = '_INBOX.edge';
 
-/** The connection options of the `edge` role from the Worker's secrets (user + password, or a token). */
+/** The connection options of the `edge` role from the Worker's secrets (an nkey seed, user + password, or a token). */
 export function natsOptions(env: WorkerEnv): ConnectionOptions {
-  if (env.NATS_TOKEN && env.NATS_USER) throw new Error('NATS credentials: give NATS_USER/NATS_PASSWORD or NATS_TOKEN, not both');
+  const given = (['NATS_NKEY_SEED', 'NATS_USER', 'NATS_TOKEN'] as const).filter((k) => env[k]);
+  if (given.length > 1) throw new Error(`NATS credentials: give one of NATS_NKEY_SEED, NATS_USER/NATS_PASSWORD or NATS_TOKEN, not ${given.join(' and ')}`);
   if (env.NATS_PASSWORD && !env.NATS_USER) throw new Error('NATS credentials: NATS_PASSWORD needs NATS_USER');
+  const seed = env.NATS_NKEY_SEED?.trim();
+  if (seed && !/^SU[A-Z2-7]+$/.test(seed)) throw new Error('NATS_NKEY_SEED must be an nkey user seed (SU..., the content of the edge.nk file `unimoe nats-auth` writes)');
   return {
     servers: env.NATS_WS_URL,
     name: 'unimoe-worker',
@@ -28,6 +31,7 @@ export function natsOptions(env: WorkerEnv): ConnectionOptions {
     reconnect: false,
     ...(env.NATS_USER ? { user: env.NATS_USER, pass: env.NATS_PASSWORD ?? '' } : {}),
     ...(env.NATS_TOKEN ? { token: env.NATS_TOKEN } : {}),
+    ...(seed ? { authenticator: nkeyAuthenticator(new TextEncoder().encode(seed)) } : {}),
   };
 }
 
