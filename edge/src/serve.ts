@@ -14,7 +14,7 @@ import { readManifest } from '@unimoe/shared/bundle/load';
 import { isEncoderKind, unitName, type Manifest } from '@unimoe/shared/bundle/manifest';
 import { wireModel } from '@unimoe/shared/wire/subjects';
 import { log } from '@unimoe/shared/log';
-import type { NatsSecurity } from '@unimoe/shared/runtime/nats-auth';
+import type { NatsRole, NatsSecurity } from '@unimoe/shared/runtime/nats-auth';
 import { openTokenizer } from './cli/bundle-access';
 import { createApp, type Readiness } from './api/app';
 import { RequestGate } from './api/gate';
@@ -29,6 +29,10 @@ import type { Store } from './db/store';
 import { boundUsageWrites } from './db/usage-writes';
 import { EngineUnavailableError } from './engine/admission';
 import { createEngine, type Engine } from './engine/engine';
+import type { GenerationEngine } from './engine/types';
+import type { ChatTokenizer } from './api/chat-tokenizer';
+import type { OutputGrammar } from './grammar/output';
+import type { PoolView } from './dispatch/pool-telemetry';
 import type { EncoderBackend } from './engine/encoder-backend';
 import type { NatsExpertBackendOptions } from './dispatch/nats-expert-backend';
 import type { ExpertBackend } from './engine/expert-backend';
@@ -78,11 +82,11 @@ export interface ServeOptions {
   scaleFromZeroMs?: number;
 }
 
-export interface RunningServer {
+export interface RunningServer<E extends GenerationEngine = Engine> {
   url: string;
   port: number;
   manifest: Manifest;
-  engine: Engine;
+  engine: E;
   store: Store;
   /** Stops at once: running requests fail. */
   close(): Promise<void>;
@@ -93,6 +97,20 @@ export interface RunningServer {
   shutdown(): Promise<void>;
 }
 
+/**
+ * `serve --engine-nats`: generations run on the engine tier behind this NATS server. The bundle gives the
+ * manifest and tokenizer (no unit is loaded or fetched); without one, `model` names the model and an
+ * engine supplies both (discovery).
+ */
+export interface EngineTierServeOptions extends Omit<ServeOptions, 'bundle' | 'natsUrl' | 'encoders' | 'localEncoders' | 'engine' | 'dispatch' | 'scaleFromZeroMs'> {
+  engineNatsUrl: string;
+  bundle?: string;
+  model?: string;
+  /** How long an engine may take to accept a request (default 10 s); silence after which a running one counts as gone (default: 3 heartbeats + 1 s). */
+  acceptTimeoutMs?: number;
+  silenceMs?: number;
+}
+
 export const DEFAULT_HOST = '127.0.0.1';
 /** After the drain bound, the requests that were stopped get this long to write their last events. */
 const STOPPED_REQUESTS_GRACE_MS = 5000;
@@ -100,7 +118,32 @@ const STOPPED_REQUESTS_GRACE_MS = 5000;
 let defaultMetricsOn = false;
 const require = createRequire(import.meta.url);
 
-export async function startServer(opts: ServeOptions): Promise<RunningServer> {
+/** What the HTTP API serves generations with: an engine and its bundle's tokenizer, media pipeline and grammar. */
+interface GenerationBackend<E extends GenerationEngine> {
+  manifest: Manifest;
+  tokenizer: ChatTokenizer;
+  engine: E;
+  /** Why a new request would be refused now (admission), or null. */
+  full: () => string | null;
+  multimodal?: MultimodalPipeline;
+  grammar: OutputGrammar;
+  ready: () => Promise<Readiness>;
+  routed: RoutedTokens;
+  pools?: PoolView;
+}
+
+/** Embedded (every unit here) or split (experts, and encoders unless local, on the NATS pools). */
+export function startServer(opts: ServeOptions): Promise<RunningServer> {
+  return serveApi(opts, (cleanup) => openLocalEngine(opts, cleanup));
+}
+
+/** The API in front of the engine tier (`unimoe engine` processes): see ./serve-engine-tier. */
+export async function startEngineTierServer(opts: EngineTierServeOptions): Promise<RunningServer<GenerationEngine>> {
+  const { openEngineTier } = await import('./serve-engine-tier');
+  return serveApi(opts, (cleanup) => openEngineTier(opts, cleanup));
+}
+
+async function openLocalEngine(opts: ServeOptions, cleanup: (() => Promise<void>)[]): Promise<GenerationBackend<Engine>> {
   // With pools behind NATS this process runs only the dense units (and the encoders when they stay local).
   const encodersHere = !opts.encoders && (!opts.natsUrl || opts.localEncoders === true);
   const bundleDir = await resolveBundle(opts.bundle, (u) =>
@@ -109,6 +152,33 @@ export async function startServer(opts: ServeOptions): Promise<RunningServer> {
   const manifest = await readManifest(bundleDir);
   const textTokenizer = await openTokenizer(bundleDir, manifest);
   const tokenizer = createChatTokenizer(textTokenizer, manifest);
+  const { experts, ready: expertsReady } = await openExperts(bundleDir, manifest, opts.natsUrl, opts.natsSecurity, { ...opts.dispatch, scaleFromZeroMs: opts.scaleFromZeroMs });
+  cleanup.push(() => experts.close());
+  const routed = new RoutedTokens(manifest.config.layers, manifest.config.experts);
+  const engine = await createEngine({ bundleDir, experts: instrumentExperts(experts, routed), ...opts.engine });
+  cleanup.push(() => engine.close());
+  const remoteEncoders = opts.natsUrl && !opts.encoders && !opts.localEncoders ? opts.natsUrl : undefined;
+  const { multimodal, ready: encodersReady } = await openMultimodal(bundleDir, manifest, opts.encoders, remoteEncoders, cleanup, opts.natsSecurity, opts.scaleFromZeroMs, opts.media);
+  const ready = async (): Promise<Readiness> => {
+    const [e, m] = await Promise.all([expertsReady(), encodersReady()]);
+    return { ok: e.ok && m.ok, missing: [...e.missing, ...m.missing] };
+  };
+  // Structured output: the grammar covers the ids the engine may sample; the model's EOS ends it.
+  const vocab = Math.min(manifest.config.vocab, manifest.tokenizer.vocabSize ?? manifest.config.vocab);
+  const grammar = await createXGrammar(textTokenizer, vocab, [manifest.tokenizer.eos]);
+  cleanup.push(async () => grammar.dispose());
+  const pools = opts.natsUrl
+    ? await (await import('./dispatch/pool-telemetry')).startPoolTelemetry({ natsUrl: opts.natsUrl, natsSecurity: opts.natsSecurity, model: wireModel(manifest), routed })
+    : undefined;
+  if (pools) cleanup.push(() => pools.close());
+  return { manifest, tokenizer, engine, full: () => engine.full(), ...(multimodal ? { multimodal } : {}), grammar, ready, routed, ...(pools ? { pools } : {}) };
+}
+
+/** The store, the app on `backend`, the listener, and the graceful shutdown, whatever runs the generations. */
+async function serveApi<E extends GenerationEngine>(
+  opts: Omit<ServeOptions, 'bundle'>,
+  open: (cleanup: (() => Promise<void>)[]) => Promise<GenerationBackend<E>>,
+): Promise<RunningServer<E>> {
   const cleanup: (() => Promise<void>)[] = [];
   let closing: Promise<void> | undefined;
   const closeAll = () =>
@@ -119,27 +189,9 @@ export async function startServer(opts: ServeOptions): Promise<RunningServer> {
     const rawStore = opts.store ?? (await openStore(opts.databaseUrl));
     if (!opts.store) cleanup.push(() => rawStore.close());
     const store = boundUsageWrites(rawStore, opts.usageWriteWaitMs ?? 5000);
-    const { experts, ready: expertsReady } = await openExperts(bundleDir, manifest, opts.natsUrl, opts.natsSecurity, { ...opts.dispatch, scaleFromZeroMs: opts.scaleFromZeroMs });
-    cleanup.push(() => experts.close());
-    const routed = new RoutedTokens(manifest.config.layers, manifest.config.experts);
-    const engine = await createEngine({ bundleDir, experts: instrumentExperts(experts, routed), ...opts.engine });
-    cleanup.push(() => engine.close());
-    const remoteEncoders = opts.natsUrl && !opts.encoders && !opts.localEncoders ? opts.natsUrl : undefined;
-    const { multimodal, ready: encodersReady } = await openMultimodal(bundleDir, manifest, opts.encoders, remoteEncoders, cleanup, opts.natsSecurity, opts.scaleFromZeroMs, opts.media);
-    const gate = new RequestGate(() => engine.full());
-    const ready = async (): Promise<Readiness> => {
-      if (gate.isDraining) return { ok: false, missing: [] };
-      const [e, m] = await Promise.all([expertsReady(), encodersReady()]);
-      return { ok: e.ok && m.ok, missing: [...e.missing, ...m.missing] };
-    };
-    // Structured output: the grammar covers the ids the engine may sample; the model's EOS ends it.
-    const vocab = Math.min(manifest.config.vocab, manifest.tokenizer.vocabSize ?? manifest.config.vocab);
-    const grammar = await createXGrammar(textTokenizer, vocab, [manifest.tokenizer.eos]);
-    cleanup.push(async () => grammar.dispose());
-    const pools = opts.natsUrl
-      ? await (await import('./dispatch/pool-telemetry')).startPoolTelemetry({ natsUrl: opts.natsUrl, natsSecurity: opts.natsSecurity, model: wireModel(manifest), routed })
-      : undefined;
-    if (pools) cleanup.push(() => pools.close());
+    const { manifest, tokenizer, engine, full, multimodal, grammar, ready: backendReady, routed, pools } = await open(cleanup);
+    const gate = new RequestGate(full);
+    const ready = async (): Promise<Readiness> => (gate.isDraining ? { ok: false, missing: [] } : backendReady());
     const dashboard = { model: manifest.name, routed, pools, echarts: () => readFile(require.resolve('echarts/dist/echarts.min.js'), 'utf8') };
     const app = createApp({ engine, tokenizer, manifest, store, ready, config: opts.api, multimodal, grammar, gate, dashboard });
     if (!defaultMetricsOn) {
@@ -177,7 +229,7 @@ export async function startServer(opts: ServeOptions): Promise<RunningServer> {
  * The media pipeline when the bundle has encoder units (text-only bundles get none), with a readiness
  * probe that lists the encoder units no pool answers for when they run on NATS (`natsUrl`).
  */
-async function openMultimodal(
+export async function openMultimodal(
   bundleDir: string,
   manifest: Manifest,
   injected: EncoderBackend | undefined,
@@ -186,6 +238,7 @@ async function openMultimodal(
   natsSecurity?: NatsSecurity,
   scaleFromZeroMs?: number,
   media?: Partial<MediaLimits>,
+  role?: NatsRole,
 ): Promise<{ multimodal?: MultimodalPipeline; ready: () => Promise<Readiness> }> {
   const always = async () => ({ ok: true, missing: [] });
   const units = manifest.units.filter((u) => isEncoderKind(u.kind)).map((u) => u.name);
@@ -197,7 +250,7 @@ async function openMultimodal(
     return { multimodal: new MultimodalPipeline(manifest, local, media), ready: always };
   }
   const { createNatsEncoderBackend } = await import('./dispatch/nats-encoder-backend');
-  const remote = await createNatsEncoderBackend({ natsUrl, manifest, natsSecurity, scaleFromZeroMs });
+  const remote = await createNatsEncoderBackend({ natsUrl, manifest, natsSecurity, scaleFromZeroMs, ...(role ? { role } : {}) });
   cleanup.push(() => remote.close());
   return {
     multimodal: new MultimodalPipeline(manifest, remote, media),
@@ -208,12 +261,13 @@ async function openMultimodal(
   };
 }
 
-async function openExperts(
+export async function openExperts(
   bundleDir: string,
   manifest: Manifest,
   natsUrl?: string,
   natsSecurity?: NatsSecurity,
   dispatch?: ServeOptions['dispatch'],
+  role?: NatsRole,
 ): Promise<{ experts: ExpertBackend; ready: () => Promise<Readiness> }> {
   if (!natsUrl) {
     // Embedded: loading every expert up front means ready() is true once the server listens.
@@ -221,7 +275,7 @@ async function openExperts(
     return { experts, ready: async () => ({ ok: true, missing: [] }) };
   }
   const { createNatsExpertBackend } = await import('./dispatch/nats-expert-backend');
-  const experts = await createNatsExpertBackend({ natsUrl, natsSecurity, model: wireModel(manifest), hidden: manifest.config.hidden, ...dispatch });
+  const experts = await createNatsExpertBackend({ natsUrl, natsSecurity, model: wireModel(manifest), hidden: manifest.config.hidden, ...dispatch, ...(role ? { role } : {}) });
   const units: string[] = [];
   for (let l = 0; l < manifest.config.layers; l++) for (let e = 0; e < manifest.config.experts; e++) units.push(unitName.expert(l, e));
   return {

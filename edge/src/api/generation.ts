@@ -274,7 +274,8 @@ function unreachableUnit(err: unknown): Error | null {
   return null;
 }
 
-function logged(err: unknown): ApiError {
+/** The API error an engine or media failure answers with (unexpected ones are logged and become a 500). */
+export function logged(err: unknown): ApiError {
   if (err instanceof ApiError) return err;
   if (err instanceof MediaInputError) return new ApiError(err.status, err.message, 'invalid_request_error', err.param, err.code);
   if (err instanceof EngineUnavailableError) return overloaded(err.message, err.retryAfterSeconds);

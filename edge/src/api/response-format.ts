@@ -1,7 +1,7 @@
 /** `response_format` -> the compiled grammar that constrains the output (or none for text). */
 import { Ajv } from 'ajv';
 import { GrammarError, type CompiledOutput } from '../grammar/output';
-import { invalidRequest } from './errors';
+import { invalidRequest, type ApiError } from './errors';
 import type { GenerationDeps } from './generation';
 import type { ResponseFormat } from './request';
 
@@ -13,15 +13,20 @@ export async function compileResponseFormat(deps: Pick<GenerationDeps, 'grammar'
     return await deps.grammar.compile(format.type === 'json_object' ? format : { type: 'json_schema', schema: format.json_schema.schema });
   } catch (err) {
     if (!(err instanceof GrammarError)) throw err;
-    throw invalidRequest(`Invalid schema for response_format: ${err.message}`, 'response_format.json_schema.schema', 'invalid_value');
+    throw grammarRefused(err);
   }
+}
+
+/** The 400 for a schema the grammar engine cannot take. */
+export function grammarRefused(err: GrammarError): ApiError {
+  return invalidRequest(`Invalid schema for response_format: ${err.message}`, 'response_format.json_schema.schema', 'invalid_value');
 }
 
 /**
  * A schema must be valid JSON Schema (references resolvable) before it reaches the grammar engine,
  * which reports such faults by aborting its WebAssembly runtime.
  */
-function checkSchema(schema: object): void {
+export function checkSchema(schema: object): void {
   try {
     new Ajv({ strict: false, validateFormats: false }).compile(schema);
   } catch (err) {

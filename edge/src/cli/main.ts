@@ -13,6 +13,7 @@ const commands: Record<string, Command> = {
   generate: { summary: 'generate tokens from --ids or --prompt', load: () => import('./commands/generate') },
   worker: { summary: 'run one replica of an expert pool', load: () => import('./commands/worker') },
   serve: { summary: 'serve the OpenAI-style edge API', load: () => import('./commands/serve') },
+  engine: { summary: 'run one engine of the engine tier (dense units behind NATS, for serve --engine-nats and the Worker)', load: () => import('./commands/engine') },
   upload: { summary: 'upload a bundle to an S3-compatible model store (resumable, sha256-verified)', load: () => import('./commands/upload') },
   keys: { summary: 'create, list and revoke API keys', load: () => import('./commands/keys') },
   preprocess: { summary: 'write model-ready features of an image, speech (log-mel), audio (fbank) or video file', load: () => import('./commands/preprocess') },

@@ -26,7 +26,7 @@ import { unitSubject, wireModel } from '@unimoe/shared/wire/subjects';
 import type { EncodedTensor, EncoderBackend } from '../engine/encoder-backend';
 import type { DispatchStats, UnitsAvailability } from './nats-expert-backend';
 import { connectNats } from '@unimoe/shared/runtime/nats-connect';
-import { roleInboxPrefix, type NatsSecurity } from '@unimoe/shared/runtime/nats-auth';
+import { roleInboxPrefix, type NatsRole, type NatsSecurity } from '@unimoe/shared/runtime/nats-auth';
 import { TRACE_HEADER, traceHeaderValue } from '@unimoe/shared/log';
 import { drainWithin, NatsConnectionWatch } from '@unimoe/shared/runtime/nats-status';
 import { waitForReplicaOnDemand } from './scale-from-zero';
@@ -35,6 +35,8 @@ export interface NatsEncoderBackendOptions {
   natsUrl: string;
   /** Credentials and TLS; default: from the environment (shared/src/runtime/nats-auth.ts). */
   natsSecurity?: NatsSecurity;
+  /** Whose NATS permissions (inbox prefix) the connection uses: the edge's (default) or an engine's. */
+  role?: NatsRole;
   /** The bundle's manifest: its name and hash are in every subject, its encoder units' shapes are checked both ways. */
   manifest: Manifest;
   /** Deadline of each request attempt (parts and the run included); default 30000 ms. */
@@ -90,7 +92,6 @@ type Attempt =
 
 const NO_RESPONDER_BACKOFF_MS = 25;
 const ENCODER_KINDS: ReadonlySet<string> = new Set(ENCODER_KIND_LIST);
-const EDGE = { kind: 'edge' } as const;
 
 export async function createNatsEncoderBackend(opts: NatsEncoderBackendOptions): Promise<NatsEncoderBackend> {
   const timeoutMs = opts.timeoutMs ?? 30_000;
@@ -99,7 +100,8 @@ export async function createNatsEncoderBackend(opts: NatsEncoderBackendOptions):
   const model = opts.manifest.name;
   const wire = wireModel(opts.manifest);
   const units = new Map(opts.manifest.units.filter((u) => ENCODER_KINDS.has(u.kind)).map((u) => [u.name, u]));
-  const nc: NatsConnection = await connectNats(opts.natsUrl, 'unimoe-edge-encoders', { role: EDGE, security: opts.natsSecurity });
+  const role: NatsRole = opts.role ?? { kind: 'edge' };
+  const nc: NatsConnection = await connectNats(opts.natsUrl, 'unimoe-edge-encoders', { role, security: opts.natsSecurity });
   const watch = new NatsConnectionWatch(nc, 'unimoe edge encoders');
   const serverMax = nc.info?.max_payload ?? 1024 * 1024;
   const payload = Math.min(opts.maxPayload ?? serverMax, serverMax);
@@ -110,7 +112,7 @@ export async function createNatsEncoderBackend(opts: NatsEncoderBackendOptions):
 
   // Bodies of multi-part requests, by request id, until their request is answered or given up.
   const transfers = new Map<string, Uint8Array>();
-  const fetchSubject = createInbox(roleInboxPrefix(EDGE));
+  const fetchSubject = createInbox(roleInboxPrefix(role));
   const fetchSub: Subscription = nc.subscribe(fetchSubject, { callback: (err, msg) => !err && serveFetch(msg) });
   await nc.flush();
 
@@ -137,7 +139,7 @@ export async function createNatsEncoderBackend(opts: NatsEncoderBackendOptions):
   /** One attempt: publish part 0 with a private reply inbox, collect every reply part or stop at the deadline. */
   function attempt(spec: UnitSpec, headers: Record<string, string>, first: Uint8Array, outDims: number[]): Promise<Attempt> {
     return new Promise((resolve) => {
-      const inbox = createInbox(roleInboxPrefix(EDGE));
+      const inbox = createInbox(roleInboxPrefix(role));
       let parts: PartAssembler | undefined;
       let layout = '';
       let replyBytes = 0;

@@ -11,7 +11,7 @@ import { maxRowsPerMessage, rowRanges } from '@unimoe/shared/wire/split';
 import { replicaUnitSubject, unitSubject, type WireModel } from '@unimoe/shared/wire/subjects';
 import type { ExpertBackend, ExpertBatch } from '../engine/expert-backend';
 import { connectNats } from '@unimoe/shared/runtime/nats-connect';
-import type { NatsSecurity } from '@unimoe/shared/runtime/nats-auth';
+import type { NatsRole, NatsSecurity } from '@unimoe/shared/runtime/nats-auth';
 import { TRACE_HEADER, traceHeaderValue } from '@unimoe/shared/log';
 import { drainWithin, NatsConnectionWatch } from '@unimoe/shared/runtime/nats-status';
 import { LatencyTracker, type LatencyOptions } from './latency';
@@ -23,6 +23,8 @@ export interface NatsExpertBackendOptions {
   natsUrl: string;
   /** Credentials and TLS; default: from the environment (shared/src/runtime/nats-auth.ts). */
   natsSecurity?: NatsSecurity;
+  /** Whose NATS permissions (inbox prefix) the connection uses: the edge's (default) or an engine's (`unimoe engine --pools`). */
+  role?: NatsRole;
   /** The bundle's name and hash (`wireModel(manifest)`; part of every subject). */
   model: WireModel;
   hidden: number;
@@ -112,7 +114,7 @@ export async function createNatsExpertBackend(opts: NatsExpertBackendOptions): P
   const restartHoldMs = opts.restartHoldMs ?? 10_000;
   const dtype = opts.dtype ?? 'f32';
   const { hidden, model } = opts;
-  const nc: NatsConnection = await connectNats(opts.natsUrl, 'unimoe-edge', { role: { kind: 'edge' }, security: opts.natsSecurity });
+  const nc: NatsConnection = await connectNats(opts.natsUrl, 'unimoe-edge', { role: opts.role ?? { kind: 'edge' }, security: opts.natsSecurity });
   const watch = new NatsConnectionWatch(nc, 'unimoe edge');
   const latency = new LatencyTracker(opts.hedging);
   const serverMax = nc.info?.max_payload ?? 1024 * 1024;

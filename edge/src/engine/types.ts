@@ -139,5 +139,6 @@ export interface GenerationEngine {
   /** Logits of the last prompt position (float32, length vocab); `embeddings` as in GenerationRequest. */
   logits(promptIds: number[], opts?: { embeddings?: PromptEmbedding[] }): Promise<Float32Array>;
   stats(): EngineStats;
-  close(): Promise<void>;
+  /** Stops; requests still running fail with `reason` (default: the engine's own). */
+  close(reason?: Error): Promise<void>;
 }

@@ -20,9 +20,9 @@ export interface NatsSecurity {
 }
 
 /** Who connects: decides the private inbox prefix that the generated permissions allow this role to subscribe to. */
-export type NatsRole = { kind: 'edge' } | { kind: 'worker'; pool: string } | { kind: 'autoscaler' };
+export type NatsRole = { kind: 'edge' } | { kind: 'engine' } | { kind: 'worker'; pool: string } | { kind: 'autoscaler' };
 
-/** `_INBOX.edge`, `_INBOX.worker.<pool>`, `_INBOX.autoscaler`: replies to a role's requests land under its own prefix. */
+/** `_INBOX.edge`, `_INBOX.engine`, `_INBOX.worker.<pool>`, `_INBOX.autoscaler`: replies to a role's requests land under its own prefix. */
 export function roleInboxPrefix(role: NatsRole): string {
   return role.kind === 'worker' ? `_INBOX.worker.${role.pool.replace(/[^A-Za-z0-9_-]/g, '_')}` : `_INBOX.${role.kind}`;
 }

@@ -1,17 +1,20 @@
 /**
  * `unimoe serve <bundle-or-s3-uri> [--nats URL [--local-encoders]] [--port N]`: the OpenAI-style edge API.
  * With --nats, experts and modality encoders run on the pools (`unimoe worker --encoders`); with
- * --local-encoders the encoders run in this process instead.
+ * --local-encoders the encoders run in this process instead. With --engine-nats, generations run on the
+ * engine tier (`unimoe engine`) and the bundle only gives the manifest and tokenizer (or --model NAME
+ * discovers them from an engine).
  */
 import { log } from '@unimoe/shared/log';
 import { isEncoderKind } from '@unimoe/shared/bundle/manifest';
 import { DEFAULT_API_CONFIG } from '../../api/config';
-import { startServer } from '../../serve';
+import { startEngineTierServer, startServer } from '../../serve';
 import { CliError, parseCommand, parseNumber } from '../args';
 import { NATS_SECURITY_FLAGS, natsSecurityFromFlags } from '@unimoe/shared/runtime/nats-auth';
 
 const USAGE =
   'unimoe serve <bundle-or-s3-uri> [--nats URL [--local-encoders]] [--port 8000] [--host 127.0.0.1] [--database-url URL] [--no-auth]\n' +
+  '  | unimoe serve [<bundle-or-s3-uri> | --model NAME] --engine-nats URL [--engine-accept-timeout-s 10] (generations on the engine tier)\n' +
   '  [--nats-creds FILE | --nats-nkey-seed FILE] [--nats-tls-ca FILE [--nats-tls-cert FILE --nats-tls-key FILE]]\n' +
   '  [--max-tokens-cap N] [--body-limit-mb N] [--rate-limit RPM] [--max-concurrent N] [--max-media-items N] [--timeout-s N] [--max-batch 16] [--prefill-chunk 128]\n' +
   '  [--max-queue 256] [--kv-budget-mb N] [--drain-s 30]\n' +
@@ -23,6 +26,9 @@ export async function run(argv: string[]): Promise<number> {
     argv,
     {
       nats: s,
+      'engine-nats': s,
+      model: s,
+      'engine-accept-timeout-s': s,
       'local-encoders': { type: 'boolean' },
       port: s,
       host: s,
@@ -44,27 +50,26 @@ export async function run(argv: string[]): Promise<number> {
     },
     USAGE,
   );
-  if (positionals.length !== 1) throw new CliError(`expected one <bundle-or-s3-uri>\nusage: ${USAGE}`);
+  const engineNats = values['engine-nats'];
+  if (engineNats) {
+    for (const flag of ['nats', 'local-encoders', 'max-batch', 'prefill-chunk', 'max-queue', 'kv-budget-mb', 'scale-from-zero-s'] as const) {
+      if (values[flag] !== undefined) throw new CliError(`--${flag} does not apply with --engine-nats (give it to \`unimoe engine\`)\nusage: ${USAGE}`);
+    }
+    if (positionals.length > 1 || (positionals.length === 0 && !values.model)) throw new CliError(`expected the <bundle-or-s3-uri> or --model NAME\nusage: ${USAGE}`);
+  } else {
+    if (positionals.length !== 1) throw new CliError(`expected one <bundle-or-s3-uri>\nusage: ${USAGE}`);
+    if (values.model !== undefined || values['engine-accept-timeout-s'] !== undefined) throw new CliError(`--model and --engine-accept-timeout-s apply with --engine-nats only\nusage: ${USAGE}`);
+  }
   const d = DEFAULT_API_CONFIG;
   const noAuth = values['no-auth'] === true;
-  const natsUrl = values.nats ?? (process.env.NATS_URL || undefined);
+  const natsUrl = engineNats ? undefined : (values.nats ?? (process.env.NATS_URL || undefined));
   const localEncoders = values['local-encoders'] === true;
   if (localEncoders && !natsUrl) throw new CliError(`--local-encoders only applies with --nats (embedded mode always runs encoders in-process)\nusage: ${USAGE}`);
-  const server = await startServer({
-    bundle: positionals[0]!,
-    natsUrl,
+  const common = {
     natsSecurity: natsSecurityFromFlags(values),
-    localEncoders,
-    scaleFromZeroMs: parseNumber(values['scale-from-zero-s'], '--scale-from-zero-s', 0, { min: 0 }) * 1000,
     port: parseNumber(values.port, '--port', 8000, { integer: true, min: 0, max: 65535 }),
     host: values.host,
     databaseUrl: values['database-url'],
-    engine: {
-      maxBatch: parseNumber(values['max-batch'], '--max-batch', 16, { integer: true, min: 1, max: 1024 }),
-      prefillChunk: parseNumber(values['prefill-chunk'], '--prefill-chunk', 128, { integer: true, min: 1, max: 8192 }),
-      maxWaiting: parseNumber(values['max-queue'], '--max-queue', 256, { integer: true, min: 0 }),
-      ...(values['kv-budget-mb'] ? { kvBudgetBytes: Math.round(parseNumber(values['kv-budget-mb'], '--kv-budget-mb', 0, { min: 1 }) * 2 ** 20) } : {}),
-    },
     drainMs: parseNumber(values['drain-s'], '--drain-s', 30, { min: 0 }) * 1000,
     api: {
       noAuth,
@@ -76,7 +81,28 @@ export async function run(argv: string[]): Promise<number> {
       metricsToken: process.env.METRICS_TOKEN || undefined,
       requestTimeoutMs: parseNumber(values['timeout-s'], '--timeout-s', d.requestTimeoutMs / 1000, { min: 0.001 }) * 1000,
     },
-  });
+  };
+  const server = engineNats
+    ? await startEngineTierServer({
+        ...common,
+        engineNatsUrl: engineNats,
+        ...(positionals[0] ? { bundle: positionals[0] } : {}),
+        ...(values.model ? { model: values.model } : {}),
+        acceptTimeoutMs: parseNumber(values['engine-accept-timeout-s'], '--engine-accept-timeout-s', 10, { min: 0.001 }) * 1000,
+      })
+    : await startServer({
+        ...common,
+        bundle: positionals[0]!,
+        natsUrl,
+        localEncoders,
+        scaleFromZeroMs: parseNumber(values['scale-from-zero-s'], '--scale-from-zero-s', 0, { min: 0 }) * 1000,
+        engine: {
+          maxBatch: parseNumber(values['max-batch'], '--max-batch', 16, { integer: true, min: 1, max: 1024 }),
+          prefillChunk: parseNumber(values['prefill-chunk'], '--prefill-chunk', 128, { integer: true, min: 1, max: 8192 }),
+          maxWaiting: parseNumber(values['max-queue'], '--max-queue', 256, { integer: true, min: 0 }),
+          ...(values['kv-budget-mb'] ? { kvBudgetBytes: Math.round(parseNumber(values['kv-budget-mb'], '--kv-budget-mb', 0, { min: 1 }) * 2 ** 20) } : {}),
+        },
+      });
   if (noAuth) {
     console.error('');
     console.error('!!! WARNING: --no-auth: this server accepts requests WITHOUT an API key. !!!');
@@ -85,7 +111,7 @@ export async function run(argv: string[]): Promise<number> {
   }
   const hasEncoders = server.manifest.units.some((u) => isEncoderKind(u.kind));
   const encoders = !hasEncoders ? '' : localEncoders ? ', encoders in-process' : ', encoders on NATS pools';
-  const mode = natsUrl ? `experts on NATS pools (${natsUrl})${encoders}` : 'all units in-process';
+  const mode = engineNats ? `generations on the engine tier (${engineNats})` : natsUrl ? `experts on NATS pools (${natsUrl})${encoders}` : 'all units in-process';
   log.info({ model: server.manifest.name, url: server.url }, `serving ${server.manifest.name}: ${mode}`);
   console.log(`listening on ${server.url}  (POST /v1/chat/completions, GET /v1/models, /healthz, /readyz, /metrics)`);
 
