@@ -5,33 +5,29 @@
 // input; and a client that disconnects stops its generation on the engine.
 import { spawn } from 'node:child_process';
 import { join, resolve } from 'node:path';
-import { connect, type NatsConnection } from 'nats';
 import OpenAI from 'openai';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startServer, type RunningServer } from '@unimoe/edge/serve';
-import { discoverEngine } from '@unimoe/edge/engine-client/discovery';
-import { nodeNatsTransport } from '@unimoe/edge/engine-client/node-nats-transport';
-import type { EngineLoad } from '@unimoe/edge/engine-client/protocol';
-import { engineReplicaSubject } from '@unimoe/shared/wire/engine-subjects';
+import { readManifest } from '@unimoe/shared/bundle/load';
+import { wireModel } from '@unimoe/shared/wire/subjects';
 import { freePort } from '@unimoe/shared/runtime/ports';
 import { queryLocalD1 } from '../../infra/workers/wrangler';
 import { malformedBodies } from '../api/malformed-bodies';
 import { startNatsServer, type NatsServer } from '../helpers/nats-server';
 import { makeTempDir } from '../helpers/tmp';
 import { buildMultimodalBundle, chirpWav, media, MODEL } from '../multimodal/setup';
-import { startEngineProcess, type EngineProcess } from './engine-process';
+import { LoadProbe, spawnEngine, stopEngine, type EngineProcess } from '../engine/helpers';
 import { startWorkerDev, type WorkerDev } from './wrangler-dev';
 
 const REPO = resolve(import.meta.dirname, '..', '..');
 const EDGE_PASSWORD = 'edge-secret-for-tests';
-const ENGINE_PASSWORD = 'engine-secret-for-tests';
 
 let tmp: { dir: string; cleanup: () => Promise<void> };
 let nats: NatsServer;
 let engine: EngineProcess;
 let worker: WorkerDev;
 let node: RunningServer;
-let nc: NatsConnection;
+let probe: LoadProbe;
 let workerKey: string;
 let nodeKey: string;
 
@@ -57,12 +53,11 @@ beforeAll(async () => {
   tmp = await makeTempDir('workers');
   const { bundle } = await buildMultimodalBundle(tmp.dir);
   const wsPort = await freePort();
-  nats = await startNatsServer({
-    config: `websocket { host: 127.0.0.1, port: ${wsPort}, no_tls: true }
-authorization { users = [ { user: edge, password: "${EDGE_PASSWORD}" }, { user: engine, password: "${ENGINE_PASSWORD}" } ] }
-`,
-  });
-  engine = await startEngineProcess(bundle, nats.url, { env: { NATS_USER: 'engine', NATS_PASSWORD: ENGINE_PASSWORD } });
+  // The websocket listener (the Worker's way in) takes only the edge's credentials, sent from Worker secrets.
+  nats = await startNatsServer({ config: `websocket { host: 127.0.0.1, port: ${wsPort}, no_tls: true, authorization { user: edge, password: "${EDGE_PASSWORD}" } }\n` });
+  engine = spawnEngine(bundle, nats.url, 'workers-test');
+  await engine.ready;
+  probe = await LoadProbe.open(nats.url, wireModel(await readManifest(bundle)));
   worker = await startWorkerDev({
     vars: { NATS_WS_URL: `ws://127.0.0.1:${wsPort}`, MODEL, REQUESTS_PER_MINUTE: '0', MAX_CONCURRENT_PER_KEY: '0' },
     secrets: { NATS_USER: 'edge', NATS_PASSWORD: EDGE_PASSWORD },
@@ -70,14 +65,13 @@ authorization { users = [ { user: edge, password: "${EDGE_PASSWORD}" }, { user: 
   workerKey = await createWorkerKey(worker.stateDir);
   node = await startServer({ bundle, port: 0, databaseUrl: `file:${tmp.dir}/db/unimoe.db`, api: { requestsPerMinute: 0, maxConcurrentPerKey: 0 } });
   nodeKey = (await node.store.createKey('node-tests')).key;
-  nc = await connect({ servers: nats.url, user: 'edge', pass: EDGE_PASSWORD });
 });
 
 afterAll(async () => {
-  await nc?.close();
+  await probe?.close();
   await node?.close();
   await worker?.stop();
-  await engine?.stop();
+  await stopEngine(engine);
   await nats?.stop();
   await tmp?.cleanup();
 });
@@ -219,8 +213,7 @@ describe('bad input', () => {
 
 describe('cancellation', () => {
   it('a client that disconnects mid-stream stops its generation on the engine', async () => {
-    const { engine: engineId, hash } = await discoverEngine(nodeNatsTransport(nc), MODEL);
-    const load = async (): Promise<EngineLoad> => JSON.parse(new TextDecoder().decode((await nc.request(engineReplicaSubject({ name: MODEL, hash }, engineId, 'stats'), new Uint8Array(0), { timeout: 5000 })).data));
+    const load = () => probe.load(engine.id);
     const before = await load();
     const maxTokens = 1800;
     const abort = new AbortController();
@@ -235,10 +228,7 @@ describe('cancellation', () => {
     let seen = '';
     while (!seen.includes('"delta":{"content":')) seen += new TextDecoder().decode((await reader.read()).value);
     abort.abort();
-    let after = await load();
-    const deadline = Date.now() + 10_000;
-    while (after.active > 0 && Date.now() < deadline) after = await load();
-    expect(after.active).toBe(0);
+    const after = await probe.waitFor(engine.id, (l) => l.active === 0, 'the engine to drop the request', 10_000);
     expect(after.accepted).toBe(before.accepted + 1);
     // Stopped well before max_tokens; and the engine makes no more tokens afterwards.
     expect(after.generatedTokens - before.generatedTokens).toBeLessThan(maxTokens);
