@@ -47,9 +47,17 @@ export async function migrateLocalD1(stateDir: string): Promise<void> {
   await runWrangler(['d1', 'migrations', 'apply', D1_BINDING, '--local', '--persist-to', stateDir]);
 }
 
+/** Which D1 database: the local one in a state folder, or the deployed one (`--remote`, needs a Cloudflare login). */
+export type D1Target = { stateDir: string } | 'remote';
+
 /** Runs SQL on the local D1 database; returns the rows of its (last) statement. */
-export async function queryLocalD1(stateDir: string, sql: string): Promise<Record<string, unknown>[]> {
-  const out = await runWrangler(['d1', 'execute', D1_BINDING, '--local', '--persist-to', stateDir, '--json', '--command', sql]);
+export function queryLocalD1(stateDir: string, sql: string): Promise<Record<string, unknown>[]> {
+  return queryD1({ stateDir }, sql);
+}
+
+export async function queryD1(target: D1Target, sql: string): Promise<Record<string, unknown>[]> {
+  const where = target === 'remote' ? ['--remote'] : ['--local', '--persist-to', target.stateDir];
+  const out = await runWrangler(['d1', 'execute', D1_BINDING, ...where, '--json', '--command', sql]);
   const results = JSON.parse(out.slice(out.indexOf('['))) as { results: Record<string, unknown>[] }[];
   return results[results.length - 1]?.results ?? [];
 }
