@@ -7,10 +7,13 @@
  *    the part fetches of encoder requests (to the edge's inbox); answers the requests it received, including
  *    `$SRV.PING|INFO|STATS` and its load endpoint (NATS services protocol).
  *  - autoscaler: reads the stats, demand and routed-token counts; asks the workers' `$SRV` endpoints.
+ *  - engine (`unimoe engine`, the engine tier): takes the bundle's engine subjects (generate, cancel, discovery,
+ *    files, grammar checks); publishes request events and feature fetches to the edge's inbox; with pools,
+ *    sends unit requests as the edge does. The edge may also publish to the engine subjects.
  */
 import type { Manifest } from '@unimoe/shared/bundle/manifest';
 import { roleInboxPrefix, type NatsRole } from '@unimoe/shared/runtime/nats-auth';
-import { bundleSubjectPrefix, statsSubject, unitSubject, wireModel } from '@unimoe/shared/wire/subjects';
+import { bundleSubjectPrefix, engineDiscoverSubject, statsSubject, unitSubject, wireModel } from '@unimoe/shared/wire/subjects';
 import { parseIndexList } from '@unimoe/gpu-worker/index-list';
 import { ENCODERS, selectEncoderUnits, selectExpertUnits, type EncoderName } from '@unimoe/gpu-worker/units';
 
@@ -48,7 +51,11 @@ export function rolePermissions(manifest: Manifest, pools: PoolPlan[]): RolePerm
   const prefix = bundleSubjectPrefix(wire);
   const inbox = (role: NatsRole) => `${roleInboxPrefix(role)}.>`;
   const edge: NatsRole = { kind: 'edge' };
+  const engine: NatsRole = { kind: 'engine' };
   const autoscaler: NatsRole = { kind: 'autoscaler' };
+  const discover = engineDiscoverSubject(manifest.name);
+  /** What an edge or an engine with pools sends to the units. */
+  const unitRequests = [`${prefix}.unit.>`, `${prefix}.replica.>`, `${prefix}.demand`, `${prefix}.routed`, '$SRV.>'];
   const names = new Set<string>();
   const workers = pools.map((p): RolePermissions => {
     if (names.has(p.pool)) throw new Error(`pool ${p.pool} is given twice`);
@@ -57,7 +64,8 @@ export function rolePermissions(manifest: Manifest, pools: PoolPlan[]): RolePerm
     return {
       name: `worker-${p.pool}`,
       role,
-      publish: [statsSubject(wire, p.pool), inbox(edge)],
+      // Encoder part fetches go to the inbox of whoever asked: an edge, or an engine with pools.
+      publish: [statsSubject(wire, p.pool), inbox(edge), inbox(engine)],
       // Its units' shared subjects, and the same units on any replica's own subject (re-sends; docs/wire.md).
       subscribe: [...p.units.flatMap((u) => [unitSubject(wire, u), `${prefix}.replica.*.unit.${u}`]), inbox(role), '$SRV.>', `${prefix}.load.>`],
       allowResponses: true,
@@ -67,8 +75,15 @@ export function rolePermissions(manifest: Manifest, pools: PoolPlan[]): RolePerm
     {
       name: 'edge',
       role: edge,
-      publish: [`${prefix}.unit.>`, `${prefix}.replica.>`, `${prefix}.demand`, `${prefix}.routed`, '$SRV.>'],
+      publish: [...unitRequests, `${prefix}.engine.>`, discover],
       subscribe: [inbox(edge), `${prefix}.stats.>`],
+      allowResponses: true,
+    },
+    {
+      name: 'engine',
+      role: engine,
+      publish: [...unitRequests, inbox(edge)],
+      subscribe: [inbox(engine), `${prefix}.engine.>`, discover],
       allowResponses: true,
     },
     {

@@ -19,7 +19,7 @@ export async function discoverEngine(t: EngineTransport, modelName: string, time
 }
 
 /** A file of the bundle (a path the manifest names, e.g. its tokenizer), whole. */
-export async function fetchBundleFile(t: EngineTransport, model: WireModel, path: string, timeoutMs = 10_000): Promise<Uint8Array> {
+export async function fetchBundleFile(t: EngineTransport, model: WireModel, path: string, timeoutMs = 10_000): Promise<Uint8Array<ArrayBuffer>> {
   const chunks: Uint8Array[] = [];
   let offset = 0;
   for (;;) {

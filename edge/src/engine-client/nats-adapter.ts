@@ -21,7 +21,7 @@ interface NatsMsgLike {
 export interface NatsConnectionLike {
   info?: { max_payload: number };
   publish(subject: string, payload?: Uint8Array, opts?: { headers?: never; reply?: string }): void;
-  subscribe(subject: string, opts?: { queue?: string; callback?: (err: Error | null, msg: never) => void }): { unsubscribe(): void };
+  subscribe(subject: string, opts?: { queue?: string; callback?: (err: Error | null, msg: never) => void }): { unsubscribe(): void; drain(): Promise<void> };
   request(subject: string, payload?: Uint8Array, opts?: { timeout: number; headers?: never }): Promise<unknown>;
   flush(): Promise<void>;
 }

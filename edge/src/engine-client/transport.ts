@@ -15,6 +15,8 @@ export interface TransportMsg {
 
 export interface Subscription {
   unsubscribe(): void;
+  /** Unsubscribes, but still delivers the messages the server routed here before it saw that. */
+  drain(): Promise<void>;
 }
 
 /** Why a request got no reply: nobody subscribes to the subject, or nobody answered in time. */

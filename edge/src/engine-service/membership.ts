@@ -22,7 +22,9 @@ export class QueueMembership {
   set(open: boolean): void {
     if (open && !this.sub) this.sub = this.t.subscribe(this.subject, this.onMsg, { queue: this.queue });
     else if (!open && this.sub) {
-      this.sub.unsubscribe();
+      // Drained, not dropped: a request the server routed here before it saw the unsubscribe is still
+      // answered (declined), instead of being lost and costing its client the accept timeout.
+      void this.sub.drain().catch(() => undefined);
       this.sub = null;
     }
   }

@@ -114,22 +114,33 @@ export async function startEngineService(opts: EngineServiceOptions): Promise<En
       const full = fullReason();
       if (full) {
         counts.declined++;
-        membership.set(false);
+        refresh();
         return reply(m, { type: 'declined', engine: id, reason: full });
       }
       counts.accepted++;
       const entry: RunningRequest = { abort: new AbortController(), stopped: new Set() };
       running.set(req.id, entry);
       reply(m, { type: 'accepted', engine: id, heartbeatMs });
-      membership.set(!fullReason());
+      refresh();
       void runRequest(runner, req, inline, entry).finally(() => {
         running.delete(req.id);
-        membership.set(!fullReason());
+        refresh();
         if (running.size === 0) idle?.();
       });
     };
+    /**
+     * In the queue group exactly while there is room. The scheduler frees a slot (or KV budget) a little
+     * after a generation resolves, so while out it looks again shortly instead of waiting for an event.
+     */
+    let recheck: ReturnType<typeof setTimeout> | undefined;
+    const refresh = () => {
+      const open = !fullReason();
+      membership.set(open);
+      if (!open && !stopping && !recheck) recheck = setTimeout(() => ((recheck = undefined), refresh()), 20);
+    };
     const membership = new QueueMembership(t, engineSubject(wire, 'generate'), ENGINE_QUEUE, onGenerate);
     membership.set(true);
+    cleanup.push(async () => clearTimeout(recheck));
 
     t.subscribe(engineReplicaSubject(wire, id, 'cancel'), (m) => {
       const c = decodeJson<CancelMessage>(m.data, 'cancel');

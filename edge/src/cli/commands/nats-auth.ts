@@ -1,6 +1,6 @@
 /**
  * `unimoe nats-auth <bundle> --out DIR --pool NAME=SPEC ... [--tls-cert F --tls-key F [--tls-ca F]]`: writes a
- * nats-server configuration with one nkey user per role (edge, autoscaler, one per worker pool) and its
+ * nats-server configuration with one nkey user per role (edge, engine, autoscaler, one per worker pool) and its
  * subject permissions, and each role's nkey seed (mode 0600) to hand to that role with --nats-nkey-seed
  * or NATS_NKEY_SEED.
  */
@@ -43,7 +43,7 @@ export async function run(argv: string[]): Promise<number> {
   await writeFile(conf, header + authorizationConfig(roles.map(({ permissions, pair }) => ({ permissions, nkey: pair.getPublicKey() }))) + tls, { mode: 0o600 });
   console.error(`[nats-auth] ${manifest.name}: ${roles.length} roles, subjects ${bundleSubjectPrefix(wireModel(manifest))}.>`);
   for (const { permissions: p } of roles) {
-    const who = p.role.kind === 'worker' ? `unimoe worker ... --pool ${p.role.pool}` : p.role.kind === 'edge' ? 'unimoe serve ...' : 'the autoscaler';
+    const who = p.role.kind === 'worker' ? `unimoe worker ... --pool ${p.role.pool}` : p.role.kind === 'edge' ? 'unimoe serve ...' : p.role.kind === 'engine' ? 'unimoe engine ...' : 'the autoscaler';
     console.error(`  ${who}: --nats-nkey-seed ${join(out, `${p.name}.nk`)}  (or NATS_NKEY_SEED)`);
   }
   console.log(conf);
