@@ -1,32 +1,24 @@
 /**
- * NATS from a Worker: a `wsconnect` (@nats-io/nats-core) connection to the server's websocket listener,
- * opened per use. Workers tie every I/O object (a WebSocket included) to the request that created it,
- * so one isolate cannot share a connection between requests: each generation, grammar check and
- * discovery opens its own and closes it when done (docs/workers.md, "Limits").
+ * NATS from a Worker: the engine tier's websocket connection (connectEngineTierWs: @nats-io/nats-core
+ * `wsconnect`, as the edge role), opened per use. Workers tie every I/O object (a WebSocket included) to
+ * the request that created it, so one isolate cannot share a connection between requests: each
+ * generation, grammar check and discovery opens its own and closes it when done (docs/workers.md).
  */
-import { nkeyAuthenticator, wsconnect, type ConnectionOptions } from '@nats-io/nats-core';
+import { nkeyAuthenticator, type ConnectionOptions } from '@nats-io/nats-core';
 import { unavailable } from '../api/errors';
-import { natsCoreTransport } from '../engine-client/nats-core-transport';
+import { connectEngineTierWs, type EngineTierConnection } from '../engine-client/ws-connect';
 import type { EngineTransport } from '../engine-client/transport';
 import type { WorkerEnv } from './env';
 
-/**
- * The `edge` role's inbox prefix, as roleInboxPrefix({ kind: 'edge' }) (shared/src/runtime/nats-auth.ts,
- * which is Node-only) makes it: the permissions of `unimoe nats-auth` let the edge subscribe only under it.
- */
-export const EDGE_INBOX_PREFIX = '_INBOX.edge';
-
-/** The connection options of the `edge` role from the Worker's secrets (an nkey seed, user + password, or a token). */
-export function natsOptions(env: WorkerEnv): ConnectionOptions {
+/** The `edge` role's credentials from the Worker's secrets (an nkey seed, user + password, or a token). */
+export function natsOptions(env: WorkerEnv): Omit<ConnectionOptions, 'servers' | 'inboxPrefix'> {
   const given = (['NATS_NKEY_SEED', 'NATS_USER', 'NATS_TOKEN'] as const).filter((k) => env[k]);
   if (given.length > 1) throw new Error(`NATS credentials: give one of NATS_NKEY_SEED, NATS_USER/NATS_PASSWORD or NATS_TOKEN, not ${given.join(' and ')}`);
   if (env.NATS_PASSWORD && !env.NATS_USER) throw new Error('NATS credentials: NATS_PASSWORD needs NATS_USER');
   const seed = env.NATS_NKEY_SEED?.trim();
   if (seed && !/^SU[A-Z2-7]+$/.test(seed)) throw new Error('NATS_NKEY_SEED must be an nkey user seed (SU..., the content of the edge.nk file `unimoe nats-auth` writes)');
   return {
-    servers: env.NATS_WS_URL,
     name: 'unimoe-worker',
-    inboxPrefix: EDGE_INBOX_PREFIX,
     // A request that loses its connection fails (the client retries); a reconnect would outlive it.
     reconnect: false,
     ...(env.NATS_USER ? { user: env.NATS_USER, pass: env.NATS_PASSWORD ?? '' } : {}),
@@ -37,15 +29,16 @@ export function natsOptions(env: WorkerEnv): ConnectionOptions {
 
 /** Runs `fn` over a fresh connection, closed when `fn` settles; an unreachable server is a 503. */
 export async function withNats<T>(env: WorkerEnv, fn: (transport: EngineTransport) => Promise<T>): Promise<T> {
-  let nc;
+  const options = natsOptions(env);
+  let conn: EngineTierConnection;
   try {
-    nc = await wsconnect(natsOptions(env));
+    conn = await connectEngineTierWs(env.NATS_WS_URL, options);
   } catch (err) {
     throw Object.assign(unavailable(`The engine tier cannot be reached: the NATS websocket at ${env.NATS_WS_URL} refused the connection (${(err as Error).message}). Please retry.`, 'engine_unavailable'), { cause: err });
   }
   try {
-    return await fn(natsCoreTransport(nc, EDGE_INBOX_PREFIX));
+    return await fn(conn.transport);
   } finally {
-    await nc.close().catch(() => {});
+    await conn.close().catch(() => {});
   }
 }
