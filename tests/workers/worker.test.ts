@@ -1,33 +1,39 @@
 // The edge API as a Cloudflare Worker under `wrangler dev` (local workerd), end to end: a real nats-server
-// with its websocket listener and credentials, a real `unimoe engine` process on the tiny multimodal
-// bundle, the Worker's D1 database. Every answer is checked against the Node edge (embedded, same bundle):
+// with its websocket listener under `unimoe nats-auth`'s per-role permissions (the Worker holds the edge's
+// nkey seed as a secret), a real `unimoe engine` process on the tiny multimodal bundle, the Worker's D1 database. Every answer is checked against the Node edge (embedded, same bundle):
 // text (official openai client, streaming and not, logprobs), image + speech, the 4xx bodies of bad
 // input; and a client that disconnects stops its generation on the engine.
 import { spawn } from 'node:child_process';
+import { readFile } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
 import OpenAI from 'openai';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startServer, type RunningServer } from '@unimoe/edge/serve';
+import type { NatsConnection } from 'nats';
+import type { EngineLoad } from '@unimoe/edge/engine-client/protocol';
 import { readManifest } from '@unimoe/shared/bundle/load';
-import { wireModel } from '@unimoe/shared/wire/subjects';
+import { connectNats } from '@unimoe/shared/runtime/nats-connect';
+import { engineReplicaSubject, wireModel, type WireModel } from '@unimoe/shared/wire/subjects';
+import { cli } from '../helpers/cli';
 import { freePort } from '@unimoe/shared/runtime/ports';
 import { queryLocalD1 } from '../../infra/workers/wrangler';
 import { malformedBodies } from '../api/malformed-bodies';
 import { startNatsServer, type NatsServer } from '../helpers/nats-server';
 import { makeTempDir } from '../helpers/tmp';
 import { buildMultimodalBundle, chirpWav, media, MODEL } from '../multimodal/setup';
-import { LoadProbe, spawnEngine, stopEngine, type EngineProcess } from '../engine/helpers';
+import { spawnEngine, stopEngine, type EngineProcess } from '../engine/helpers';
 import { startWorkerDev, type WorkerDev } from './wrangler-dev';
 
 const REPO = resolve(import.meta.dirname, '..', '..');
-const EDGE_PASSWORD = 'edge-secret-for-tests';
 
 let tmp: { dir: string; cleanup: () => Promise<void> };
 let nats: NatsServer;
 let engine: EngineProcess;
 let worker: WorkerDev;
 let node: RunningServer;
-let probe: LoadProbe;
+let model: WireModel;
+/** The edge role's connection (its seed, its inbox), which may ask engines for their load. */
+let edgeNats: NatsConnection;
 let workerKey: string;
 let nodeKey: string;
 
@@ -52,15 +58,18 @@ function createWorkerKey(stateDir: string): Promise<string> {
 beforeAll(async () => {
   tmp = await makeTempDir('workers');
   const { bundle } = await buildMultimodalBundle(tmp.dir);
+  model = wireModel(await readManifest(bundle));
+  const auth = join(tmp.dir, 'auth');
+  const made = await cli(['nats-auth', bundle, '--out', auth, '--pool', 'a=0-3']);
+  expect(made.code, made.stderr).toBe(0);
   const wsPort = await freePort();
-  // The websocket listener (the Worker's way in) takes only the edge's credentials, sent from Worker secrets.
-  nats = await startNatsServer({ config: `websocket { host: 127.0.0.1, port: ${wsPort}, no_tls: true, authorization { user: edge, password: "${EDGE_PASSWORD}" } }\n` });
-  engine = spawnEngine(bundle, nats.url, 'workers-test');
+  nats = await startNatsServer({ config: `${await readFile(join(auth, 'nats-server.conf'), 'utf8')}\nwebsocket { host: 127.0.0.1, port: ${wsPort}, no_tls: true }\n` });
+  engine = spawnEngine(bundle, nats.url, 'workers-test', ['--nats-nkey-seed', join(auth, 'engine.nk')]);
   await engine.ready;
-  probe = await LoadProbe.open(nats.url, wireModel(await readManifest(bundle)));
+  edgeNats = await connectNats(nats.url, 'workers-test-probe', { role: { kind: 'edge' }, security: { nkeySeed: join(auth, 'edge.nk') } });
   worker = await startWorkerDev({
     vars: { NATS_WS_URL: `ws://127.0.0.1:${wsPort}`, MODEL, REQUESTS_PER_MINUTE: '0', MAX_CONCURRENT_PER_KEY: '0' },
-    secrets: { NATS_USER: 'edge', NATS_PASSWORD: EDGE_PASSWORD },
+    secrets: { NATS_NKEY_SEED: (await readFile(join(auth, 'edge.nk'), 'utf8')).trim() },
   });
   workerKey = await createWorkerKey(worker.stateDir);
   node = await startServer({ bundle, port: 0, databaseUrl: `file:${tmp.dir}/db/unimoe.db`, api: { requestsPerMinute: 0, maxConcurrentPerKey: 0 } });
@@ -68,7 +77,7 @@ beforeAll(async () => {
 });
 
 afterAll(async () => {
-  await probe?.close();
+  await edgeNats?.close();
   await node?.close();
   await worker?.stop();
   await stopEngine(engine);
@@ -213,7 +222,8 @@ describe('bad input', () => {
 
 describe('cancellation', () => {
   it('a client that disconnects mid-stream stops its generation on the engine', async () => {
-    const load = () => probe.load(engine.id);
+    const load = async (): Promise<EngineLoad> =>
+      JSON.parse(new TextDecoder().decode((await edgeNats.request(engineReplicaSubject(model, engine.id, 'stats'), new Uint8Array(0), { timeout: 5000 })).data));
     const before = await load();
     const maxTokens = 1800;
     const abort = new AbortController();
@@ -228,7 +238,9 @@ describe('cancellation', () => {
     let seen = '';
     while (!seen.includes('"delta":{"content":')) seen += new TextDecoder().decode((await reader.read()).value);
     abort.abort();
-    const after = await probe.waitFor(engine.id, (l) => l.active === 0, 'the engine to drop the request', 10_000);
+    let after = await load();
+    for (const deadline = Date.now() + 10_000; after.active > 0 && Date.now() < deadline; ) after = await load();
+    expect(after.active).toBe(0);
     expect(after.accepted).toBe(before.accepted + 1);
     // Stopped well before max_tokens; and the engine makes no more tokens afterwards.
     expect(after.generatedTokens - before.generatedTokens).toBeLessThan(maxTokens);

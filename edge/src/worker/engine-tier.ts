@@ -14,6 +14,7 @@ import type { EngineStats, GenerationEngine, GenerationRequest, GenerationResult
 import type { CompiledOutput, OutputFormat, OutputGrammar } from '../grammar/output';
 import type { WorkerEnv } from './env';
 import { withNats } from './nats';
+import { keepAlive } from './request-context';
 
 export interface DiscoveredBundle {
   manifest: Manifest;
@@ -60,7 +61,8 @@ export class WorkerEngine implements GenerationEngine {
   async generate(req: GenerationRequest): Promise<GenerationResult> {
     this.running++;
     try {
-      const result = await withNats(this.env, (transport) => new RemoteEngine({ transport, model: this.model }).generate(req));
+      // Kept alive past a client disconnect: the abort must still reach the engine as a cancel.
+      const result = await keepAlive(withNats(this.env, (transport) => new RemoteEngine({ transport, model: this.model }).generate(req)));
       this.generatedTokens += result.choices.reduce((sum, c) => sum + c.completionTokens, 0);
       return result;
     } finally {

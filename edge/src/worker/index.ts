@@ -12,10 +12,12 @@ import { createApp } from '../api/app';
 import { unavailable } from '../api/errors';
 import { createChatTokenizer } from '../api/prompt';
 import { openD1Store } from '../db/d1-store';
+import type { Store } from '../db/store';
 import { provideImageCodecModules } from '../preprocess/wasm-codecs';
 import { apiConfigFromEnv, type WorkerEnv } from './env';
 import { discoverBundle, engineTierReady, WorkerEngine, WorkerOutputGrammar } from './engine-tier';
 import { workerMultimodal } from './multimodal';
+import { keepAlive, runInRequest } from './request-context';
 
 /** One app per isolate (its rate limits and gate live in it), built by the first request. */
 let app: Promise<App> | undefined;
@@ -30,7 +32,7 @@ async function buildApp(env: WorkerEnv): Promise<App> {
     engine: new WorkerEngine(env, model),
     tokenizer: createChatTokenizer(tokenizer, manifest),
     manifest,
-    store: openD1Store(env.DB),
+    store: usageOutlivingClients(openD1Store(env.DB)),
     ready: () => engineTierReady(env, model),
     config,
     multimodal: workerMultimodal(manifest),
@@ -50,6 +52,11 @@ export default {
       log.error({ err }, 'the Worker could not start');
       return unavailable(`The API is not ready: ${(err as Error).message}`, 'engine_unavailable').toResponse();
     }
-    return ready.fetch(request, env, ctx);
+    return runInRequest(ctx, () => ready.fetch(request, env, ctx));
   },
 };
+
+/** Usage rows are written even when the client has gone (a disconnect is recorded as 499). */
+function usageOutlivingClients(store: Store): Store {
+  return { ...store, recordUsage: (record) => keepAlive(store.recordUsage(record)) };
+}
