@@ -1,15 +1,15 @@
 // The edge API as a Cloudflare Worker under `wrangler dev` (local workerd), end to end: a real nats-server
 // with its websocket listener under `unimoe nats-auth`'s per-role permissions (the Worker holds the edge's
-// nkey seed as a secret), a real `unimoe engine` process on the tiny multimodal bundle, the Worker's D1 database. Every answer is checked against the Node edge (embedded, same bundle):
-// text (official openai client, streaming and not, logprobs), image + speech, the 4xx bodies of bad
-// input; and a client that disconnects stops its generation on the engine.
+// nkey seed as a secret), a real `unimoe engine` process on the tiny multimodal bundle, the Worker's D1
+// database. Every answer is checked against the Node edge (embedded, same bundle): text (official openai client, streaming and not, logprobs), image + speech, the 4xx bodies of bad
+// input; and a request the Worker aborts stops its generation on the engine.
 import { spawn } from 'node:child_process';
 import { readFile } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
 import OpenAI from 'openai';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startServer, type RunningServer } from '@unimoe/edge/serve';
-import type { NatsConnection } from 'nats';
+import { nkeys, type NatsConnection } from 'nats';
 import type { EngineLoad } from '@unimoe/edge/engine-client/protocol';
 import { readManifest } from '@unimoe/shared/bundle/load';
 import { connectNats } from '@unimoe/shared/runtime/nats-connect';
@@ -32,6 +32,8 @@ let engine: EngineProcess;
 let worker: WorkerDev;
 let node: RunningServer;
 let model: WireModel;
+let wsUrl: string;
+let edgeSeed: string;
 /** The edge role's connection (its seed, its inbox), which may ask engines for their load. */
 let edgeNats: NatsConnection;
 let workerKey: string;
@@ -67,9 +69,11 @@ beforeAll(async () => {
   engine = spawnEngine(bundle, nats.url, 'workers-test', ['--nats-nkey-seed', join(auth, 'engine.nk')]);
   await engine.ready;
   edgeNats = await connectNats(nats.url, 'workers-test-probe', { role: { kind: 'edge' }, security: { nkeySeed: join(auth, 'edge.nk') } });
+  wsUrl = `ws://127.0.0.1:${wsPort}`;
+  edgeSeed = (await readFile(join(auth, 'edge.nk'), 'utf8')).trim();
   worker = await startWorkerDev({
-    vars: { NATS_WS_URL: `ws://127.0.0.1:${wsPort}`, MODEL, REQUESTS_PER_MINUTE: '0', MAX_CONCURRENT_PER_KEY: '0' },
-    secrets: { NATS_NKEY_SEED: (await readFile(join(auth, 'edge.nk'), 'utf8')).trim() },
+    vars: { NATS_WS_URL: wsUrl, MODEL, REQUESTS_PER_MINUTE: '0', MAX_CONCURRENT_PER_KEY: '0' },
+    secrets: { NATS_NKEY_SEED: edgeSeed },
   });
   workerKey = await createWorkerKey(worker.stateDir);
   node = await startServer({ bundle, port: 0, databaseUrl: `file:${tmp.dir}/db/unimoe.db`, api: { requestsPerMinute: 0, maxConcurrentPerKey: 0 } });
@@ -220,38 +224,58 @@ describe('bad input', () => {
   });
 });
 
-describe('cancellation', () => {
-  it('a client that disconnects mid-stream stops its generation on the engine', async () => {
-    const load = async (): Promise<EngineLoad> =>
-      JSON.parse(new TextDecoder().decode((await edgeNats.request(engineReplicaSubject(model, engine.id, 'stats'), new Uint8Array(0), { timeout: 5000 })).data));
-    const before = await load();
-    const maxTokens = 1800;
-    const abort = new AbortController();
-    const res = await fetch(`${worker.url}/v1/chat/completions`, {
-      method: 'POST',
-      signal: abort.signal,
-      headers: { Authorization: `Bearer ${workerKey}`, 'Content-Type': 'application/json' },
-      body: JSON.stringify({ model: MODEL, max_tokens: maxTokens, ignore_eos: true, stream: true, messages: [{ role: 'user', content: 'Go on forever.' }] }),
-    });
-    // Until a generated token arrives: the engine has accepted the request and is generating.
-    const reader = res.body!.getReader();
-    let seen = '';
-    while (!seen.includes('"delta":{"content":')) seen += new TextDecoder().decode((await reader.read()).value);
-    abort.abort();
-    let after = await load();
-    for (const deadline = Date.now() + 10_000; after.active > 0 && Date.now() < deadline; ) after = await load();
-    expect(after.active).toBe(0);
-    expect(after.accepted).toBe(before.accepted + 1);
-    // Stopped well before max_tokens; and the engine makes no more tokens afterwards.
-    expect(after.generatedTokens - before.generatedTokens).toBeLessThan(maxTokens);
-    await new Promise((r) => setTimeout(r, 300));
-    expect((await load()).generatedTokens).toBe(after.generatedTokens);
-    // The Worker records it as the Node edge does: 499, finish_reason abort.
-    let row: Record<string, unknown> | undefined;
-    for (let tries = 0; tries < 10 && row?.status !== 499; tries++) {
-      [row] = await queryLocalD1(worker.stateDir, 'SELECT status, finish_reason, completion_tokens FROM usage ORDER BY id DESC LIMIT 1');
+describe('NATS credentials', () => {
+  it('a Worker whose nkey the server does not know answers 503 engine_unavailable, naming the refusal', async () => {
+    const stranger = await startWorkerDev({ vars: { NATS_WS_URL: wsUrl, MODEL }, secrets: { NATS_NKEY_SEED: new TextDecoder().decode(nkeys.createUser().getSeed()) } });
+    try {
+      const res = await fetch(`${stranger.url}/v1/models`, { headers: { Authorization: `Bearer ${workerKey}` } });
+      const { error } = await res.json();
+      expect(res.status).toBe(503);
+      expect(error).toMatchObject({ type: 'server_error', code: 'engine_unavailable' });
+      expect(error.message).toMatch(/engine tier cannot be reached: the NATS websocket at ws:\/\/127.0.0.1:\d+ refused the connection/);
+    } finally {
+      await stranger.stop();
     }
-    expect(row).toMatchObject({ status: 499, finish_reason: 'abort' });
-    expect(row!.completion_tokens).toBeLessThan(maxTokens);
+  });
+});
+
+describe('cancellation', () => {
+  it('a request the Worker aborts mid-stream (its request timeout) stops its generation on the engine', async () => {
+    // The same AbortSignal path as a client that disconnects (generation.ts joins both). A disconnect itself is
+    // not tested here: workerd under `wrangler dev` reports it to the Worker only some of the time
+    // (docs/workers.md, "Worker: what is not available").
+    const impatient = await startWorkerDev({
+      vars: { NATS_WS_URL: wsUrl, MODEL, NO_AUTH: 'true', REQUEST_TIMEOUT_MS: '1500' },
+      secrets: { NATS_NKEY_SEED: edgeSeed },
+    });
+    try {
+      const load = async (): Promise<EngineLoad> =>
+        JSON.parse(new TextDecoder().decode((await edgeNats.request(engineReplicaSubject(model, engine.id, 'stats'), new Uint8Array(0), { timeout: 5000 })).data));
+      const before = await load();
+      const maxTokens = 1800;
+      const res = await fetch(`${impatient.url}/v1/chat/completions`, {
+        method: 'POST',
+        headers: { 'Content-Type': 'application/json' },
+        body: JSON.stringify({ model: MODEL, max_tokens: maxTokens, ignore_eos: true, n: 8, stream: true, messages: [{ role: 'user', content: 'Go on forever.' }] }),
+      });
+      const events = await res.text();
+      // The stream ends with the timeout's error event, after some tokens.
+      expect(events).toContain('"delta":{"content":');
+      expect(events).toContain('request_timeout');
+      let after = await load();
+      for (const deadline = Date.now() + 10_000; after.active > 0 && Date.now() < deadline; ) after = await load();
+      expect(after.active).toBe(0);
+      expect(after.accepted).toBe(before.accepted + 1);
+      // Stopped well before its 8 x max_tokens; and the engine makes no more tokens afterwards.
+      expect(after.generatedTokens - before.generatedTokens).toBeLessThan(8 * maxTokens);
+      await new Promise((r) => setTimeout(r, 300));
+      expect((await load()).generatedTokens).toBe(after.generatedTokens);
+      // Recorded as the Node edge records it: 504, finish_reason abort.
+      const [row] = await queryLocalD1(impatient.stateDir, 'SELECT status, finish_reason, completion_tokens FROM usage ORDER BY id DESC LIMIT 1');
+      expect(row).toMatchObject({ status: 504, finish_reason: 'abort' });
+      expect(row!.completion_tokens).toBeLessThan(8 * maxTokens);
+    } finally {
+      await impatient.stop();
+    }
   });
 });
