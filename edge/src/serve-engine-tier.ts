@@ -14,7 +14,7 @@ import { wireModel, type WireModel } from '@unimoe/shared/wire/subjects';
 import { createChatTokenizer } from './api/prompt';
 import { openTokenizer } from './cli/bundle-access';
 import { noUnits, resolveBundle } from './cli/resolve-bundle';
-import { discoverEngine, fetchBundleFile } from './engine-client/discovery';
+import { discoverEngine, fetchTokenizer } from './engine-client/discovery';
 import { nodeNatsTransport } from './engine-client/node-nats-transport';
 import { RemoteEngine } from './engine-client/remote-engine';
 import { RemoteOutputGrammar } from './engine-client/remote-grammar';
@@ -71,8 +71,9 @@ async function fromBundle(bundle: string): Promise<{ manifest: Manifest; model: 
 async function fromEngines(t: EngineTransport, modelName: string): Promise<{ manifest: Manifest; model: WireModel; textTokenizer: TextTokenizer }> {
   const found = await discoverEngine(t, modelName);
   const { manifest } = found;
-  const model = { name: manifest.name, hash: found.hash };
-  const bytes = await fetchBundleFile(t, model, manifest.tokenizer.file);
+  const model = wireModel(manifest);
+  if (model.hash !== found.hash) throw new Error(`engine ${found.engine} gave bundle hash ${found.hash} for a manifest that hashes to ${model.hash}`);
+  const bytes = await fetchTokenizer(t, found);
   log.info({ model: manifest.name, engine: found.engine }, `manifest and tokenizer of ${manifest.name} from engine ${found.engine}`);
   return { manifest, model, textTokenizer: loadTokenizer(manifest.tokenizer.kind ?? 'sentencepiece', bytes) };
 }

@@ -48,7 +48,7 @@ afterAll(async () => {
 describe('engine lifecycle', () => {
   it('SIGTERM: the running stream finishes, the engine exits 0, and the tier without engines answers 503 at once', async () => {
     const e = await engine('graceful', ['--drain-s', '60']);
-    const res = await chat({ ...long(true), max_tokens: 300 });
+    const res = await chat({ ...long(true), max_tokens: 1000 });
     expect(res.status).toBe(200);
     const events = readSse(res);
     await probe.waitFor('graceful', (l) => l.running === 1, 'the stream to run');
@@ -59,10 +59,14 @@ describe('engine lifecycle', () => {
     expect(last.choices[0]!.finish_reason).toBe('length');
     expect((await e.exited).code).toBe(0);
     expect(e.output()).toContain('[engine] stopped');
-    const refused = await chat(long(false));
-    expect(refused.status).toBe(503);
-    expect(refused.headers.get('retry-after')).toBe('1');
-    expect(await refused.json()).toMatchObject({ error: { code: 'server_overloaded', message: expect.stringMatching(/no engine of the engine tier is free/) } });
+    // JSON and streams alike: a plain 503 before any stream opens, as the embedded edge's gate answers when full.
+    for (const stream of [false, true]) {
+      const refused = await chat(long(stream));
+      expect(refused.status).toBe(503);
+      expect(refused.headers.get('retry-after')).toBe('1');
+      expect(refused.headers.get('content-type')).toMatch(/application\/json/);
+      expect(await refused.json()).toMatchObject({ error: { code: 'server_overloaded', message: expect.stringMatching(/no engine of the engine tier is free/) } });
+    }
     expect(await (await fetch(`${edge.url}/readyz`)).json()).toEqual({ status: 'not_ready', missing: ['engine'] });
   });
 

@@ -51,6 +51,11 @@ describe('media on the engine tier', () => {
     const [want, got] = await Promise.all([chat(embedded, body).then((r) => r.json()), chat(remote, body).then((r) => r.json())]);
     expect(comparable(got)).toEqual(comparable(want));
     expect((want as { usage: { prompt_tokens_details: object } }).usage.prompt_tokens_details).toMatchObject({ image_tokens: 576, speech_tokens: 50 });
+    // Speech alone (0.96 MB of log-mel) fits one message: the features travel inside the request.
+    const speech = { ...body, messages: [{ role: 'user', content: [content[0], content[2]] }] };
+    const [a, b] = await Promise.all([chat(embedded, speech).then((r) => r.json()), chat(remote, speech).then((r) => r.json())]);
+    expect(comparable(b)).toEqual(comparable(a));
+    expect((a as { usage: { prompt_tokens_details: object } }).usage.prompt_tokens_details).toMatchObject({ image_tokens: 0, speech_tokens: 50 });
   });
 
   it('streams the same chunks, and a sound (BEATs) prompt too', async () => {

@@ -4,14 +4,14 @@
  * greedy generation with streamed tokens. Prints one JSON line: what it learned and generated.
  * Usage: node --experimental-websocket --import tsx ws-client.ts WS_URL MODEL PROMPT_IDS_JSON MAX_TOKENS
  */
-import { connectEngineTierWs, discoverEngine, fetchBundleFile, RemoteEngine } from '@unimoe/edge/engine-client/index';
+import { connectEngineTierWs, discoverEngine, fetchTokenizer, RemoteEngine } from '@unimoe/edge/engine-client/index';
 
 const [url, modelName, promptJson, maxTokens] = process.argv.slice(2);
 const conn = await connectEngineTierWs(url!);
 try {
   const found = await discoverEngine(conn.transport, modelName!);
   const model = { name: found.manifest.name, hash: found.hash };
-  const tokenizer = await fetchBundleFile(conn.transport, model, found.manifest.tokenizer.file);
+  const tokenizer = await fetchTokenizer(conn.transport, found);
   const digest = new Uint8Array(await crypto.subtle.digest('SHA-256', tokenizer));
   const engine = new RemoteEngine({ transport: conn.transport, model });
   const streamed: number[] = [];

@@ -33,6 +33,8 @@ export interface CompletionInput {
   onDelta?: (choice: number, text: string, logprobs: TokenLogprob[]) => void;
   /** With promptLogprobs: receives them once the prompt is prefilled, before any delta. */
   onPromptLogprobs?: (logprobs: (TokenLogprob | null)[]) => void;
+  /** A remote engine took the request (GenerationRequest.onAccepted). */
+  onAccepted?: () => void;
   /** When the request arrived (performance.now()), for time to first token. */
   startedAt: number;
 }
@@ -124,6 +126,7 @@ export async function runCompletion(engine: GenerationEngine, tokenizer: ChatTok
     ...(input.responseFormat ? { responseFormat: input.responseFormat } : {}),
     ...(input.promptLogprobs !== undefined ? { promptLogprobs: input.promptLogprobs } : {}),
     ...(input.onPromptLogprobs ? { onPromptLogprobs: input.onPromptLogprobs } : {}),
+    ...(input.onAccepted ? { onAccepted: input.onAccepted } : {}),
     signal: input.signal,
     onToken(id, choice, logprob) {
       const now = performance.now();

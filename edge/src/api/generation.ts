@@ -147,6 +147,7 @@ export async function handleGeneration<P extends PreparedGeneration>(
     callerSignal: AbortSignal,
     onDelta?: (c: ChoiceContext, text: string, logprobs: TokenLogprob[]) => void,
     onPromptLogprobs?: (prompt: number, logprobs: (TokenLogprob | null)[]) => void,
+    onAccepted?: () => void,
   ) => {
     const failed = new AbortController();
     const signal = AbortSignal.any([callerSignal, failed.signal]);
@@ -165,6 +166,7 @@ export async function handleGeneration<P extends PreparedGeneration>(
           startedAt,
           ...(onDelta ? { onDelta: (choice: number, text: string, lps: TokenLogprob[]) => onDelta(contexts[i * p.n + choice]!, text, lps) } : {}),
           ...(onPromptLogprobs ? { onPromptLogprobs: (lps: (TokenLogprob | null)[]) => onPromptLogprobs(i, lps) } : {}),
+          ...(onAccepted ? { onAccepted } : {}),
         }).catch((err: unknown) => {
           failed.abort();
           throw err;
@@ -181,9 +183,31 @@ export async function handleGeneration<P extends PreparedGeneration>(
       release();
     }
   }
+  if (deps.engine.remote) {
+    // The engine tier: the stream opens once an engine took every prompt's request, so a tier that cannot
+    // take it (every engine full, none running) answers a plain 503 as the embedded edge's gate does.
+    let taken = 0;
+    let allTaken!: () => void;
+    const accepted = new Promise<void>((resolve) => (allTaken = resolve));
+    const s = beginStream(() => ++taken === p.prompts.length && allTaken());
+    const refused = await Promise.race([accepted.then(() => null), s.runs.then(() => null, (err: unknown) => err ?? new Error('generation failed'))]);
+    if (refused) {
+      const apiErr = logged(refused);
+      await record(apiErr.status, prompt, 0, null);
+      release();
+      return apiErr.toResponse();
+    }
+    return streamSSE(c, async (stream) => {
+      try {
+        await s.finish(stream);
+      } finally {
+        release();
+      }
+    });
+  }
   return streamSSE(c, async (stream) => {
     try {
-      await respondStream(stream);
+      await beginStream().finish(stream);
     } finally {
       release();
     }
@@ -212,13 +236,18 @@ export async function handleGeneration<P extends PreparedGeneration>(
     return c.json({ id, object: endpoint.object, created, model, choices, usage: usageOf(totalTokens(runs)) });
   }
 
-  async function respondStream(stream: SSEStreamingApi): Promise<void> {
+  /**
+   * Starts a streaming request's runs; its events wait for the SSE stream that `finish` is given, which then
+   * writes them, the last chunks, usage and [DONE]. `onAccepted`: each prompt's request was taken (remote engines).
+   */
+  function beginStream(onAccepted?: () => void): { runs: Promise<CompletionOutcome[]>; finish(stream: SSEStreamingApi): Promise<void> } {
     const gone = new AbortController();
-    stream.onAbort(() => gone.abort());
     const signal = AbortSignal.any([c.req.raw.signal, gone.signal, timeout]);
-    let writing = Promise.resolve();
+    let attach!: (stream: SSEStreamingApi) => void;
+    const opened = new Promise<SSEStreamingApi>((resolve) => (attach = resolve));
+    let writing: Promise<unknown> = opened;
     const send = (payload: object) => {
-      writing = writing.then(() => stream.writeSSE({ data: JSON.stringify(payload) }));
+      writing = writing.then(() => opened).then((stream) => stream.writeSSE({ data: JSON.stringify(payload) }));
     };
     const chunk = (choice: object) => send({ id, object: endpoint.chunkObject, created, model, choices: [choice], ...(p.includeUsage ? { usage: null } : {}) });
 
@@ -230,27 +259,34 @@ export async function handleGeneration<P extends PreparedGeneration>(
     const deferred = p.promptLogprobs !== undefined;
     if (!deferred) contexts.forEach((ctx) => open(ctx));
     const onPrompt = (prompt: number, lps: (TokenLogprob | null)[]) => contexts.slice(prompt * p.n, (prompt + 1) * p.n).forEach((ctx) => open(ctx, lps));
-    let runs: CompletionOutcome[];
-    try {
-      runs = await runAll(signal, (ctx, text, lps) => chunk(endpoint.delta(p, ctx, text, lps)), deferred ? onPrompt : undefined);
-    } catch (err) {
-      const apiErr = logged(err);
-      send(apiErr.body());
+    const runs = runAll(signal, (ctx, text, lps) => chunk(endpoint.delta(p, ctx, text, lps)), deferred ? onPrompt : undefined, onAccepted);
+
+    const finish = async (stream: SSEStreamingApi): Promise<void> => {
+      stream.onAbort(() => gone.abort());
+      attach(stream);
+      let done: CompletionOutcome[];
+      try {
+        done = await runs;
+      } catch (err) {
+        const apiErr = logged(err);
+        send(apiErr.body());
+        await writing;
+        await record(apiErr.status, prompt, 0, null);
+        return;
+      }
+      if (done.some((r) => r.aborted)) {
+        if (timeout.aborted) send(timedOut(deps.config.requestTimeoutMs).body());
+        await writing;
+        await record(timeout.aborted ? 504 : CLIENT_CLOSED, prompt, totalTokens(done), 'abort');
+        return;
+      }
+      for (const ctx of contexts) chunk(endpoint.finish(p, ctx, done[Math.floor(ctx.index / p.n)]!.choices[ctx.index % p.n]!));
+      if (p.includeUsage) send({ id, object: endpoint.chunkObject, created, model, choices: [], usage: usageOf(totalTokens(done)) });
+      await record(200, prompt, totalTokens(done), rowReason(done));
+      writing = writing.then(() => stream.write('data: [DONE]\n\n'));
       await writing;
-      await record(apiErr.status, prompt, 0, null);
-      return;
-    }
-    if (runs.some((r) => r.aborted)) {
-      if (timeout.aborted) send(timedOut(deps.config.requestTimeoutMs).body());
-      await writing;
-      await record(timeout.aborted ? 504 : CLIENT_CLOSED, prompt, totalTokens(runs), 'abort');
-      return;
-    }
-    for (const ctx of contexts) chunk(endpoint.finish(p, ctx, runs[Math.floor(ctx.index / p.n)]!.choices[ctx.index % p.n]!));
-    if (p.includeUsage) send({ id, object: endpoint.chunkObject, created, model, choices: [], usage: usageOf(totalTokens(runs)) });
-    await record(200, prompt, totalTokens(runs), rowReason(runs));
-    writing = writing.then(() => stream.write('data: [DONE]\n\n').then(() => undefined));
-    await writing;
+    };
+    return { runs, finish };
   }
 }
 

@@ -8,7 +8,7 @@ import type { ResponseFormat } from './request';
 export async function compileResponseFormat(deps: Pick<GenerationDeps, 'grammar'>, format: ResponseFormat | null | undefined): Promise<CompiledOutput | undefined> {
   if (format == null || format.type === 'text') return undefined;
   if (!deps.grammar) throw invalidRequest(`response_format '${format.type}' is not available on this server.`, 'response_format', 'unsupported_parameter');
-  if (format.type === 'json_schema') checkSchema(format.json_schema.schema);
+  if (format.type === 'json_schema' && !deps.grammar.checksSchemas) checkSchema(format.json_schema.schema);
   try {
     return await deps.grammar.compile(format.type === 'json_object' ? format : { type: 'json_schema', schema: format.json_schema.schema });
   } catch (err) {

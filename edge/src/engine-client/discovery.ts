@@ -40,3 +40,12 @@ export async function fetchBundleFile(t: EngineTransport, model: WireModel, path
   }
   return out;
 }
+
+/** The manifest's tokenizer file, checked against the sha256 the manifest records. */
+export async function fetchTokenizer(t: EngineTransport, found: DiscoverReply): Promise<Uint8Array<ArrayBuffer>> {
+  const { manifest } = found;
+  const bytes = await fetchBundleFile(t, { name: manifest.name, hash: found.hash }, manifest.tokenizer.file);
+  const digest = [...new Uint8Array(await crypto.subtle.digest('SHA-256', bytes))].map((b) => b.toString(16).padStart(2, '0')).join('');
+  if (digest !== manifest.tokenizer.sha256) throw new Error(`tokenizer ${manifest.tokenizer.file} from engine ${found.engine}: sha256 ${digest}, the manifest records ${manifest.tokenizer.sha256}`);
+  return bytes;
+}

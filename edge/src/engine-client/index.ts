@@ -4,7 +4,7 @@
  */
 export { RemoteEngine, type RemoteEngineOptions } from './remote-engine';
 export { RemoteOutputGrammar } from './remote-grammar';
-export { discoverEngine, fetchBundleFile } from './discovery';
+export { discoverEngine, fetchBundleFile, fetchTokenizer } from './discovery';
 export { natsCoreTransport } from './nats-core-transport';
 export { connectEngineTierWs, type EngineTierConnection } from './ws-connect';
 export { TransportError, type EngineTransport, type TransportMsg, type Subscription } from './transport';

@@ -5,7 +5,7 @@
  *
  *  client -> generate (request, queue group)      GenerateRequest frame
  *  engine -> reply                                 GenerateReply: accepted | declined | error
- *  engine -> GenerateRequest.events (publish)      EngineEvent*, numbered: token, prompt_logprobs, heartbeat, then done | error
+ *  engine -> GenerateRequest.events (publish)      EngineEvent*, numbered: prompt_logprobs (in pieces), token, heartbeat, then done | error
  *  engine -> GenerateRequest.features.fetch        FetchRequest; the client replies with that part's bytes
  *  client -> replica cancel subject (publish)      CancelMessage: the whole request, or one choice (stop string)
  */
@@ -18,7 +18,6 @@ export const ENGINE_PROTOCOL_VERSION = '1';
 
 export const ENGINE_HEADERS = {
   version: 'Unimoe-Engine',
-  requestId: 'Unimoe-Request-Id',
 } as const;
 
 /** An OpenAI error as the engine found it; the edge answers with exactly this status and body. */
@@ -59,7 +58,8 @@ export type GenerateReply =
 
 export type EngineEvent = { seq: number } & (
   | { type: 'token'; choice: number; id: number; logprob?: TokenLogprob }
-  | { type: 'prompt_logprobs'; logprobs: (TokenLogprob | null)[] }
+  /** The prompt's log probabilities from `offset` (of `total`): a long prompt's come in several events, each under max_payload. */
+  | { type: 'prompt_logprobs'; offset: number; total: number; logprobs: (TokenLogprob | null)[] }
   | { type: 'heartbeat' }
   | { type: 'done'; promptTokens: number; choices: { finishReason: FinishReason; completionTokens: number }[] }
   | { type: 'error'; error: EngineErrorBody }

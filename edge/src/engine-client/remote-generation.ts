@@ -108,6 +108,7 @@ export class RemoteGeneration {
       if (!accepted) return;
       this.engine = accepted.engine;
       if (this.settled) return this.sendCancel(); // aborted while it was being offered
+      this.req.onAccepted?.();
       this.lastHeard = Date.now();
       const silence = this.opts.silenceMs ?? 3 * accepted.heartbeatMs + 1000;
       this.watchdog = setInterval(() => {
@@ -121,7 +122,7 @@ export class RemoteGeneration {
   /** Offers the request until an engine accepts it; null when it was aborted meanwhile. */
   private async offer(body: Uint8Array): Promise<Extract<GenerateReply, { type: 'accepted' }> | null> {
     const subject = engineSubject(this.model, 'generate');
-    const headers = { [ENGINE_HEADERS.version]: ENGINE_PROTOCOL_VERSION, [ENGINE_HEADERS.requestId]: this.id };
+    const headers = { [ENGINE_HEADERS.version]: ENGINE_PROTOCOL_VERSION };
     for (let attempt = 1; ; attempt++) {
       let msg: TransportMsg;
       try {
@@ -172,10 +173,13 @@ export class RemoteGeneration {
         }
         return;
       }
-      case 'prompt_logprobs':
-        this.promptLogprobs = ev.logprobs;
-        this.req.onPromptLogprobs?.(ev.logprobs);
+      case 'prompt_logprobs': {
+        const lps = (this.promptLogprobs ??= []);
+        if (ev.offset !== lps.length) return this.fail(engineGone(`prompt log probabilities from ${ev.offset} where ${lps.length} were expected`), true);
+        lps.push(...ev.logprobs);
+        if (lps.length >= ev.total) this.req.onPromptLogprobs?.(lps);
         return;
+      }
       case 'heartbeat':
         return;
       case 'error':

@@ -12,6 +12,9 @@ import { decodeJson, encodeJson, type GrammarReply } from './protocol';
 import { TransportError, type EngineTransport } from './transport';
 
 export class RemoteOutputGrammar implements OutputGrammar {
+  /** The engine runs the API's JSON-schema check before compiling (engine-service/service.ts). */
+  readonly checksSchemas = true;
+
   constructor(
     private readonly transport: EngineTransport,
     private readonly model: WireModel,

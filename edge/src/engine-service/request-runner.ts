@@ -58,7 +58,12 @@ export async function runRequest(deps: RunnerDeps, req: GenerateRequest, inline:
         send({ type: 'token', choice, id, ...(logprob ? { logprob } : {}) });
         return undefined;
       },
-      onPromptLogprobs: (logprobs) => send({ type: 'prompt_logprobs', logprobs }),
+      onPromptLogprobs: (logprobs) => {
+        // With 20 alternatives each, a long prompt's log probabilities pass max_payload: send them in pieces.
+        const pieces = Math.ceil(JSON.stringify(logprobs).length / (deps.t.maxPayload() / 2));
+        const per = Math.max(1, Math.ceil(logprobs.length / pieces));
+        for (let offset = 0; offset < logprobs.length; offset += per) send({ type: 'prompt_logprobs', offset, total: logprobs.length, logprobs: logprobs.slice(offset, offset + per) });
+      },
     });
     send({ type: 'done', promptTokens: result.promptTokens, choices: result.choices.map((c) => ({ finishReason: c.finishReason, completionTokens: c.completionTokens })) });
   } catch (err) {

@@ -8,7 +8,7 @@
 import { randomUUID } from 'node:crypto';
 import { readManifest } from '@unimoe/shared/bundle/load';
 import { isEncoderKind, type Manifest } from '@unimoe/shared/bundle/manifest';
-import { log } from '@unimoe/shared/log';
+import { log, withRequestIds } from '@unimoe/shared/log';
 import { connectNats } from '@unimoe/shared/runtime/nats-connect';
 import { roleInboxPrefix, type NatsRole, type NatsSecurity } from '@unimoe/shared/runtime/nats-auth';
 import { ENGINE_QUEUE, engineDiscoverSubject, engineReplicaSubject, engineSubject, wireModel } from '@unimoe/shared/wire/subjects';
@@ -122,7 +122,8 @@ export async function startEngineService(opts: EngineServiceOptions): Promise<En
       running.set(req.id, entry);
       reply(m, { type: 'accepted', engine: id, heartbeatMs });
       refresh();
-      void runRequest(runner, req, inline, entry).finally(() => {
+      // The request's id (the one cancels name) tags this engine's log lines about it.
+      void withRequestIds([req.id], () => runRequest(runner, req, inline, entry)).finally(() => {
         running.delete(req.id);
         refresh();
         if (running.size === 0) idle?.();
@@ -143,8 +144,13 @@ export async function startEngineService(opts: EngineServiceOptions): Promise<En
     cleanup.push(async () => clearTimeout(recheck));
 
     t.subscribe(engineReplicaSubject(wire, id, 'cancel'), (m) => {
-      const c = decodeJson<CancelMessage>(m.data, 'cancel');
-      const entry = running.get(c.id);
+      let c: CancelMessage;
+      try {
+        c = decodeJson<CancelMessage>(m.data, 'cancel');
+      } catch (err) {
+        return log.warn({ err }, 'ignored a malformed cancel message');
+      }
+      const entry = running.get(c?.id);
       if (!entry) return;
       if (Number.isInteger(c.choice)) entry.stopped.add(c.choice!);
       else entry.abort.abort();

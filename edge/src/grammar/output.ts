@@ -5,6 +5,11 @@ import type { TokenConstraint } from '../engine/types';
 export type OutputFormat = { type: 'json_object' } | { type: 'json_schema'; schema: object };
 
 export interface OutputGrammar<C extends CompiledOutput = CompiledOutput> {
+  /**
+   * compile() also checks a JSON schema as the API does (Ajv) and throws the API's 400 for a bad one, so the
+   * caller need not (the engine tier: Ajv compiles validators with `new Function`, which a Worker forbids).
+   */
+  readonly checksSchemas?: boolean;
   /** Compiles a format (cached by its JSON); throws GrammarError for a schema the engine cannot take. */
   compile(format: OutputFormat): Promise<C>;
   dispose(): void;
