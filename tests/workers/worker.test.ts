@@ -143,6 +143,20 @@ describe('the Worker answers as the Node edge does', () => {
     expect({ choices: fromWorker.choices, usage: fromWorker.usage }).toEqual({ choices: fromNode.choices, usage: fromNode.usage });
   });
 
+  it('response_format (compiled by the engine): the same JSON output, and the same 400 for a bad schema', async () => {
+    const schema = { type: 'object', properties: { answer: { type: 'integer' } }, required: ['answer'], additionalProperties: false };
+    const { fromWorker, fromNode } = await both((c) =>
+      c.chat.completions.create({ model: MODEL, max_tokens: 24, temperature: 0, messages: [{ role: 'user', content: 'A number?' }], response_format: { type: 'json_schema', json_schema: { name: 'n', schema } } }),
+    );
+    expect(answerOf(fromWorker)).toEqual(answerOf(fromNode));
+    const bad = JSON.stringify({ model: MODEL, messages: [{ role: 'user', content: 'hi' }], response_format: { type: 'json_schema', json_schema: { name: 'n', schema: { type: 'object', properties: { a: { $ref: '#/nowhere' } } } } } });
+    const ask = (base: string, key: string) =>
+      fetch(`${base}/v1/chat/completions`, { method: 'POST', headers: { Authorization: `Bearer ${key}`, 'Content-Type': 'application/json' }, body: bad }).then(async (r) => ({ status: r.status, body: await r.json() }));
+    const fromWorkerBad = await ask(worker.url, workerKey);
+    expect(fromWorkerBad.status).toBe(400);
+    expect(fromWorkerBad).toEqual(await ask(node.url, nodeKey));
+  });
+
   it('an image and speech (PNG, JPEG, WAV decoded in the Worker): the same answer and usage per modality', async () => {
     for (const [mime, file] of [['image/png', 'rgb_64x48.png'], ['image/jpeg', 'photo_800x600.jpg']] as const) {
       const { fromWorker, fromNode } = await both((c) =>

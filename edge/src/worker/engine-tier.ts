@@ -81,8 +81,13 @@ export class WorkerEngine implements GenerationEngine {
   async close(): Promise<void> {}
 }
 
-/** response_format checked by an engine (XGrammar cannot run in a Worker), over its own connection. */
+/**
+ * response_format checked by an engine, schema included (XGrammar cannot run in a Worker, nor Ajv, which
+ * compiles validators with `new Function`), over its own connection.
+ */
 export class WorkerOutputGrammar implements OutputGrammar {
+  readonly checksSchemas = true;
+
   constructor(
     private readonly env: WorkerEnv,
     private readonly model: WireModel,
