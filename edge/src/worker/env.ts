@@ -38,7 +38,7 @@ const NUMERIC: [keyof WorkerEnv, keyof ApiConfig][] = [
 /** Checks the settings a Worker cannot start without; a message names the missing or malformed one. */
 export function apiConfigFromEnv(env: WorkerEnv): Partial<ApiConfig> {
   for (const name of ['NATS_WS_URL', 'MODEL'] as const) {
-    if (!env[name]) throw new Error(`the Worker needs ${name} (infra/workers/wrangler.toml [vars])`);
+    if (!env[name]) throw new Error(`the Worker needs ${name} (infra/workers/wrangler.toml [vars]; \`pnpm workers:dev\` takes it from the environment)`);
   }
   if (!/^wss?:\/\//.test(env.NATS_WS_URL)) throw new Error(`NATS_WS_URL must be a ws:// or wss:// URL, got ${JSON.stringify(env.NATS_WS_URL)}`);
   const config: Partial<ApiConfig> = { noAuth: env.NO_AUTH === 'true' };
