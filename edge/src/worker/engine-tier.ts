@@ -7,7 +7,7 @@ import type { Manifest } from '@unimoe/shared/bundle/manifest';
 import { loadTokenizer, type TextTokenizer } from '@unimoe/shared/tokenizer/index';
 import type { WireModel } from '@unimoe/shared/wire/subject-prefix';
 import type { Readiness } from '../api/app';
-import { discoverEngine, fetchBundleFile } from '../engine-client/discovery';
+import { discoverEngine, fetchTokenizer } from '../engine-client/discovery';
 import { RemoteEngine } from '../engine-client/remote-engine';
 import { RemoteOutputGrammar } from '../engine-client/remote-grammar';
 import type { EngineStats, GenerationEngine, GenerationRequest, GenerationResult } from '../engine/types';
@@ -22,12 +22,14 @@ export interface DiscoveredBundle {
   tokenizer: TextTokenizer;
 }
 
-/** Asks any engine of MODEL for its bundle, then fetches and loads the tokenizer it names. */
+/** Asks any engine of MODEL for its bundle, then fetches, checks and loads the tokenizer it names. */
 export function discoverBundle(env: WorkerEnv): Promise<DiscoveredBundle> {
   return withNats(env, async (transport) => {
-    const { manifest, hash } = await discoverEngine(transport, env.MODEL);
-    const model = { name: manifest.name, hash };
-    const bytes = await fetchBundleFile(transport, model, manifest.tokenizer.file);
+    const found = await discoverEngine(transport, env.MODEL);
+    const { manifest } = found;
+    const model = { name: manifest.name, hash: found.hash };
+    // Checked against the manifest's sha256.
+    const bytes = await fetchTokenizer(transport, found);
     try {
       return { manifest, model, tokenizer: loadTokenizer(manifest.tokenizer.kind ?? 'sentencepiece', bytes) };
     } catch (err) {
