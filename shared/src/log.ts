@@ -3,6 +3,10 @@
  * per line on stdout. Request ids travel in an AsyncLocalStorage context: every line logged while serving
  * a request carries `requestIds`, and the NATS messages sent for it carry them in the `Unimoe-Trace`
  * header to the workers, which log them too. Level: LOG_LEVEL (trace, debug, info, warn, error, silent; default info).
+ *
+ * On Cloudflare Workers the bundler picks pino's browser build (its package.json `browser` field), which has
+ * no destinations and no mixin: there `browser.write` prints the same JSON lines through console.log, the
+ * Workers log sink, and adds the request ids itself.
  */
 import { AsyncLocalStorage } from 'node:async_hooks';
 import { destination, pino, stdTimeFunctions, type Logger } from 'pino';
@@ -14,15 +18,29 @@ const MAX_TRACE_IDS = 16;
 
 const context = new AsyncLocalStorage<{ requestIds: readonly string[] }>();
 
-export const log: Logger = pino({
-  level: process.env.LOG_LEVEL || 'info',
-  base: { pid: process.pid },
-  timestamp: stdTimeFunctions.isoTime,
-  mixin: () => {
-    const ids = context.getStore()?.requestIds;
-    return ids && ids.length > 0 ? { requestIds: ids } : {};
+const requestIdsField = () => {
+  const ids = context.getStore()?.requestIds;
+  return ids && ids.length > 0 ? { requestIds: ids } : {};
+};
+
+/** pino's browser build (Workers) exports no `destination`; Node's writes synchronously to stdout. */
+const onNode = typeof destination === 'function';
+
+export const log: Logger = pino(
+  {
+    level: process.env.LOG_LEVEL || 'info',
+    base: { pid: process.pid },
+    timestamp: stdTimeFunctions.isoTime,
+    mixin: requestIdsField,
+    browser: { write: (entry) => console.log(JSON.stringify({ ...entry, ...requestIdsField() }, withErrors)) },
   },
-}, destination({ dest: 1, sync: true }));
+  ...(onNode ? [destination({ dest: 1, sync: true })] : []),
+);
+
+/** JSON.stringify drops an Error's own fields; pino's Node build serialises them as these. */
+function withErrors(_key: string, value: unknown): unknown {
+  return value instanceof Error ? { type: value.name, message: value.message, stack: value.stack } : value;
+}
 
 /** Runs `fn` (and everything it starts) on behalf of these requests. */
 export function withRequestIds<T>(requestIds: readonly string[], fn: () => T): T {

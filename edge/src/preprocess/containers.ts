@@ -4,6 +4,8 @@
  * playlist/concat demuxer (which open further URLs) or one of its hundreds of rarely used decoders.
  */
 export interface Container {
+  /** The format's common name, for messages (`MP3`, `WebM/Matroska`). */
+  format: string;
   /** ffmpeg demuxer name (`-f`, `-format_whitelist`). */
   demuxer: string;
   /** Allowed decoder names (`-codec_whitelist`). */
@@ -23,17 +25,17 @@ const isMatroska = (b: Uint8Array) => b.length >= 4 && b[0] === 0x1a && b[1] ===
 const isMpegAudio = (b: Uint8Array) => b.length >= 2 && b[0] === 0xff && (b[1]! & 0xe0) === 0xe0;
 
 export function audioContainer(bytes: Uint8Array): Container | undefined {
-  if (at(bytes, 0, 'ID3') || isMpegAudio(bytes)) return { demuxer: 'mp3', decoders: ['mp3float', 'mp3'], seeks: false };
-  if (at(bytes, 0, 'fLaC')) return { demuxer: 'flac', decoders: ['flac'], seeks: false };
-  if (at(bytes, 0, 'OggS')) return { demuxer: 'ogg', decoders: ['vorbis', 'libvorbis', 'opus', 'libopus', 'flac'], seeks: false };
-  if (isMov(bytes)) return { demuxer: 'mov', decoders: AUDIO_DECODERS, seeks: true };
-  if (isMatroska(bytes)) return { demuxer: 'matroska', decoders: AUDIO_DECODERS, seeks: false };
+  if (at(bytes, 0, 'ID3') || isMpegAudio(bytes)) return { format: 'MP3', demuxer: 'mp3', decoders: ['mp3float', 'mp3'], seeks: false };
+  if (at(bytes, 0, 'fLaC')) return { format: 'FLAC', demuxer: 'flac', decoders: ['flac'], seeks: false };
+  if (at(bytes, 0, 'OggS')) return { format: 'Ogg', demuxer: 'ogg', decoders: ['vorbis', 'libvorbis', 'opus', 'libopus', 'flac'], seeks: false };
+  if (isMov(bytes)) return { format: 'MP4/MOV', demuxer: 'mov', decoders: AUDIO_DECODERS, seeks: true };
+  if (isMatroska(bytes)) return { format: 'WebM/Matroska', demuxer: 'matroska', decoders: AUDIO_DECODERS, seeks: false };
   return undefined;
 }
 
 export function videoContainer(bytes: Uint8Array): Container | undefined {
   // Audio decoders too: stream probing opens every stream's decoder, and a refused one fails the file.
-  if (isMov(bytes)) return { demuxer: 'mov', decoders: [...VIDEO_DECODERS, ...AUDIO_DECODERS], seeks: true };
-  if (isMatroska(bytes)) return { demuxer: 'matroska', decoders: [...VIDEO_DECODERS, ...AUDIO_DECODERS], seeks: false };
+  if (isMov(bytes)) return { format: 'MP4/MOV', demuxer: 'mov', decoders: [...VIDEO_DECODERS, ...AUDIO_DECODERS], seeks: true };
+  if (isMatroska(bytes)) return { format: 'WebM/Matroska', demuxer: 'matroska', decoders: [...VIDEO_DECODERS, ...AUDIO_DECODERS], seeks: false };
   return undefined;
 }

@@ -73,6 +73,12 @@ const inputArgs = (c: Container) => [...inputOptions(c), '-i', inputUrl(c)];
 
 const SMALL_OUTPUT = 64 * 1024;
 
+/** Cloudflare Workers cannot start processes: a format that needs ffmpeg is refused there by name. */
+function refuseOnWorkers(name: string, what: string, instead: string): void {
+  if (globalThis.navigator?.userAgent !== 'Cloudflare-Workers') return;
+  throw new MediaError('unsupported', `${name}: ${what} needs ffmpeg to decode, which this server (a Cloudflare Worker) cannot run; ${instead}`);
+}
+
 /**
  * Any audio ffmpeg reads -> 16 kHz mono, with the exact command of openai-whisper's load_audio
  * (16-bit output: that is also what makes ffmpeg's stereo downmix a plain average). Decoding stops
@@ -81,6 +87,7 @@ const SMALL_OUTPUT = 64 * 1024;
 export async function decodeAudioWithFfmpeg(bytes: Uint8Array, name: string, limits: MediaLimits): Promise<Float64Array> {
   const container = audioContainer(bytes);
   if (!container) throw new MediaError('unsupported', `${name}: not a WAV, MP3, FLAC, Ogg, MP4/M4A or WebM/Matroska audio file`);
+  refuseOnWorkers(name, `${container.format} audio`, 'send WAV audio, which is decoded without ffmpeg');
   const args = ['-nostdin', '-threads', '1', '-v', 'error', ...inputArgs(container), '-map', '0:a:0', '-f', 's16le', '-ac', '1', '-acodec', 'pcm_s16le', '-ar', '16000', '-'];
   const stdout = await runTool('ffmpeg', args, bytes, name, {
     ...limits,
@@ -106,6 +113,7 @@ export async function extractVideoFramesWithFfmpeg(
 ): Promise<Uint8Array[]> {
   const container = videoContainer(bytes);
   if (!container) throw new MediaError('unsupported', `${name}: not an MP4/MOV or WebM/Matroska video file`);
+  refuseOnWorkers(name, `${container.format} video`, 'send the video as a list of frames (PNG, JPEG, WebP or GIF images)');
   const small = { ...limits, maxOutputBytes: SMALL_OUTPUT, overflow: 'ffprobe printed more than expected' };
   const probe = (extra: string[]) =>
     runTool('ffprobe', ['-v', 'error', ...inputOptions(container), '-select_streams', 'v:0', ...extra, '-of', 'csv=p=0', '-i', inputUrl(container)], bytes, name, small);
