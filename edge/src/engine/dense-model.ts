@@ -11,7 +11,7 @@ export interface AttnInput {
   hidden: Float32Array;
   /** [B, S] absolute positions. */
   positionIds: BigInt64Array;
-  /** B consecutive cache slots of C positions, read in place: keys [B, KV, D, C], values [B, KV, C, D]. */
+  /** B consecutive cache slots of C positions, read in place: keys [B, KV, C, D], values [B, KV, D, C]. */
   keyCache: Float32Array;
   valueCache: Float32Array;
   /** [B, 1, S, C+S] additive mask over the slots' positions, then the new ones. */
@@ -61,8 +61,8 @@ export class DenseModel {
     const out = await this.attnUnits[layer].run({
       hidden: { data: x.hidden, dims: [B, S, H] },
       position_ids: { data: x.positionIds, dims: [B, S] },
-      key_cache: { data: x.keyCache, dims: [B, KV, D, C] },
-      value_cache: { data: x.valueCache, dims: [B, KV, C, D] },
+      key_cache: { data: x.keyCache, dims: [B, KV, C, D] },
+      value_cache: { data: x.valueCache, dims: [B, KV, D, C] },
       attention_mask: { data: x.mask, dims: [B, 1, S, C + S] },
     });
     return {

@@ -14,8 +14,8 @@ function at(cache: ReturnType<KvCachePool['allocate']>, layer: number, p: number
   const value: number[] = [];
   for (let h = 0; h < 2; h++)
     for (let d = 0; d < 3; d++) {
-      key.push(keys[(h * 3 + d) * C + p]!);
-      value.push(values[(h * C + p) * 3 + d]!);
+      key.push(keys[(h * C + p) * 3 + d]!);
+      value.push(values[(h * 3 + d) * C + p]!);
     }
   return { key, value };
 }
@@ -25,7 +25,7 @@ describe('KV cache slots', () => {
     expect([1, MIN_CAPACITY, MIN_CAPACITY + 1, 1000, 1024, 1025].map(slotCapacity)).toEqual([64, 64, 128, 1024, 1024, 2048]);
   });
 
-  it('appends rows into the transposed key and plain value layouts of its slot', () => {
+  it('appends rows into the plain key and transposed value layouts of its slot', () => {
     const pool = new KvCachePool(shape);
     pool.reserve(10);
     const c = pool.allocate(10);

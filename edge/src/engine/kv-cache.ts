@@ -2,8 +2,9 @@
  * The engine's attention caches, laid out so that `layer{L}.attn` reads them in place (no per-step copy).
  *
  * Every sequence owns one **slot** of C positions in the **arena** of its capacity class (C = the power of
- * two >= its most positions, at least MIN_CAPACITY). An arena holds, per layer, keys as [slots, KV, D, C]
- * (transposed: q k^T is one MatMul over the buffer) and values as [slots, KV, C, D]. A decode group of
+ * two >= its most positions, at least MIN_CAPACITY). An arena holds, per layer, keys as [slots, KV, C, D]
+ * and values transposed as [slots, KV, D, C] (the layouts the attn unit reads, see shared/src/convert/
+ * units/attn.ts). A decode group of
  * sequences in one arena is a contiguous range of slots, handed to the unit as one [B, ...] view; the
  * mask drops the positions a slot has not filled yet.
  *
@@ -73,7 +74,7 @@ export class KvCachePool {
 
 /** The slots of one capacity class. */
 export class KvArena {
-  /** Per layer: keys [slots, KV, D, C], values [slots, KV, C, D]. */
+  /** Per layer: keys [slots, KV, C, D], values [slots, KV, D, C]. */
   keys: Float32Array[] = [];
   values: Float32Array[] = [];
   /** Slots reserved by admitted sequences of this class (the arena's target size). */
@@ -183,7 +184,7 @@ export class SequenceKvCache {
 
   /**
    * Appends `positions` rows of the unit's `key`/`value` outputs ([rows, KV, D]) starting at float offset
-   * `from`: values copy as one block, keys scatter into the transposed layout.
+   * `from`: keys copy per head, values scatter into the transposed layout.
    */
   append(layer: number, key: Float32Array, value: Float32Array, from: number, positions: number): void {
     this.assertLive();
@@ -199,14 +200,14 @@ export class SequenceKvCache {
     for (let h = 0; h < KV; h++) {
       for (let p = 0; p < positions; p++) {
         const src = from + (p * KV + h) * D;
-        values.set(value.subarray(src, src + D), (h * C + length + p) * D);
-        for (let d = 0; d < D; d++) keys[(h * D + d) * C + length + p] = key[src + d];
+        keys.set(key.subarray(src, src + D), (h * C + length + p) * D);
+        for (let d = 0; d < D; d++) values[(h * D + d) * C + length + p] = value[src + d];
       }
     }
     this.lengths[layer] = needed;
   }
 
-  /** The first `positions` positions of every layer in compact form ([KV, D, positions] keys, [KV, positions, D] values). */
+  /** The first `positions` positions of every layer in compact form ([KV, positions, D] keys, [KV, D, positions] values). */
   readPrefix(positions: number): { keys: Float32Array[]; values: Float32Array[] } {
     this.assertLive();
     const { layers, kvHeads: KV, headDim: D } = this.arena.shape;
@@ -217,10 +218,10 @@ export class SequenceKvCache {
       if (this.lengths[l] < positions) throw new Error(`layer ${l} holds ${this.lengths[l]} positions, ${positions} asked`);
       const ks = this.arena.slotView('keys', l, this.slot);
       const vs = this.arena.slotView('values', l, this.slot);
-      const k = new Float32Array(KV * D * positions);
-      const v = new Float32Array(KV * positions * D);
-      for (let row = 0; row < KV * D; row++) k.set(ks.subarray(row * C, row * C + positions), row * positions);
-      for (let h = 0; h < KV; h++) v.set(vs.subarray(h * C * D, (h * C + positions) * D), h * positions * D);
+      const k = new Float32Array(KV * positions * D);
+      const v = new Float32Array(KV * D * positions);
+      for (let h = 0; h < KV; h++) k.set(ks.subarray(h * C * D, (h * C + positions) * D), h * positions * D);
+      for (let row = 0; row < KV * D; row++) v.set(vs.subarray(row * C, row * C + positions), row * positions);
       keys.push(k);
       values.push(v);
     }
@@ -240,8 +241,8 @@ export class SequenceKvCache {
       const k = prefix.keys[l]!;
       const v = prefix.values[l]!;
       const stored = k.length / (KV * D);
-      for (let row = 0; row < KV * D; row++) ks.set(k.subarray(row * stored, row * stored + positions), row * C);
-      for (let h = 0; h < KV; h++) vs.set(v.subarray(h * stored * D, (h * stored + positions) * D), h * C * D);
+      for (let h = 0; h < KV; h++) ks.set(k.subarray(h * stored * D, (h * stored + positions) * D), h * C * D);
+      for (let row = 0; row < KV * D; row++) vs.set(v.subarray(row * stored, row * stored + positions), row * C);
       this.lengths[l] = positions;
     }
   }

@@ -4,7 +4,7 @@
  *
  *  embed              input_ids int64 [T]                     -> hidden f32 [T,H]
  *  layer{L}.attn      hidden f32 [B,S,H], position_ids int64 [B,S],
- *                     key_cache f32 [B,KV,D,C] (keys transposed), value_cache f32 [B,KV,C,D],
+ *                     key_cache f32 [B,KV,C,D], value_cache f32 [B,KV,D,C] (values transposed),
  *                     attention_mask f32 [B,1,S,C+S] (additive: 0 keep, -1e30 drop; over the C cache
  *                     slots, then the S new positions)
  *                  -> hidden_out f32 [B,S,H]   (hidden + self-attention; the residual stream)
@@ -24,8 +24,9 @@
  * before the BEATs path existed called the Whisper unit `audio.encoder` and are read as speech
  * (shared/src/bundle/load.ts).
  *
- * Caches are the caller's slots of C positions, read in place: keys [KV, D, C] (so q k^T is one MatMul
- * without a transpose) and values [KV, C, D] per sequence; the mask drops the slots not filled yet.
+ * Caches are the caller's slots of C positions, read in place: keys [KV, C, D] and values [KV, D, C]
+ * (transposed) per sequence, so both products stream the cache as it lies; the mask drops the
+ * positions not filled yet.
  */
 import type { TokenizerKind } from '../tokenizer/text-tokenizer';
 import type { ModelConfig } from '../model/config';

@@ -18,5 +18,5 @@ export const i64 = (values: number[], dims: number[]): Tensor => ({ data: BigInt
 /** An attn unit's cache feeds for a logical past [B, P, KV, D] (C = P, so the mask keeps its [B,1,S,P+S] form). */
 export function cacheFeeds(pastKey: Float32Array, pastValue: Float32Array, B: number, P: number, KV: number, D: number): Record<string, Tensor> {
   const { keyCache, valueCache } = pastAsCache(pastKey, pastValue, B, P, KV, D);
-  return { key_cache: f32(keyCache, [B, KV, D, P]), value_cache: f32(valueCache, [B, KV, P, D]) };
+  return { key_cache: f32(keyCache, [B, KV, P, D]), value_cache: f32(valueCache, [B, KV, D, P]) };
 }
