@@ -14,7 +14,7 @@ const USAGE =
   'unimoe serve <bundle-or-s3-uri> [--nats URL [--local-encoders]] [--port 8000] [--host 127.0.0.1] [--database-url URL] [--no-auth]\n' +
   '  [--nats-creds FILE | --nats-nkey-seed FILE] [--nats-tls-ca FILE [--nats-tls-cert FILE --nats-tls-key FILE]]\n' +
   '  [--max-tokens-cap N] [--body-limit-mb N] [--rate-limit RPM] [--max-concurrent N] [--max-media-items N] [--timeout-s N] [--max-batch 16] [--prefill-chunk 128]\n' +
-  '  [--max-queue 256] [--kv-budget-mb N] [--drain-s 30]\n' +
+  '  [--max-queue 256] [--kv-budget-mb N] [--prefix-cache-mb 512] [--drain-s 30]\n' +
   '  [--scale-from-zero-s N]   (split mode: hold requests for units with no replica up to N s while the autoscaler starts one)';
 
 export async function run(argv: string[]): Promise<number> {
@@ -39,6 +39,7 @@ export async function run(argv: string[]): Promise<number> {
       ...NATS_SECURITY_FLAGS,
       'max-queue': s,
       'kv-budget-mb': s,
+      'prefix-cache-mb': s,
       'drain-s': s,
       'scale-from-zero-s': s,
     },
@@ -64,6 +65,7 @@ export async function run(argv: string[]): Promise<number> {
       prefillChunk: parseNumber(values['prefill-chunk'], '--prefill-chunk', 128, { integer: true, min: 1, max: 8192 }),
       maxWaiting: parseNumber(values['max-queue'], '--max-queue', 256, { integer: true, min: 0 }),
       ...(values['kv-budget-mb'] ? { kvBudgetBytes: Math.round(parseNumber(values['kv-budget-mb'], '--kv-budget-mb', 0, { min: 1 }) * 2 ** 20) } : {}),
+      ...(values['prefix-cache-mb'] ? { prefixCacheBytes: Math.round(parseNumber(values['prefix-cache-mb'], '--prefix-cache-mb', 0, { min: 0 }) * 2 ** 20) } : {}),
     },
     drainMs: parseNumber(values['drain-s'], '--drain-s', 30, { min: 0 }) * 1000,
     api: {
