@@ -64,7 +64,7 @@ export interface ServeOptions {
    * Continuous batching: most sequences per step (KV cache memory grows with it) and prompt tokens per
    * sequence per step; admission control: most requests queued beyond the batch and the KV-cache budget.
    */
-  engine?: { maxBatch?: number; prefillChunk?: number; maxWaiting?: number; kvBudgetBytes?: number };
+  engine?: { maxBatch?: number; prefillChunk?: number; maxWaiting?: number; kvBudgetBytes?: number; prefixCacheBytes?: number };
   /** Split mode: each expert batch's budget (re-sends and NATS reconnect waits included; default 10 s) and when to re-send. */
   dispatch?: Pick<NatsExpertBackendOptions, 'timeoutMs' | 'hedging' | 'scaleFromZeroMs'>;
   /** Graceful shutdown: how long running requests may take to finish (default 30 s). */

@@ -4,6 +4,7 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { openStore } from '@unimoe/edge/db/open';
 import { startServer, type RunningServer } from '@unimoe/edge/serve';
+import { slotCapacity } from '@unimoe/edge/engine/kv-cache';
 import { makeTempDir } from '../helpers/tmp';
 import { convertTinyBundle, MODEL, readSse, waitFor } from './helpers';
 
@@ -60,13 +61,14 @@ describe('admission control', () => {
     expect(ok.status).toBe(200);
   });
 
-  it('reserves each request its worst-case KV cache (prompt + max_tokens - 1 positions) and refuses what the budget cannot hold', async () => {
+  it('reserves each request its KV slot (prompt + max_tokens - 1 positions, rounded up to its class) and refuses what the budget cannot hold', async () => {
     const perPosition = kvBytesPerPosition(server);
     const promptTokens = ((await (await post(server, chat(1))).json()) as { usage: { prompt_tokens: number } }).usage.prompt_tokens;
-    const budget = (promptTokens + 1500 - 1) * perPosition; // exactly one 1500-token request
+    const slot = slotCapacity(promptTokens + 1500 - 1);
+    const budget = slot * perPosition; // exactly one slot of the 1500-token request's class
     const budgeted = await startServer({ bundle, port: 0, host: '127.0.0.1', databaseUrl: `file:${tmp.dir}/kv.db`, api: { noAuth: true }, engine: { maxBatch: 4, kvBudgetBytes: budget } });
     try {
-      const tooBig = await post(budgeted, chat(1501));
+      const tooBig = await post(budgeted, chat(slot - promptTokens + 2)); // one position beyond the class: the next, twice the bytes
       expect(tooBig.status).toBe(503);
       expect(tooBig.headers.get('retry-after')).toBe('1');
       expect(((await tooBig.json()) as { error: { message: string } }).error.message).toMatch(/needs up to [\d.]+ MiB of KV cache/);

@@ -268,4 +268,21 @@ describe('probes and metrics', () => {
     expect(value('unimoe_engine_waiting_sequences')).toBe(0);
     expect(value('unimoe_engine_running_sequences')).toBe(0);
   });
+
+  it('prefix cache hits show in the metrics', async () => {
+    const scrape = async () => {
+      const text = await (await fetch(`${server.url}/metrics`)).text();
+      return (name: string) => Number(text.split('\n').find((l) => l.startsWith(name + ' '))?.split(' ')[1]);
+    };
+    const before = await scrape();
+    // The same long question twice (over one 128-token prefill block): the second reuses the first's prefix.
+    const long = { messages: [{ role: 'user', content: 'Tell me about the river. '.repeat(40) }], max_tokens: 2 };
+    for (let i = 0; i < 2; i++) expect((await post(chat(long))).status).toBe(200);
+    const after = await scrape();
+    expect(after('unimoe_prefix_cache_lookups_total') - before('unimoe_prefix_cache_lookups_total')).toBe(2);
+    expect(after('unimoe_prefix_cache_hits_total') - before('unimoe_prefix_cache_hits_total')).toBe(1);
+    expect(after('unimoe_prefix_cache_hit_tokens_total') - before('unimoe_prefix_cache_hit_tokens_total')).toBeGreaterThanOrEqual(128);
+    expect(after('unimoe_prefix_cache_hit_rate')).toBeGreaterThan(0);
+    expect(after('unimoe_prefix_cache_bytes')).toBeGreaterThan(0);
+  });
 });

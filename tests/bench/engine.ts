@@ -1,19 +1,30 @@
 /**
  * `pnpm bench:engine`: the single-process engine on the realistic benchmark model.
- * Load time; prefill and decode tokens/s at 1, 8 and 32 concurrent sequences; the expert FFN unit's
- * GFLOP/s at 1, 16 and 128 tokens next to onnxruntime's own large-matmul GFLOP/s on this machine.
+ * This machine's read bandwidth and the batch-1 decode limit it implies (weight bytes per token / bandwidth);
+ * load time; prefill and decode tokens/s at 1, 8 and 32 concurrent sequences, the batch-1 step against
+ * the limit and where its time goes; decode at 32 sequences with 64- vs 1024-token contexts (the long
+ * prompts share a prefix, prefilled once thanks to the prefix cache); the expert FFN unit's GFLOP/s at
+ * 1, 16 and 128 tokens next to onnxruntime's own large-matmul GFLOP/s on this machine.
  */
 import { availableParallelism, cpus } from 'node:os';
 import { join } from 'node:path';
 import { readManifest } from '@unimoe/shared/bundle/load';
+import type { Manifest } from '@unimoe/shared/bundle/manifest';
 import { loadUnitSession } from '@unimoe/shared/runtime/ort-unit';
 import { GraphBuilder } from '@unimoe/shared/onnx/graph';
-import { createEngine } from '@unimoe/edge/engine/engine';
+import { DenseModel } from '@unimoe/edge/engine/dense-model';
+import { createEngine, type Engine } from '@unimoe/edge/engine/engine';
+import { forwardStep } from '@unimoe/edge/engine/forward';
+import { bytesPerPosition, KvCachePool, slotCapacity } from '@unimoe/edge/engine/kv-cache';
+import { LocalExpertBackend } from '@unimoe/edge/engine/local-experts';
+import { Scratch } from '@unimoe/edge/engine/scratch';
+import { measureBandwidth, weightBytesPerToken } from './bandwidth';
 import { realisticBundle, REALISTIC } from './realistic-model';
 import { fmt, printTable } from './table';
 
 const PROMPT_LEN = 128;
 const DECODE_TOKENS = 32;
+const greedy = { temperature: 0, topP: 1, topK: 0 };
 
 function prompt(seq: number, len: number): number[] {
   // Deterministic, distinct prompts (ids within the tokenizer's range are irrelevant to speed).
@@ -26,50 +37,195 @@ async function timeIt(fn: () => Promise<unknown>): Promise<number> {
   return (performance.now() - t0) / 1000;
 }
 
+/** The prompts decoding `tokens` each, all at once: tokens/s from the first sequence's first token to the last token of all. */
+async function decodeRate(engine: Engine, prompts: number[][], tokens: number): Promise<{ tokensPerSecond: number; msPerStep: number }> {
+  let firstToken = Infinity;
+  let lastToken = 0;
+  let decoded = 0;
+  await Promise.all(
+    prompts.map((promptIds) => {
+      let count = 0;
+      return engine.generate({
+        promptIds,
+        params: { ...greedy, maxTokens: tokens, stopTokenIds: [] },
+        onToken: () => {
+          const now = performance.now();
+          if (count === 0) firstToken = Math.min(firstToken, now);
+          else decoded++;
+          lastToken = Math.max(lastToken, now);
+          count++;
+        },
+      });
+    }),
+  );
+  const seconds = (lastToken - firstToken) / 1000;
+  return { tokensPerSecond: decoded / seconds, msPerStep: (seconds / (decoded / prompts.length)) * 1000 };
+}
+
 async function main() {
   const bundleDir = await realisticBundle();
   const manifest = await readManifest(bundleDir);
-  console.log(`# bench:engine - ${cpus()[0]?.model ?? 'cpu'} x ${availableParallelism()}, bundle ${bundleDir}`);
+  console.log(`# bench:engine - ${cpus()[0]?.model ?? 'cpu'} x ${availableParallelism()}, bundle ${bundleDir} (${manifest.dtype})`);
+
+  const bandwidth = await measureBandwidth();
+  const bytes = weightBytesPerToken(manifest);
+  const limitMs = (bytes.total / (bandwidth.reduceSum * 1e9)) * 1000;
+  printTable(
+    'Read bandwidth and the batch-1 decode limit',
+    ['measure', 'value'],
+    [
+      ['read bandwidth: onnxruntime ReduceSum over 512 MiB (used for the limit)', `${fmt(bandwidth.reduceSum)} GB/s`],
+      ['weight read by a 1-row MatMul over 256 MiB', `${fmt(bandwidth.gemv)} GB/s`],
+      ['weight bytes per decode token: attn + top-k experts + head', `${fmt(bytes.total / 1e6)} MB (${fmt(bytes.attn / 1e6)} + ${fmt(bytes.experts / 1e6)} + ${fmt(bytes.head / 1e6)})`],
+      ['batch-1 step limit: bytes / bandwidth', `${fmt(limitMs, 2)} ms`],
+    ],
+  );
 
   const loadSeconds = await timeIt(async () => (await createEngine({ bundleDir, maxBatch: 64 })).close());
-  const engine = await createEngine({ bundleDir, maxBatch: 64 });
-  const greedy = { temperature: 0, topP: 1, topK: 0 };
+  // Every expert loaded up front: a lazy first load inside the measured steps is not decode time.
+  const engine = await createEngine({ bundleDir, maxBatch: 64, eagerExperts: true });
   // Warm up every session, at the prompt length measured too (the first large run grows onnxruntime's arenas).
   await engine.generate({ promptIds: prompt(0, PROMPT_LEN), params: { ...greedy, maxTokens: 2 } });
 
   const rows: (string | number)[][] = [];
+  let batch1StepMs = NaN;
   for (const n of [1, 8, 32]) {
     // Prefill: n prompts of PROMPT_LEN tokens, one generated token each.
     const prefillSeconds = await timeIt(() =>
       Promise.all(Array.from({ length: n }, (_, s) => engine.generate({ promptIds: prompt(s, PROMPT_LEN), params: { ...greedy, maxTokens: 1 } }))),
     );
-    // Decode: time between each sequence's first and last token, over all sequences together.
-    let firstToken = Infinity;
-    let lastToken = 0;
-    let decoded = 0;
-    await Promise.all(
-      Array.from({ length: n }, (_, s) => {
-        let count = 0;
-        return engine.generate({
-          promptIds: prompt(100 + s, 16),
-          params: { ...greedy, maxTokens: DECODE_TOKENS, stopTokenIds: [] },
-          onToken: () => {
-            const now = performance.now();
-            if (count === 0) firstToken = Math.min(firstToken, now);
-            else decoded++;
-            lastToken = Math.max(lastToken, now);
-            count++;
-          },
-        });
-      }),
-    );
-    const decodeSeconds = (lastToken - firstToken) / 1000;
-    rows.push([n, fmt((n * PROMPT_LEN) / prefillSeconds), fmt(decoded / decodeSeconds), fmt((decodeSeconds / (decoded / n)) * 1000, 2)]);
+    const decode = await decodeRate(engine, Array.from({ length: n }, (_, s) => prompt(100 + s, 16)), DECODE_TOKENS);
+    if (n === 1) batch1StepMs = decode.msPerStep;
+    rows.push([n, fmt((n * PROMPT_LEN) / prefillSeconds), fmt(decode.tokensPerSecond), fmt(decode.msPerStep, 2), n === 1 ? fmt(decode.msPerStep / limitMs, 2) : '']);
   }
   await engine.close();
-  printTable(`Engine (load ${fmt(loadSeconds, 2)} s, prompt ${PROMPT_LEN} tokens, ${DECODE_TOKENS} decode tokens per sequence)`, ['sequences', 'prefill tok/s', 'decode tok/s', 'ms per decode step'], rows);
+  printTable(
+    `Engine (load ${fmt(loadSeconds, 2)} s, prompt ${PROMPT_LEN} tokens, ${DECODE_TOKENS} decode tokens per sequence)`,
+    ['sequences', 'prefill tok/s', 'decode tok/s', 'ms per decode step', 'step / bandwidth limit'],
+    rows,
+  );
 
-  // Expert FFN unit vs a large square MatMul in the same runtime.
+  await batchOneBreakdown(bundleDir, manifest, bytes, bandwidth.reduceSum, batch1StepMs);
+  await contextRows(bundleDir, manifest, bandwidth.reduceSum);
+  await expertTable(bundleDir, manifest);
+}
+
+/**
+ * Where one batch-1 decode step's time goes: forwardStep run directly over the engine's own units with
+ * every unit call timed, next to what reading that unit's weights costs at the measured bandwidth. The
+ * scheduler's share (sampling, bookkeeping, the event-loop turn between steps) is the engine's step
+ * time minus forwardStep's.
+ */
+async function batchOneBreakdown(bundleDir: string, manifest: Manifest, bytes: ReturnType<typeof weightBytesPerToken>, gbPerSecond: number, engineStepMs: number): Promise<void> {
+  const model = await DenseModel.load(bundleDir, manifest);
+  const experts = await LocalExpertBackend.open(bundleDir, { eager: true }, manifest);
+  const spent = { embed: 0, attn: 0, experts: 0, head: 0 };
+  const time = (target: object, method: string, part: keyof typeof spent) => {
+    const t = target as Record<string, (...a: unknown[]) => Promise<unknown>>;
+    const original = t[method]!.bind(target);
+    t[method] = async (...args: unknown[]) => {
+      const t0 = performance.now();
+      try {
+        return await original(...args);
+      } finally {
+        spent[part] += performance.now() - t0;
+      }
+    };
+  };
+  time(model, 'embed', 'embed');
+  time(model, 'attn', 'attn');
+  time(model, 'head', 'head');
+  time(experts, 'runExperts', 'experts');
+
+  const { layers, kvHeads, headDim } = manifest.config;
+  const steps = 24;
+  const ids = prompt(7, 32);
+  const pool = new KvCachePool({ layers, kvHeads, headDim });
+  pool.reserve(ids.length + steps);
+  const cache = pool.allocate(ids.length + steps);
+  const scratch = new Scratch();
+  let next = argmaxOf(await forwardStep(model, experts, scratch, { decode: [], prefill: [{ cache, position: 0, ids }], headRows: [ids.length - 1] }));
+  for (const part of Object.keys(spent) as (keyof typeof spent)[]) spent[part] = 0;
+  let total = 0;
+  for (let i = 0; i < steps; i++) {
+    const t0 = performance.now();
+    const logits = await forwardStep(model, experts, scratch, { decode: [{ cache, position: ids.length + i, inputId: next }], prefill: [], headRows: [0] });
+    total += performance.now() - t0;
+    next = argmaxOf(logits);
+  }
+  cache.free();
+  await experts.close();
+  await model.release();
+
+  const perStep = (ms: number) => ms / steps;
+  const limit = (b: number) => (b / (gbPerSecond * 1e9)) * 1000;
+  const inUnits = spent.embed + spent.attn + spent.experts + spent.head;
+  const row = (part: string, ms: number, limitMs?: number) => [part, fmt(ms, 2), limitMs === undefined ? '' : fmt(limitMs, 2), limitMs === undefined ? '' : fmt(ms / limitMs, 2)];
+  printTable(
+    `Batch-1 decode step, broken down (${steps} steps; limit = weight bytes / ${fmt(gbPerSecond)} GB/s)`,
+    ['part', 'ms per step', 'limit ms', 'ratio'],
+    [
+      row('embed (1 call)', perStep(spent.embed)),
+      row(`attn units (${layers} calls)`, perStep(spent.attn), limit(bytes.attn)),
+      row(`experts (${layers} runExperts calls of top-${manifest.config.routing.topK})`, perStep(spent.experts), limit(bytes.experts)),
+      row('head (1 call)', perStep(spent.head), limit(bytes.head)),
+      row('forwardStep outside unit calls (routing, combine, masks, KV append)', perStep(total - inUnits)),
+      row('forwardStep', perStep(total), limit(bytes.total)),
+      row('engine step (table above): + scheduler, sampling, event loop', engineStepMs, limit(bytes.total)),
+    ],
+  );
+}
+
+/**
+ * Decode at 32 sequences with 64- and 1024-token contexts; the long prompts share a prefix the prefix cache
+ * fills once. The KV the attention reads per step (every slot position, filled or not) at the measured
+ * bandwidth bounds how close the long row can come: 'best vs 64' is the 64-token step over that step
+ * plus the extra KV read.
+ */
+async function contextRows(bundleDir: string, manifest: Manifest, gbPerSecond: number): Promise<void> {
+  const n = 32;
+  const tokens = 32;
+  const chunk = 64;
+  const engine = await createEngine({ bundleDir, maxBatch: n, prefillChunk: chunk, eagerExperts: true });
+  await engine.generate({ promptIds: prompt(0, chunk), params: { ...greedy, maxTokens: 2 } });
+  const rows: (string | number)[][] = [];
+  let short = NaN;
+  let shortStep = NaN;
+  let shortKv = NaN;
+  for (const context of [64, 1024]) {
+    const promptLen = context - tokens;
+    // One shared prefix of whole prefill chunks (a system prompt, an image), then each sequence's own tokens.
+    const shared = Math.max(0, Math.floor((promptLen - 32) / chunk) * chunk);
+    const prefix = prompt(999, Math.max(1, shared)).slice(0, shared);
+    const prompts = Array.from({ length: n }, (_, s) => [...prefix, ...prompt(200 + s, promptLen - shared)]);
+    if (shared > 0) await engine.generate({ promptIds: [...prefix, ...prompt(300, promptLen - shared)], params: { ...greedy, maxTokens: 1 } }); // fills the prefix cache
+    const before = engine.stats().prefixCache!.hitTokens;
+    const t0 = performance.now();
+    const decode = await decodeRate(engine, prompts, tokens);
+    const seconds = (performance.now() - t0) / 1000;
+    const hit = engine.stats().prefixCache!.hitTokens - before;
+    const kvBytes = n * slotCapacity(context - 1) * bytesPerPosition(manifest.config);
+    const kvMs = (kvBytes / (gbPerSecond * 1e9)) * 1000;
+    if (context === 64) [short, shortStep, shortKv] = [decode.tokensPerSecond, decode.msPerStep, kvMs];
+    const best = shortStep / (shortStep + kvMs - shortKv);
+    rows.push([context, n, shared, hit, fmt(seconds, 1), fmt(decode.tokensPerSecond), fmt(decode.msPerStep, 1), `${fmt(kvBytes / 1e9, 2)} GB / ${fmt(kvMs, 1)} ms`, fmt(decode.tokensPerSecond / short, 2), fmt(best, 2)]);
+  }
+  await engine.close();
+  printTable(
+    `Decode with long contexts (${n} sequences, ${tokens} decode tokens each; prompt = context - ${tokens})`,
+    ['context', 'sequences', 'shared prefix', 'prefix hit tokens', 'wall s', 'decode tok/s', 'ms per step', 'KV read per step / at bandwidth', 'tok/s vs 64', 'best vs 64'],
+    rows,
+  );
+}
+
+function argmaxOf(logits: Float32Array): number {
+  let best = 0;
+  for (let i = 1; i < logits.length; i++) if (logits[i]! > logits[best]!) best = i;
+  return best;
+}
+
+/** Expert FFN unit vs a large square MatMul in the same runtime. */
+async function expertTable(bundleDir: string, manifest: Manifest): Promise<void> {
   const expert = manifest.units.find((u) => u.kind === 'expert')!;
   const session = await loadUnitSession(join(bundleDir, expert.file));
   const { hidden, intermediate } = manifest.config;
@@ -90,7 +246,6 @@ async function main() {
   printTable(`Expert FFN ${hidden}->${intermediate}->${hidden} vs onnxruntime MatMul 2048^3 (${fmt(peak)} GFLOP/s)`, ['tokens', 'ms per call', 'GFLOP/s', 'ratio to MatMul peak'], ffnRows);
 }
 
-/** onnxruntime's own large-matmul throughput: one MatMul of two n x n float32 matrices. */
 async function matmulGflops(n: number): Promise<number> {
   const g = new GraphBuilder('matmul');
   const a = g.input('a', 'float32', [n, n]);

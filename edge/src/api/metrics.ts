@@ -82,6 +82,39 @@ new Gauge({
   },
 });
 
+/** Prefix cache counters, read from the engine's totals at scrape time. */
+const prefixCounter = (name: string, help: string, read: (p: NonNullable<EngineStats['prefixCache']>) => number) =>
+  new Counter({
+    name,
+    help,
+    registers: [registry],
+    collect() {
+      this.reset();
+      const p = engineStats?.().prefixCache;
+      if (p) this.inc(read(p));
+    },
+  });
+prefixCounter('unimoe_prefix_cache_lookups_total', 'Prompts looked up in the prefix cache (those of at least one whole block).', (p) => p.lookups);
+prefixCounter('unimoe_prefix_cache_hits_total', 'Prompt lookups that reused a cached prefix.', (p) => p.hits);
+prefixCounter('unimoe_prefix_cache_hit_tokens_total', 'Prompt positions not prefilled because their KV came from the prefix cache.', (p) => p.hitTokens);
+new Gauge({
+  name: 'unimoe_prefix_cache_hit_rate',
+  help: 'Prefix cache hits / lookups since start (0 before any lookup).',
+  registers: [registry],
+  collect() {
+    const p = engineStats?.().prefixCache;
+    this.set(p && p.lookups > 0 ? p.hits / p.lookups : 0);
+  },
+});
+new Gauge({
+  name: 'unimoe_prefix_cache_bytes',
+  help: 'Bytes of KV held by the prefix cache.',
+  registers: [registry],
+  collect() {
+    this.set(engineStats?.().prefixCache?.bytes ?? 0);
+  },
+});
+
 /** The engine whose queue the gauges report (the last one served). */
 export function setEngineStatsSource(source: () => EngineStats): void {
   engineStats = source;

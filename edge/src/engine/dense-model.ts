@@ -11,14 +11,14 @@ export interface AttnInput {
   hidden: Float32Array;
   /** [B, S] absolute positions. */
   positionIds: BigInt64Array;
-  /** [B, P, KV, D] each, P may be 0. */
-  pastKey: Float32Array;
-  pastValue: Float32Array;
-  /** [B, 1, S, P+S] additive mask. */
+  /** B consecutive cache slots of C positions, read in place: keys [B, KV, C, D], values [B, KV, D, C]. */
+  keyCache: Float32Array;
+  valueCache: Float32Array;
+  /** [B, 1, S, C+S] additive mask over the slots' positions, then the new ones. */
   mask: Float32Array;
   batch: number;
   seq: number;
-  past: number;
+  capacity: number;
 }
 
 export interface AttnOutput {
@@ -57,13 +57,13 @@ export class DenseModel {
 
   async attn(layer: number, x: AttnInput): Promise<AttnOutput> {
     const { hidden: H, kvHeads: KV, headDim: D } = this.manifest.config;
-    const { batch: B, seq: S, past: P } = x;
+    const { batch: B, seq: S, capacity: C } = x;
     const out = await this.attnUnits[layer].run({
       hidden: { data: x.hidden, dims: [B, S, H] },
       position_ids: { data: x.positionIds, dims: [B, S] },
-      past_key: { data: x.pastKey, dims: [B, P, KV, D] },
-      past_value: { data: x.pastValue, dims: [B, P, KV, D] },
-      attention_mask: { data: x.mask, dims: [B, 1, S, P + S] },
+      key_cache: { data: x.keyCache, dims: [B, KV, C, D] },
+      value_cache: { data: x.valueCache, dims: [B, KV, D, C] },
+      attention_mask: { data: x.mask, dims: [B, 1, S, C + S] },
     });
     return {
       hiddenOut: out.hidden_out.data,

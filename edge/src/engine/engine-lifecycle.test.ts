@@ -6,6 +6,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { ModelConfig } from '@unimoe/shared/model/config';
 import { createEngine, type Engine } from './engine';
 import type { ExpertBackend, ExpertBatch } from './expert-backend';
+import { slotCapacity } from './kv-cache';
 import { LocalExpertBackend } from './local-experts';
 import { convertFixture, type TestBundle } from './test-bundle';
 import type { SamplingParams } from './types';
@@ -52,8 +53,8 @@ describe('engine lifecycle', () => {
   it('abort mid-generation frees that cache at once and the others carry on unchanged', async () => {
     const { kvHeads, headDim, layers } = engine.manifest.config;
     const controller = new AbortController();
-    let bytesAtAbort = -1;
-    let bytesAfterAbort = -1;
+    let reservedAtAbort = -1;
+    let reservedAfterAbort = -1;
     let seen = 0;
     const victim = engine
       .generate({
@@ -62,22 +63,22 @@ describe('engine lifecycle', () => {
         signal: controller.signal,
         onToken: () => {
           if (++seen === 3) {
-            bytesAtAbort = engine.kvCacheBytes();
+            reservedAtAbort = engine.kvReservedBytes();
             controller.abort();
           }
         },
       })
       .then((r) => {
-        bytesAfterAbort = engine.kvCacheBytes();
+        reservedAfterAbort = engine.kvReservedBytes();
         return r;
       });
     const others = [engine.generate({ promptIds: promptA, params: greedy(20, []) }), engine.generate({ promptIds: promptC, params: greedy(20, []) })];
     const v = await victim;
     expect(v.finishReason).toBe('abort');
     expect(v.ids).toEqual(alone.promptB.slice(0, 3));
-    // The victim's whole cache (prompt + 64 headroom positions, capped at prompt + maxTokens - 1) is gone.
-    const victimBytes = 2 * layers * Math.min(promptB.length + 64, promptB.length + 19) * kvHeads * headDim * 4;
-    expect(bytesAtAbort - bytesAfterAbort).toBe(victimBytes);
+    // The victim's whole slot (prompt + maxTokens - 1 positions, rounded up to its class) is released.
+    const victimBytes = 2 * layers * slotCapacity(promptB.length + 19) * kvHeads * headDim * 4;
+    expect(reservedAtAbort - reservedAfterAbort).toBe(victimBytes);
     const [a, c] = await Promise.all(others);
     expect(a.ids).toEqual(alone.promptA);
     expect(c.ids).toEqual(alone.promptC);

@@ -66,6 +66,17 @@ describe.each(['unimoe-4e', 'unimoe-8e', 'mixtral'])('engine on %s', (layout) =>
     }
   });
 
+  it('sequences in different KV slot classes, joining and leaving, decode together as they do alone', async () => {
+    // maxTokens 70 puts a sequence in the 128-position class, the others in the 64 one; the short ones
+    // finish first, so slots are freed (and the last sequence moved) while the others decode.
+    const params = [70, 5, 9, 70, 3].map((n) => ({ ...greedy(n), stopTokenIds: [] }));
+    const alone = [];
+    for (const [i, p] of params.entries()) alone.push((await engine.generate({ promptIds: prompts[i]!, params: p })).ids);
+    const together = await Promise.all(params.map((p, i) => engine.generate({ promptIds: prompts[i]!, params: p })));
+    expect(together.map((r) => r.ids)).toEqual(alone);
+    expect(engine.kvCacheBytes()).toBe(0);
+  });
+
   it('seeded sampling is reproducible, alone or batched, and the seed matters', async () => {
     const params = (seed: number): SamplingParams => ({ maxTokens: 12, temperature: 1.2, topP: 0.95, topK: 50, seed, stopTokenIds: [] });
     const p = prompts[4];

@@ -27,6 +27,11 @@ export interface EngineOptions {
   maxWaiting?: number;
   /** KV-cache bytes all admitted requests may ever reach together (default: half of this machine's memory). */
   kvBudgetBytes?: number;
+  /**
+   * Bytes of prompt-prefix KV kept for reuse by later prompts that start the same way (default 512 MiB,
+   * outside kvBudgetBytes; 0 turns prefix caching off). Prefixes are whole `prefillChunk` blocks.
+   */
+  prefixCacheBytes?: number;
   /** Load (and verify) every in-process expert at start instead of on first use. */
   eagerExperts?: boolean;
   session?: UnitSessionOptions;
@@ -43,6 +48,9 @@ export interface Engine extends GenerationEngine {
   /** Stops; requests still queued or running fail with `reason` (default: "engine closed"). */
   close(reason?: Error): Promise<void>;
 }
+
+/** Prompt prefixes kept for reuse by default (outside kvBudgetBytes). */
+const DEFAULT_PREFIX_CACHE_BYTES = 512 * 2 ** 20;
 
 export async function createEngine(opts: EngineOptions): Promise<Engine> {
   const maxBatch = opts.maxBatch ?? 16;
@@ -65,7 +73,9 @@ export async function createEngine(opts: EngineOptions): Promise<Engine> {
   const kvBudgetBytes = opts.kvBudgetBytes ?? Math.floor(totalmem() / 2);
   if (!Number.isInteger(maxWaiting) || maxWaiting < 0) throw new Error(`maxWaiting must be an integer >= 0, got ${maxWaiting}`);
   if (!(kvBudgetBytes > 0)) throw new Error(`kvBudgetBytes must be > 0, got ${kvBudgetBytes}`);
-  const scheduler = new Scheduler(manifest, model, experts, { maxBatch, prefillChunk, maxWaiting, kvBudgetBytes });
+  const prefixCacheBytes = opts.prefixCacheBytes ?? DEFAULT_PREFIX_CACHE_BYTES;
+  if (!(prefixCacheBytes >= 0)) throw new Error(`prefixCacheBytes must be >= 0, got ${prefixCacheBytes}`);
+  const scheduler = new Scheduler(manifest, model, experts, { maxBatch, prefillChunk, maxWaiting, kvBudgetBytes, prefixCacheBytes });
   const cfg = manifest.config;
   let closed: Promise<void> | null = null;
 

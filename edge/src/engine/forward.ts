@@ -2,15 +2,18 @@
  * One forward step over a mixed batch: every decoding sequence contributes one token, every prefilling
  * sequence one prompt chunk. Rows are laid out decode tokens first, then each chunk in order.
  *
- *   embed(all rows) -> per layer: attn(decode group, B=n, S=1, past padded + masked)
- *                                 attn(each chunk, B=1, S=len, past as-is)
+ *   embed(all rows) -> per layer: attn(each decode group: the consecutive slots of one KV arena, S=1)
+ *                                 attn(each chunk, B=1, S=len, its own slot)
  *                                 append new keys/values to each cache
  *                                 MoE over all rows together
  *                   -> head(only the rows that produce a token)
+ *
+ * The attention unit reads the caches in place (kv-cache.ts); only the step's new keys and values are
+ * copied, into their slots.
  */
-import type { DenseModel } from './dense-model';
+import type { AttnOutput, DenseModel } from './dense-model';
 import type { ExpertBackend } from './expert-backend';
-import type { SequenceKvCache } from './kv-cache';
+import type { KvArena, SequenceKvCache } from './kv-cache';
 import { runMoe } from './moe';
 import type { Scratch } from './scratch';
 
@@ -64,61 +67,70 @@ export async function forwardStep(model: DenseModel, experts: ExpertBackend, scr
     }
     chunkRow += p.ids.length;
   }
-  const segments = (nd > 0 ? 1 : 0) + plan.prefill.length;
   // Positions and masks are the same in every layer of the step: built once here.
-  const decodeInputs = decodeMask(plan.decode, scratch);
+  const groups = decodeGroups(plan.decode, scratch);
   const prefillInputs = plan.prefill.map((p, i) => prefillMask(p, scratch, i));
+  // One segment whose rows are the step's rows in order: its outputs are used as they are.
+  const direct = plan.prefill.length === 0 ? groups.length === 1 && groups[0]!.inOrder : nd === 0 && plan.prefill.length === 1;
   for (let layer = 0; layer < cfg.layers; layer++) {
     let hiddenOut!: Float32Array;
     let moeInput!: Float32Array;
     let routerLogits!: Float32Array;
-    const gatherInto = segments > 1;
-    if (gatherInto) {
+    if (!direct) {
       hiddenOut = scratch.f32('step.hiddenOut', rows * H);
       moeInput = scratch.f32('step.moeInput', rows * H);
       routerLogits = scratch.f32('step.routerLogits', rows * E);
     }
-    const keep = (o: { hiddenOut: Float32Array; moeInput: Float32Array; routerLogits: Float32Array }, row: number) => {
-      if (!gatherInto) ({ hiddenOut, moeInput, routerLogits } = o);
+    /** Copies `count` output rows from unit row `from` to step row `row` (or takes the outputs whole). */
+    const keep = (o: AttnOutput, from: number, row: number, count: number) => {
+      if (direct) ({ hiddenOut, moeInput, routerLogits } = o);
       else {
-        hiddenOut.set(o.hiddenOut, row * H);
-        moeInput.set(o.moeInput, row * H);
-        routerLogits.set(o.routerLogits, row * E);
+        hiddenOut.set(o.hiddenOut.subarray(from * H, (from + count) * H), row * H);
+        moeInput.set(o.moeInput.subarray(from * H, (from + count) * H), row * H);
+        routerLogits.set(o.routerLogits.subarray(from * E, (from + count) * E), row * E);
       }
     };
 
-    if (nd > 0) {
-      const { past, mask, positionIds } = decodeInputs;
-      let pastKey: Float32Array;
-      let pastValue: Float32Array;
-      if (nd === 1) ({ key: pastKey, value: pastValue } = plan.decode[0].cache.past(layer));
-      else {
-        // Pad every past to the group's longest; padded slots are zero and masked out.
-        pastKey = scratch.f32('decode.pastKey', nd * past * rowKv);
-        pastValue = scratch.f32('decode.pastValue', nd * past * rowKv);
-        plan.decode.forEach((d, b) => {
-          const own = d.cache.past(layer);
-          const at = b * past * rowKv;
-          pastKey.set(own.key, at);
-          pastValue.set(own.value, at);
-          pastKey.fill(0, at + own.key.length, at + past * rowKv);
-          pastValue.fill(0, at + own.value.length, at + past * rowKv);
-        });
+    for (const [gi, g] of groups.entries()) {
+      let input = hidden.subarray(0, g.batch * H);
+      if (!g.inOrder) {
+        input = scratch.f32(`decode.hidden.${gi}`, g.batch * H).fill(0); // rows of other slots stay zero
+        g.rows.forEach((step, r) => step >= 0 && input.set(hidden.subarray(step * H, (step + 1) * H), r * H));
       }
-      const out = await model.attn(layer, { hidden: hidden.subarray(0, nd * H), positionIds, pastKey, pastValue, mask, batch: nd, seq: 1, past });
-      plan.decode.forEach((d, b) => d.cache.append(layer, out.key, out.value, b * rowKv, 1));
-      keep(out, 0);
+      const out = await model.attn(layer, {
+        hidden: input,
+        positionIds: g.positionIds,
+        keyCache: g.arena.slotView('keys', layer, g.lo, g.batch),
+        valueCache: g.arena.slotView('values', layer, g.lo, g.batch),
+        mask: g.mask,
+        batch: g.batch,
+        seq: 1,
+        capacity: g.arena.capacity,
+      });
+      g.rows.forEach((step, r) => {
+        if (step < 0) return;
+        plan.decode[step]!.cache.append(layer, out.key, out.value, r * rowKv, 1);
+        keep(out, r, step, 1);
+      });
     }
 
     let row = nd;
     for (const [i, p] of plan.prefill.entries()) {
       const S = p.ids.length;
-      const P = p.position;
-      const { key: pastKey, value: pastValue } = p.cache.past(layer);
+      const { arena, slot } = p.cache;
       const { mask, positionIds } = prefillInputs[i]!;
-      const out = await model.attn(layer, { hidden: hidden.subarray(row * H, (row + S) * H), positionIds, pastKey, pastValue, mask, batch: 1, seq: S, past: P });
+      const out = await model.attn(layer, {
+        hidden: hidden.subarray(row * H, (row + S) * H),
+        positionIds,
+        keyCache: arena.slotView('keys', layer, slot),
+        valueCache: arena.slotView('values', layer, slot),
+        mask,
+        batch: 1,
+        seq: S,
+        capacity: arena.capacity,
+      });
       p.cache.append(layer, out.key, out.value, 0, S);
-      keep(out, row);
+      keep(out, 0, row, S);
       row += S;
     }
 
@@ -138,32 +150,69 @@ export async function forwardStep(model: DenseModel, experts: ExpertBackend, scr
   return model.head(headIn, T);
 }
 
-/** The decode group's positions and additive mask [n, 1, 1, past + 1]: each row sees its own past and itself. */
-function decodeMask(decode: DecodeSlot[], scratch: Scratch): { past: number; mask: Float32Array; positionIds: BigInt64Array } {
-  let past = 0;
-  for (const d of decode) past = Math.max(past, d.position);
-  const mask = scratch.f32('decode.mask', decode.length * (past + 1));
-  const positionIds = new BigInt64Array(decode.length);
-  decode.forEach((d, b) => {
-    const row = b * (past + 1);
-    mask.fill(0, row, row + d.position);
-    mask.fill(MASKED, row + d.position, row + past); // padding up to the group's longest past
-    mask[row + past] = 0;
-    positionIds[b] = BigInt(d.position);
-  });
-  return { past, mask, positionIds };
+interface DecodeGroup {
+  arena: KvArena;
+  /** First slot and slot count: the unit's batch is the slots lo .. lo + batch - 1 of the arena. */
+  lo: number;
+  batch: number;
+  /** Per batch row, the decode index (= step row) it serves, or -1 for a slot not decoding this step. */
+  rows: Int32Array;
+  /** Batch row r is step row r for every r (no gather or scatter needed). */
+  inOrder: boolean;
+  positionIds: BigInt64Array;
+  /** [batch, 1, 1, C + 1]: each row keeps its filled positions and itself. */
+  mask: Float32Array;
 }
 
-/** A prefill chunk's positions and causal mask [1, 1, S, P + S] over its cached past and itself. */
+/**
+ * The decoding sequences grouped by KV arena, each group the range of slots its sequences span. A slot in
+ * the range that is not decoding (prefilling, or its sequence is elsewhere) rides along as a zero row
+ * that sees only itself; its outputs are dropped and nothing is written to its slot.
+ */
+function decodeGroups(decode: DecodeSlot[], scratch: Scratch): DecodeGroup[] {
+  const byArena = new Map<KvArena, number[]>();
+  decode.forEach((d, i) => {
+    const list = byArena.get(d.cache.arena);
+    if (list) list.push(i);
+    else byArena.set(d.cache.arena, [i]);
+  });
+  return [...byArena].map(([arena, members], gi) => {
+    let lo = Infinity;
+    let hi = -1;
+    for (const i of members) {
+      lo = Math.min(lo, decode[i]!.cache.slot);
+      hi = Math.max(hi, decode[i]!.cache.slot);
+    }
+    const batch = hi - lo + 1;
+    const C = arena.capacity;
+    const rows = new Int32Array(batch).fill(-1);
+    const positionIds = new BigInt64Array(batch);
+    const mask = scratch.f32(`decode.mask.${gi}`, batch * (C + 1)).fill(MASKED);
+    for (const i of members) {
+      const d = decode[i]!;
+      const r = d.cache.slot - lo;
+      rows[r] = i;
+      positionIds[r] = BigInt(d.position);
+      mask.fill(0, r * (C + 1), r * (C + 1) + d.position);
+    }
+    for (let r = 0; r < batch; r++) mask[r * (C + 1) + C] = 0;
+    const inOrder = members.length === decode.length && rows.every((step, r) => step === r);
+    return { arena, lo, batch, rows, inOrder, positionIds, mask };
+  });
+}
+
+/** A prefill chunk's positions and mask [1, 1, S, C + S]: its slot's filled positions, then causal over itself. */
 function prefillMask(p: PrefillSlot, scratch: Scratch, index: number): { mask: Float32Array; positionIds: BigInt64Array } {
   const S = p.ids.length;
   const P = p.position;
-  const mask = scratch.f32(`prefill.mask.${index}`, S * (P + S));
+  const C = p.cache.arena.capacity;
+  const width = C + S;
+  const mask = scratch.f32(`prefill.mask.${index}`, S * width).fill(MASKED);
   const positionIds = new BigInt64Array(S);
   for (let i = 0; i < S; i++) {
-    const at = i * (P + S);
-    mask.fill(0, at, at + P + i + 1); // causal: the past and this chunk up to itself
-    mask.fill(MASKED, at + P + i + 1, at + P + S);
+    const at = i * width;
+    mask.fill(0, at, at + P); // the cached past
+    mask.fill(0, at + C, at + C + i + 1); // this chunk up to itself
     positionIds[i] = BigInt(P + i);
   }
   return { mask, positionIds };

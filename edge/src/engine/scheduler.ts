@@ -10,6 +10,8 @@ import type { DenseModel } from './dense-model';
 import type { ExpertBackend } from './expert-backend';
 import { withRequestIds } from '@unimoe/shared/log';
 import { forwardStep, type StepPlan } from './forward';
+import { bytesPerPosition, KvCachePool, slotCapacity } from './kv-cache';
+import { PrefixCache } from './prefix-cache';
 import { Scratch } from './scratch';
 import type { Sequence } from './sequence';
 import type { EngineStats } from './types';
@@ -21,6 +23,8 @@ export interface SchedulerOptions {
   maxWaiting: number;
   /** KV-cache bytes all admitted sequences may ever reach together (see admission.ts). */
   kvBudgetBytes: number;
+  /** Bytes of prompt-prefix KV kept for reuse (prefix-cache.ts); 0 turns prefix caching off. */
+  prefixCacheBytes: number;
 }
 
 export class Scheduler {
@@ -32,9 +36,13 @@ export class Scheduler {
   private steps = 0;
   private generatedTokens = 0;
   private readonly admission: Admission;
-  /** Each admitted sequence's KV-cache reservation, freed when it leaves. */
+  /** Each admitted sequence's KV-cache reservation (budget bytes and its arena slot), freed when it leaves. */
   private readonly reservations = new Map<Sequence, () => void>();
   private readonly kvBytesPerPosition: number;
+  private readonly pool: KvCachePool;
+  private readonly prefixes: PrefixCache | null;
+  /** Block keys of each admitted prompt (prefix caching), kept until its prompt is prefilled. */
+  private readonly prefixKeys = new Map<Sequence, string[]>();
 
   constructor(
     private readonly manifest: Manifest,
@@ -44,14 +52,20 @@ export class Scheduler {
   ) {
     this.admission = new Admission(opts);
     const { layers, kvHeads, headDim } = manifest.config;
-    this.kvBytesPerPosition = layers * 2 * kvHeads * headDim * Float32Array.BYTES_PER_ELEMENT;
+    this.pool = new KvCachePool({ layers, kvHeads, headDim });
+    this.kvBytesPerPosition = bytesPerPosition(this.pool.shape);
+    // Blocks are prefill chunks, so a hit leaves the same chunks to prefill as a miss (bit-exact results).
+    this.prefixes = opts.prefixCacheBytes > 0 ? new PrefixCache(opts.prefillChunk, opts.prefixCacheBytes) : null;
   }
 
   /** Queues `seq`, or fails it at once when closing or when it is beyond the queue or KV budget. */
   submit(seq: Sequence): void {
     if (this.closing) return seq.fail(this.closing);
     try {
-      this.reservations.set(seq, this.admission.reserve(seq.maxPositions * this.kvBytesPerPosition, ...this.occupancy()));
+      // A sequence reserves its whole slot: its class's capacity (<= 2x its most positions).
+      const budget = this.admission.reserve(slotCapacity(seq.maxPositions) * this.kvBytesPerPosition, ...this.occupancy());
+      const slot = this.pool.reserve(seq.maxPositions);
+      this.reservations.set(seq, () => (budget(), slot()));
     } catch (err) {
       return seq.fail(err as Error);
     }
@@ -82,7 +96,8 @@ export class Scheduler {
   }
 
   stats(): EngineStats {
-    return { running: this.running.length, waiting: this.waiting.length, steps: this.steps, generatedTokens: this.generatedTokens };
+    const prefixCache = this.prefixes?.stats();
+    return { running: this.running.length, waiting: this.waiting.length, steps: this.steps, generatedTokens: this.generatedTokens, ...(prefixCache ? { prefixCache } : {}) };
   }
 
   /** KV-cache bytes reserved by admitted sequences (their worst case; kvCacheBytes() is what they hold now). */
@@ -90,11 +105,9 @@ export class Scheduler {
     return this.admission.reserved;
   }
 
-  /** Bytes held by the KV caches of running sequences. */
+  /** Bytes allocated for KV caches (every arena's slots). */
   kvCacheBytes(): number {
-    let n = 0;
-    for (const s of this.running) n += s.cache?.bytes() ?? 0;
-    return n;
+    return this.pool.bytes();
   }
 
   /** Fails every pending sequence with `reason` once the step in flight (if any) has finished. */
@@ -144,21 +157,35 @@ export class Scheduler {
   private release(s: Sequence): void {
     this.reservations.get(s)?.();
     this.reservations.delete(s);
+    this.prefixKeys.delete(s);
   }
 
   private admit(): void {
-    const { layers, kvHeads, headDim } = this.manifest.config;
     while (this.running.length < this.opts.maxBatch && this.waiting.length > 0) {
       const s = this.waiting.shift()!;
       try {
-        s.allocateCache({ layers, kvHeads, headDim });
+        s.allocateCache(this.pool);
       } catch (err) {
         s.fail(new Error(`cannot allocate the KV cache: ${(err as Error).message}`));
         this.release(s);
         continue;
       }
       this.running.push(s);
+      this.reusePrefix(s);
     }
+  }
+
+  /**
+   * Starts `s` from the longest cached prefix of its prompt (never its last position, whose logits it needs).
+   * Prompts that want prompt log probabilities prefill every position.
+   */
+  private reusePrefix(s: Sequence): void {
+    if (!this.prefixes || s.wantsPromptLogprobs) return;
+    const keys = this.prefixes.keys(s.prompt, s.embeddings, this.manifest.config.hidden, 0);
+    if (keys.length === 0) return;
+    this.prefixKeys.set(s, keys);
+    const usable = Math.floor((s.prompt.length - 1) / this.prefixes.blockTokens);
+    s.processed = this.prefixes.restore(keys.slice(0, usable), s.cache!);
   }
 
   private async step(): Promise<void> {
@@ -212,6 +239,12 @@ export class Scheduler {
     this.steps++;
     for (const s of decode) s.processed += 1;
     prefill.forEach((s, i) => (s.processed += chunks[i].length));
+    prefill.forEach((s, i) => {
+      const keys = completesPrompt[i] ? this.prefixKeys.get(s) : undefined;
+      if (!keys) return;
+      this.prefixKeys.delete(s);
+      this.prefixes!.store(keys, s.cache!, this.kvBytesPerPosition);
+    });
 
     const V = this.manifest.config.vocab;
     // Padded lm_head rows beyond the tokenizer's pieces are never sampled: they have no text.
@@ -221,6 +254,8 @@ export class Scheduler {
     // The other choices of an n > 1 request start here, from the prompt's KV, sampling the same row.
     const samplers = producers.flatMap((s, i) => {
       const forks = s.done || s.aborted ? [] : s.fork();
+      // Forks hold slots of their own, reserved like the parent's (the budget counted the request once, as before).
+      for (const f of forks) this.reservations.set(f, this.pool.reserve(f.maxPositions));
       this.running.push(...forks);
       return [{ s, i }, ...forks.map((f) => ({ s: f, i }))];
     });

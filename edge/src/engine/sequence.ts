@@ -10,12 +10,9 @@ import { applyPenalties, hasPenalties, type PenaltyOptions } from '@unimoe/share
 import { Rng, sample } from '@unimoe/shared/model/sampling';
 import type { ChoiceGroup } from './choice-group';
 import type { FinishReason, GenerationRequest, PromptEmbedding, TokenConstraint } from './types';
-import { SequenceKvCache, type KvShape } from './kv-cache';
+import type { KvCachePool, SequenceKvCache } from './kv-cache';
 
 type Outcome = { kind: 'generate'; group: ChoiceGroup } | { kind: 'logits'; resolve: (l: Float32Array) => void; reject: (err: Error) => void };
-
-/** First KV allocation beyond the prompt; growth doubles from there. */
-const INITIAL_HEADROOM = 64;
 
 export class Sequence {
   readonly generated: number[] = [];
@@ -44,7 +41,7 @@ export class Sequence {
     private readonly outcome: Outcome,
     private readonly onAbort: (seq: Sequence) => void,
     /** Prompt positions fed as embeddings (validated by the engine). */
-    private readonly embeddings: readonly PromptEmbedding[] = [],
+    readonly embeddings: readonly PromptEmbedding[] = [],
     readonly choice = 0,
   ) {
     const params = req?.params;
@@ -92,8 +89,9 @@ export class Sequence {
     return this.prompt.length + (this.req ? this.req.params.maxTokens - 1 : 0);
   }
 
-  allocateCache(shape: KvShape): void {
-    this.cache = new SequenceKvCache(shape, this.prompt.length + INITIAL_HEADROOM, this.maxPositions);
+  /** A slot of its class in `pool` (reserved at admission). */
+  allocateCache(pool: KvCachePool): void {
+    this.cache = pool.allocate(this.maxPositions);
   }
 
   /** The other choices of an n > 1 request, each with a copy of this prefilled KV cache (once, before the first token). */

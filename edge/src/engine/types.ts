@@ -1,3 +1,4 @@
+import type { PrefixCacheStats } from './prefix-cache';
 /** The generation engine's public contract (used by the CLI, the HTTP API and benchmarks). */
 import type { TokenLogprob } from '@unimoe/shared/model/logprobs';
 import type { OutputFormat } from '../grammar/output';
@@ -131,6 +132,8 @@ export interface EngineStats {
   waiting: number;
   steps: number;
   generatedTokens: number;
+  /** Prompt prefix reuse (engines with a prefix cache). */
+  prefixCache?: PrefixCacheStats;
 }
 
 export interface GenerationEngine {

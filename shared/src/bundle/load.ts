@@ -141,6 +141,12 @@ export function parseManifest(text: string, where: string): Manifest {
   if (head && typeof head === 'object' && head.format !== BUNDLE_FORMAT) {
     throw new Error(`${where}: format is ${JSON.stringify(head.format)}, expected "${BUNDLE_FORMAT}"`);
   }
+  if (head && typeof head.version === 'number' && head.version < BUNDLE_VERSION) {
+    throw new Error(
+      `${where}: bundle version ${head.version} was written by an older unimoe (its attention units take the past keys and values ` +
+        `as copies, version ${BUNDLE_VERSION} reads the KV cache in place); re-convert the checkpoint with \`unimoe convert\``,
+    );
+  }
   const parsed = manifestSchema.safeParse(migrateWhisperAsAudio(json));
   if (!parsed.success) {
     const issues = parsed.error.issues.map((i) => `${i.path.join('.') || '(root)'}: ${i.message}`);

@@ -4,8 +4,9 @@
  *
  *  embed              input_ids int64 [T]                     -> hidden f32 [T,H]
  *  layer{L}.attn      hidden f32 [B,S,H], position_ids int64 [B,S],
- *                     past_key f32 [B,P,KV,D], past_value f32 [B,P,KV,D],
- *                     attention_mask f32 [B,1,S,P+S] (additive: 0 keep, -1e30 drop)
+ *                     key_cache f32 [B,KV,C,D], value_cache f32 [B,KV,D,C] (values transposed),
+ *                     attention_mask f32 [B,1,S,C+S] (additive: 0 keep, -1e30 drop; over the C cache
+ *                     slots, then the S new positions)
  *                  -> hidden_out f32 [B,S,H]   (hidden + self-attention; the residual stream)
  *                     moe_input f32 [B,S,H]    (post-attention RMSNorm of hidden_out)
  *                     router_logits f32 [B,S,E]
@@ -23,13 +24,19 @@
  * before the BEATs path existed called the Whisper unit `audio.encoder` and are read as speech
  * (shared/src/bundle/load.ts).
  *
- * Caches use [B, P, KV, D] ("BSND") so that one sequence's cache prefix is one contiguous block.
+ * Caches are the caller's slots of C positions, read in place: keys [KV, C, D] and values [KV, D, C]
+ * (transposed) per sequence, so both products stream the cache as it lies; the mask drops the
+ * positions not filled yet.
  */
 import type { TokenizerKind } from '../tokenizer/text-tokenizer';
 import type { ModelConfig } from '../model/config';
 
 export const BUNDLE_FORMAT = 'unimoe-bundle';
-export const BUNDLE_VERSION = 1;
+/**
+ * 2: `layer{L}.attn` reads the engine's KV slots in place (`key_cache`/`value_cache`, see below) instead of
+ * taking a concatenated past (`past_key`/`past_value`); version-1 bundles must be re-converted.
+ */
+export const BUNDLE_VERSION = 2;
 
 export type UnitKind = 'embed' | 'attn' | 'expert' | 'head' | EncoderKind;
 /** Modality encoder units: CLIP (image, video), Whisper (speech), BEATs (audio). */

@@ -17,7 +17,7 @@ import { convertCheckpoint } from './convert';
 import { detectModel } from './detect';
 import type { AttnWeights } from './units/attn';
 import { attnReference, expert64, linear64, random, relErr, rmsNorm64, type AttnCase } from './testing/reference64';
-import { f32, i64, runUnit } from './testing/run-unit';
+import { cacheFeeds, f32, i64, runUnit } from './testing/run-unit';
 
 const FIXTURES = fileURLToPath(new URL('../../../tests/fixtures/models/', import.meta.url));
 const TOKENIZER = fileURLToPath(new URL('../../assets/tokenizer/tiny-llama-bpe.model', import.meta.url));
@@ -81,8 +81,7 @@ async function runAttn(bundle: string, m: Manifest, layer: number, a: AttnCase) 
   return runUnit(join(bundle, `layer${layer}.attn.onnx`), {
     hidden: f32(a.hidden, [a.B, a.S, hidden]),
     position_ids: i64(a.positions.flat(), [a.B, a.S]),
-    past_key: f32(a.pastKey, [a.B, a.P, kvHeads, headDim]),
-    past_value: f32(a.pastValue, [a.B, a.P, kvHeads, headDim]),
+    ...cacheFeeds(a.pastKey, a.pastValue, a.B, a.P, kvHeads, headDim),
     attention_mask: f32(a.mask, [a.B, 1, a.S, a.P + a.S]),
   });
 }
@@ -128,7 +127,7 @@ describe('convertCheckpoint', () => {
     const { ckpt, bundle, parent } = await stage('unimoe-8e');
     const m = await convertCheckpoint({ checkpointDir: ckpt, bundleDir: bundle });
     expect(await readdir(parent)).toEqual(['bundle', 'ckpt'].sort());
-    expect(m).toMatchObject({ format: 'unimoe-bundle', version: 1, name: 'ckpt', dtype: 'float32', modalities: ['text'] });
+    expect(m).toMatchObject({ format: 'unimoe-bundle', version: 2, name: 'ckpt', dtype: 'float32', modalities: ['text'] });
     expect(m.units.map((u) => u.name)).toEqual([
       'embed',
       ...[0, 1].flatMap((l) => [`layer${l}.attn`, ...Array.from({ length: 8 }, (_, e) => `layer${l}.expert${e}`)]),
@@ -340,5 +339,9 @@ describe('bundle integrity checks', () => {
     const bad = { ...m, units: [{ ...m.units[0], file: '../../etc/passwd', bytes: -1 }, ...m.units.slice(1)] };
     await writeFile(join(bundle, 'manifest.json'), JSON.stringify(bad));
     await expect(readManifest(bundle)).rejects.toThrow(/manifest\.json: invalid bundle manifest: units\.0\.file: must be a path inside the bundle; units\.0\.bytes/);
+
+    // A bundle written before the attention units read the KV cache in place: a clear re-convert message.
+    await writeFile(join(bundle, 'manifest.json'), JSON.stringify({ ...m, version: 1 }));
+    await expect(readManifest(bundle)).rejects.toThrow(/manifest\.json: bundle version 1 was written by an older unimoe .*re-convert the checkpoint with `unimoe convert`/);
   });
 });

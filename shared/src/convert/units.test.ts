@@ -10,7 +10,7 @@ import { buildEmbedUnit } from './units/embed';
 import { buildExpertUnit, type ExpertWeights } from './units/expert';
 import { buildHeadUnit } from './units/head';
 import { attnReference, expert64, linear64, random, relErr, rmsNorm64, type AttnCase } from './testing/reference64';
-import { f32, i64, runUnit } from './testing/run-unit';
+import { cacheFeeds, f32, i64, runUnit } from './testing/run-unit';
 
 const cfg: ModelConfig = {
   layout: 'mixtral',
@@ -79,8 +79,7 @@ describe.each<[WeightDType, number]>([
       const out = await runUnit(buildAttnUnit(c, 0, w, dtype), {
         hidden: f32(a.hidden, [a.B, a.S, c.hidden]),
         position_ids: i64(a.positions.flat(), [a.B, a.S]),
-        past_key: f32(a.pastKey, [a.B, a.P, c.kvHeads, c.headDim]),
-        past_value: f32(a.pastValue, [a.B, a.P, c.kvHeads, c.headDim]),
+        ...cacheFeeds(a.pastKey, a.pastValue, a.B, a.P, c.kvHeads, c.headDim),
         attention_mask: f32(a.mask, [a.B, 1, a.S, a.P + a.S]),
       });
       const ref = attnReference(c, w, a);
@@ -101,8 +100,7 @@ describe.each<[WeightDType, number]>([
     const out = await runUnit(buildAttnUnit(cfg, 3, w, dtype), {
       hidden: f32(hidden, [1, S, cfg.hidden]),
       position_ids: i64([0, 1, 2, 3, 4], [1, S]),
-      past_key: f32(empty, [1, 0, cfg.kvHeads, cfg.headDim]),
-      past_value: f32(empty, [1, 0, cfg.kvHeads, cfg.headDim]),
+      ...cacheFeeds(empty, empty, 1, 0, cfg.kvHeads, cfg.headDim),
       attention_mask: f32(mask, [1, 1, S, S]),
     });
     const ref = attnReference(cfg, w, { B: 1, S, P: 0, hidden, positions: [[0, 1, 2, 3, 4]], pastKey: empty, pastValue: empty, mask });

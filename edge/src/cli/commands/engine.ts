@@ -7,11 +7,12 @@ import { log } from '@unimoe/shared/log';
 import { NATS_SECURITY_FLAGS, natsSecurityFromFlags } from '@unimoe/shared/runtime/nats-auth';
 import { startEngineService } from '../../engine-service/service';
 import { CliError, parseCommand, parseNumber } from '../args';
+import { engineOptionsFromFlags } from '../engine-flags';
 
 const USAGE =
   'unimoe engine <bundle-or-s3-uri> --nats URL [--pools [--local-encoders]] [--id NAME]\n' +
   '  [--nats-creds FILE | --nats-nkey-seed FILE] [--nats-tls-ca FILE [--nats-tls-cert FILE --nats-tls-key FILE]]\n' +
-  '  [--max-batch 16] [--prefill-chunk 128] [--max-queue 256] [--kv-budget-mb N] [--drain-s 30] [--heartbeat-ms 1000]\n' +
+  '  [--max-batch 16] [--prefill-chunk 128] [--max-queue 256] [--kv-budget-mb N] [--prefix-cache-mb 512] [--drain-s 30] [--heartbeat-ms 1000]\n' +
   '  [--scale-from-zero-s N]   (with --pools: hold batches for units with no replica up to N s)';
 
 export async function run(argv: string[]): Promise<number> {
@@ -27,6 +28,7 @@ export async function run(argv: string[]): Promise<number> {
       'prefill-chunk': s,
       'max-queue': s,
       'kv-budget-mb': s,
+      'prefix-cache-mb': s,
       'drain-s': s,
       'heartbeat-ms': s,
       'scale-from-zero-s': s,
@@ -47,12 +49,7 @@ export async function run(argv: string[]): Promise<number> {
     ...(pools ? { poolsNatsUrl: natsUrl } : {}),
     localEncoders: values['local-encoders'] === true,
     ...(values.id ? { id: values.id } : {}),
-    engine: {
-      maxBatch: parseNumber(values['max-batch'], '--max-batch', 16, { integer: true, min: 1, max: 1024 }),
-      prefillChunk: parseNumber(values['prefill-chunk'], '--prefill-chunk', 128, { integer: true, min: 1, max: 8192 }),
-      maxWaiting: parseNumber(values['max-queue'], '--max-queue', 256, { integer: true, min: 0 }),
-      ...(values['kv-budget-mb'] ? { kvBudgetBytes: Math.round(parseNumber(values['kv-budget-mb'], '--kv-budget-mb', 0, { min: 1 }) * 2 ** 20) } : {}),
-    },
+    engine: engineOptionsFromFlags(values),
     drainMs: parseNumber(values['drain-s'], '--drain-s', 30, { min: 0 }) * 1000,
     heartbeatMs: parseNumber(values['heartbeat-ms'], '--heartbeat-ms', 1000, { integer: true, min: 10, max: 60_000 }),
     scaleFromZeroMs: parseNumber(values['scale-from-zero-s'], '--scale-from-zero-s', 0, { min: 0 }) * 1000,

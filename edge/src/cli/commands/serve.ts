@@ -10,6 +10,7 @@ import { isEncoderKind } from '@unimoe/shared/bundle/manifest';
 import { DEFAULT_API_CONFIG } from '../../api/config';
 import { startEngineTierServer, startServer } from '../../serve';
 import { CliError, parseCommand, parseNumber } from '../args';
+import { ENGINE_FLAG_NAMES, engineOptionsFromFlags } from '../engine-flags';
 import { NATS_SECURITY_FLAGS, natsSecurityFromFlags } from '@unimoe/shared/runtime/nats-auth';
 
 const USAGE =
@@ -17,7 +18,7 @@ const USAGE =
   '  | unimoe serve [<bundle-or-s3-uri> | --model NAME] --engine-nats URL [--engine-accept-timeout-s 10] (generations on the engine tier)\n' +
   '  [--nats-creds FILE | --nats-nkey-seed FILE] [--nats-tls-ca FILE [--nats-tls-cert FILE --nats-tls-key FILE]]\n' +
   '  [--max-tokens-cap N] [--body-limit-mb N] [--rate-limit RPM] [--max-concurrent N] [--max-media-items N] [--timeout-s N] [--max-batch 16] [--prefill-chunk 128]\n' +
-  '  [--max-queue 256] [--kv-budget-mb N] [--drain-s 30]\n' +
+  '  [--max-queue 256] [--kv-budget-mb N] [--prefix-cache-mb 512] [--drain-s 30]\n' +
   '  [--scale-from-zero-s N]   (split mode: hold requests for units with no replica up to N s while the autoscaler starts one)';
 
 export async function run(argv: string[]): Promise<number> {
@@ -45,6 +46,7 @@ export async function run(argv: string[]): Promise<number> {
       ...NATS_SECURITY_FLAGS,
       'max-queue': s,
       'kv-budget-mb': s,
+      'prefix-cache-mb': s,
       'drain-s': s,
       'scale-from-zero-s': s,
     },
@@ -52,7 +54,7 @@ export async function run(argv: string[]): Promise<number> {
   );
   const engineNats = values['engine-nats'];
   if (engineNats) {
-    for (const flag of ['nats', 'local-encoders', 'max-batch', 'prefill-chunk', 'max-queue', 'kv-budget-mb', 'scale-from-zero-s'] as const) {
+    for (const flag of ['nats', 'local-encoders', ...ENGINE_FLAG_NAMES, 'scale-from-zero-s'] as const) {
       if (values[flag] !== undefined) throw new CliError(`--${flag} does not apply with --engine-nats (give it to \`unimoe engine\`)\nusage: ${USAGE}`);
     }
     if (positionals.length > 1 || (positionals.length === 0 && !values.model)) throw new CliError(`expected the <bundle-or-s3-uri> or --model NAME\nusage: ${USAGE}`);
@@ -96,12 +98,7 @@ export async function run(argv: string[]): Promise<number> {
         natsUrl,
         localEncoders,
         scaleFromZeroMs: parseNumber(values['scale-from-zero-s'], '--scale-from-zero-s', 0, { min: 0 }) * 1000,
-        engine: {
-          maxBatch: parseNumber(values['max-batch'], '--max-batch', 16, { integer: true, min: 1, max: 1024 }),
-          prefillChunk: parseNumber(values['prefill-chunk'], '--prefill-chunk', 128, { integer: true, min: 1, max: 8192 }),
-          maxWaiting: parseNumber(values['max-queue'], '--max-queue', 256, { integer: true, min: 0 }),
-          ...(values['kv-budget-mb'] ? { kvBudgetBytes: Math.round(parseNumber(values['kv-budget-mb'], '--kv-budget-mb', 0, { min: 1 }) * 2 ** 20) } : {}),
-        },
+        engine: engineOptionsFromFlags(values),
       });
   if (noAuth) {
     console.error('');

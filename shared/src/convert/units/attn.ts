@@ -1,9 +1,17 @@
 /**
  * `layer{L}.attn`: the dense part of one decoder layer, HF Llama conventions.
  *   x = RMSNorm(hidden); q,k,v = x Wq^T, x Wk^T, x Wv^T; rotary on q,k (`rotate_half`);
- *   attention over [past; new] keys with the additive mask, grouped-query when kvHeads < heads;
+ *   attention over [cache; new] keys with the additive mask, grouped-query when kvHeads < heads;
  *   hidden_out = hidden + o_proj(attn); moe_input = RMSNorm(hidden_out); router_logits = moe_input Wr^T.
  * Also returns this step's rotated keys and values for the caller's KV cache.
+ *
+ * The cache is read in place: `key_cache` [B,KV,C,D] and `value_cache` [B,KV,D,C] (values stored
+ * transposed) are the caller's per-sequence slots of C positions, of which the mask keeps the filled
+ * ones. Nothing in the graph copies or concatenates them: scores over the cache and over the new keys
+ * are computed apart, softmaxed together, and the two weighted value sums added. Both cache products
+ * have the cache as their first operand (K q^T, V^T p^T), which onnxruntime streams as it is; as the
+ * second operand it would be packed (copied) on every call. (onnxruntime's GroupQueryAttention would need its `present` outputs
+ * to alias the cache, and onnxruntime-node copies every output back into JS memory.)
  */
 import type { WeightDType } from '../../bundle/manifest';
 import type { ModelConfig } from '../../model/config';
@@ -28,9 +36,9 @@ export function attnIO(cfg: ModelConfig): UnitIO {
     inputs: [
       { name: 'hidden', dtype: 'float32', shape: ['B', 'S', H] },
       { name: 'position_ids', dtype: 'int64', shape: ['B', 'S'] },
-      { name: 'past_key', dtype: 'float32', shape: ['B', 'P', KV, D] },
-      { name: 'past_value', dtype: 'float32', shape: ['B', 'P', KV, D] },
-      { name: 'attention_mask', dtype: 'float32', shape: ['B', 1, 'S', 'P+S'] },
+      { name: 'key_cache', dtype: 'float32', shape: ['B', KV, 'C', D] },
+      { name: 'value_cache', dtype: 'float32', shape: ['B', KV, D, 'C'] },
+      { name: 'attention_mask', dtype: 'float32', shape: ['B', 1, 'S', 'C+S'] },
     ],
     outputs: [
       { name: 'hidden_out', dtype: 'float32', shape: ['B', 'S', H] },
@@ -64,16 +72,34 @@ export function buildAttnUnit(cfg: ModelConfig, layer: number, w: AttnWeights, d
   const qRot = applyRotary(g, q, cos, sin, D);
   applyRotary(g, k, cos, sin, D, 'key');
 
-  // Grouped-query attention without copying keys: query head h uses kv head floor(h / group), so
-  // [B, NH, S, D] viewed as [B, KV, group*S, D] lines every query row up with its kv head.
-  const keys = g.node('Transpose', [g.node('Concat', ['past_key', 'key'], { attrs: { axis: 1 } })], { attrs: { perm: [0, 2, 3, 1] } }); // [B,KV,D,P+S]
-  const values = g.node('Transpose', [g.node('Concat', ['past_value', 'value'], { attrs: { axis: 1 } })], { attrs: { perm: [0, 2, 1, 3] } }); // [B,KV,P+S,D]
-  const queries = g.node('Reshape', [g.node('Transpose', [qRot], { attrs: { perm: [0, 2, 1, 3] } }), g.constInt64([0, KV, -1, D], 'grouped_shape')]);
-  const scores = g.node('Div', [g.node('MatMul', [queries, keys]), g.constFloat(Math.sqrt(D), 'sqrt_head_dim')]); // [B,KV,group*S,P+S]
+  // Grouped-query attention without copying keys: query head h uses kv head floor(h / group), so the
+  // queries [B, S, NH, D] as [B, KV, D, group*S] line every query column up with its kv head.
+  // Everything runs "transposed" (positions along rows) so that both products over the cache have the
+  // cache as their first operand, K q^T and V^T p^T, which onnxruntime streams in place; as a second
+  // operand it would be packed (copied) on every call. The small operands are transposed through
+  // Reshape/Split outputs, never a Transpose feeding a MatMul (onnxruntime would fuse that into a
+  // transposed-operand MatMul, which packs the cache again).
+  const queriesT = g.node('Reshape', [
+    g.node('Transpose', [g.node('Reshape', [qRot, g.constInt64([0, 0, KV, NH / KV, D], 'group_split_shape')])], { attrs: { perm: [0, 2, 4, 3, 1] } }),
+    g.constInt64([0, KV, D, -1], 'grouped_t_shape'),
+  ]); // [B,KV,D,group*S]
+  const newKeys = g.node('Transpose', ['key'], { attrs: { perm: [0, 2, 1, 3] } }); // [B,KV,S,D]
+  const newValuesT = g.node('Transpose', ['value'], { attrs: { perm: [0, 2, 3, 1] } }); // [B,KV,D,S]
+  const scoresT = g.node('Concat', [g.node('MatMul', ['key_cache', queriesT]), g.node('MatMul', [newKeys, queriesT])], { attrs: { axis: 2 } }); // [B,KV,C+S,group*S]
+  // Scaled apart from the MatMuls: a scale next to a MatMul is fused into it (alpha != 1), which takes
+  // onnxruntime's MatMul off its fast paths.
+  const scores = g.node('Div', [g.node('Transpose', [scoresT], { attrs: { perm: [0, 1, 3, 2] } }), g.constFloat(Math.sqrt(D), 'sqrt_head_dim')]);
   const perHead = g.constInt64([0, NH, -1, 0], 'per_head_shape');
-  const masked = g.node('Add', [g.node('Reshape', [scores, perHead]), 'attention_mask']); // [B,NH,S,P+S]
+  const masked = g.node('Add', [g.node('Reshape', [scores, perHead]), 'attention_mask']); // [B,NH,S,C+S]
   const probs = g.node('Reshape', [g.node('Softmax', [masked], { attrs: { axis: -1 } }), g.constInt64([0, KV, -1, 0], 'grouped_shape')]);
-  const context = g.node('Reshape', [g.node('MatMul', [probs, values]), perHead]); // [B,NH,S,D]
+  const probsT = g.node('Transpose', [probs], { attrs: { perm: [0, 1, 3, 2] } }); // [B,KV,C+S,group*S]
+  // Split sizes [C, S] from the inputs' shapes (both dynamic).
+  const dim = (value: string, axis: number) => g.node('Slice', [g.node('Shape', [value]), g.constInt64([axis], 'start'), g.constInt64([axis + 1], 'end')]);
+  const sizes = g.node('Concat', [dim('key_cache', 2), dim('hidden', 1)], { attrs: { axis: 0 } });
+  const [cacheProbsT, newProbsT] = g.nodeMulti('Split', [probsT, sizes], { count: 2, attrs: { axis: 2 } });
+  const contextT = g.node('Add', [g.node('MatMul', ['value_cache', cacheProbsT]), g.node('MatMul', [newValuesT, newProbsT])]); // [B,KV,D,group*S]
+  const weighted = g.node('Transpose', [contextT], { attrs: { perm: [0, 1, 3, 2] } }); // [B,KV,group*S,D]
+  const context = g.node('Reshape', [weighted, perHead]); // [B,NH,S,D]
   const merged = g.node('Reshape', [g.node('Transpose', [context], { attrs: { perm: [0, 2, 1, 3] } }), g.constInt64([0, 0, NH * D], 'merged_shape')]);
   const attnOut = linear(g, merged, linearWeight(g, 'o_proj', w.o, H, NH * D, dtype));
 
@@ -102,4 +128,23 @@ function applyRotary(g: GraphBuilder, x: string, cos: string, sin: string, headD
   const [x1, x2] = g.nodeMulti('Split', [x, g.constInt64([headDim / 2, headDim / 2], 'split')], { count: 2, attrs: { axis: -1 } });
   const rotated = g.node('Concat', [g.node('Neg', [x2]), x1], { attrs: { axis: -1 } });
   return g.node('Add', [g.node('Mul', [x, cos]), g.node('Mul', [rotated, sin])], output ? { outputs: [output] } : {});
+}
+
+/**
+ * A logical past [B, P, KV, D] (keys and values) as the unit's cache inputs with C = P: `key_cache`
+ * [B, KV, P, D] and `value_cache` [B, KV, D, P]. With C = P the mask is the plain [B, 1, S, P+S] one.
+ * For tests and one-off callers; the engine keeps its caches in this layout all along.
+ */
+export function pastAsCache(pastKey: Float32Array, pastValue: Float32Array, B: number, P: number, KV: number, D: number): { keyCache: Float32Array; valueCache: Float32Array } {
+  const keyCache = new Float32Array(pastKey.length);
+  const valueCache = new Float32Array(pastValue.length);
+  for (let b = 0; b < B; b++)
+    for (let p = 0; p < P; p++)
+      for (let h = 0; h < KV; h++)
+        for (let d = 0; d < D; d++) {
+          const from = ((b * P + p) * KV + h) * D + d;
+          keyCache[((b * KV + h) * P + p) * D + d] = pastKey[from];
+          valueCache[((b * KV + h) * D + d) * P + p] = pastValue[from];
+        }
+  return { keyCache, valueCache };
 }
