@@ -6,6 +6,7 @@
 import type { GenerationEngine, PromptEmbedding, PromptMedia, SamplingParams, TokenConstraint, TokenLogprob } from '../engine/types';
 import type { OutputFormat } from '../grammar/output';
 import type { ChatTokenizer, TextStreamDecoder } from './chat-tokenizer';
+import { currentRequestIds } from '@unimoe/shared/log';
 import { observeFirstToken, observeInterToken } from './metrics';
 import { StopMatcher } from './stop';
 
@@ -127,6 +128,7 @@ export async function runCompletion(engine: GenerationEngine, tokenizer: ChatTok
     ...(input.promptLogprobs !== undefined ? { promptLogprobs: input.promptLogprobs } : {}),
     ...(input.onPromptLogprobs ? { onPromptLogprobs: input.onPromptLogprobs } : {}),
     ...(input.onAccepted ? { onAccepted: input.onAccepted } : {}),
+    ...(engine.remote ? { requestIds: currentRequestIds() } : {}),
     signal: input.signal,
     onToken(id, choice, logprob) {
       const now = performance.now();

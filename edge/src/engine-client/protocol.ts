@@ -32,8 +32,10 @@ export interface EngineErrorBody {
 }
 
 export interface GenerateRequest {
-  /** The edge's request id: logs on both sides, and what cancel names. */
+  /** This generation's id: what cancel names. */
   id: string;
+  /** The API request's ids (X-Request-Id), for the engine's logs. */
+  requestIds?: readonly string[];
   /** Where the engine publishes this request's events. */
   events: string;
   promptIds: number[];

@@ -84,6 +84,7 @@ export class RemoteGeneration {
       promptIds: req.promptIds,
       params: req.params,
       n: req.n ?? 1,
+      ...(req.requestIds?.length ? { requestIds: req.requestIds } : {}),
       ...(req.promptLogprobs !== undefined ? { promptLogprobs: req.promptLogprobs } : {}),
       ...(req.responseFormat ? { responseFormat: req.responseFormat } : {}),
     };

@@ -8,7 +8,7 @@
 import { randomUUID } from 'node:crypto';
 import { readManifest } from '@unimoe/shared/bundle/load';
 import { isEncoderKind, type Manifest } from '@unimoe/shared/bundle/manifest';
-import { log, withRequestIds } from '@unimoe/shared/log';
+import { isRequestId, log, withRequestIds } from '@unimoe/shared/log';
 import { connectNats } from '@unimoe/shared/runtime/nats-connect';
 import { roleInboxPrefix, type NatsRole, type NatsSecurity } from '@unimoe/shared/runtime/nats-auth';
 import { ENGINE_QUEUE, engineDiscoverSubject, engineReplicaSubject, engineSubject, wireModel } from '@unimoe/shared/wire/subjects';
@@ -122,8 +122,9 @@ export async function startEngineService(opts: EngineServiceOptions): Promise<En
       running.set(req.id, entry);
       reply(m, { type: 'accepted', engine: id, heartbeatMs });
       refresh();
-      // The request's id (the one cancels name) tags this engine's log lines about it.
-      void withRequestIds([req.id], () => runRequest(runner, req, inline, entry)).finally(() => {
+      // The API request's ids tag this engine's log lines about it, as they tag the edge's.
+      const ids = Array.isArray(req.requestIds) && req.requestIds.every(isRequestId) && req.requestIds.length > 0 ? req.requestIds : [req.id];
+      void withRequestIds(ids, () => runRequest(runner, req, inline, entry)).finally(() => {
         running.delete(req.id);
         refresh();
         if (running.size === 0) idle?.();

@@ -100,6 +100,8 @@ export interface GenerationRequest {
   onToken?: (id: number, choice: number, logprob?: TokenLogprob) => void | 'stop';
   /** With `promptLogprobs`: called once with them (null first), as soon as the prompt is prefilled, before any token. */
   onPromptLogprobs?: (logprobs: (TokenLogprob | null)[]) => void;
+  /** The API request's ids (X-Request-Id): an engine in another process logs them (one in this process reads its context). */
+  requestIds?: readonly string[];
   /** A remote engine: called once an engine of the tier has taken the request (an engine in this process never calls it). */
   onAccepted?: () => void;
 }
