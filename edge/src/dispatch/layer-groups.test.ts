@@ -8,25 +8,33 @@ const batch = (expert: number, stepRows?: number[]) => {
 };
 
 describe('planGroups', () => {
-  it('covers batches with the fewest group messages; the rest go to their units', () => {
+  it('sends each layer group its batches in one message; batches no group hosts go to their units', () => {
     const known = new Map([
       ['layer0.experts.0-1', [0, 1]],
-      ['layer0.experts.1-3', [1, 2, 3]],
+      ['layer0.experts.2-3', [2, 3]],
     ]);
-    const batches = [batch(0), batch(1), batch(2), batch(3), batch(5)];
+    const batches = [batch(0), batch(2), batch(1), batch(3), batch(5)];
     expect(planGroups(known, batches)).toEqual({
       groups: [
-        { name: 'layer0.experts.1-3', indices: [1, 2, 3] },
-        { name: 'layer0.experts.0-1', indices: [0] },
+        { name: 'layer0.experts.0-1', indices: [0, 2] },
+        { name: 'layer0.experts.2-3', indices: [1, 3] },
       ],
       rest: [4],
     });
     expect(planGroups(undefined, batches)).toEqual({ groups: [], rest: [0, 1, 2, 3, 4] });
   });
 
-  it('puts two batches of one expert in two messages', () => {
-    const known = new Map([['layer0.experts.0-1', [0, 1]]]);
-    expect(planGroups(known, [batch(0), batch(1), batch(0)]).groups).toEqual([
+  it('spreads an expert hosted by several groups over them (pick), and puts a repeated expert in a second message', () => {
+    const known = new Map([
+      ['layer0.experts.0-1', [0, 1]],
+      ['layer0.experts.1', [1]],
+    ]);
+    expect(planGroups(known, [batch(0), batch(1)], () => 1).groups).toEqual([
+      { name: 'layer0.experts.0-1', indices: [0] },
+      { name: 'layer0.experts.1', indices: [1] },
+    ]);
+    expect(planGroups(known, [batch(0), batch(1)], () => 0).groups).toEqual([{ name: 'layer0.experts.0-1', indices: [0, 1] }]);
+    expect(planGroups(new Map([['layer0.experts.0-1', [0, 1]]]), [batch(0), batch(1), batch(0)]).groups).toEqual([
       { name: 'layer0.experts.0-1', indices: [0, 1] },
       { name: 'layer0.experts.0-1', indices: [2] },
     ]);

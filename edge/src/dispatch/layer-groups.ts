@@ -10,26 +10,29 @@ export interface GroupPlan {
 }
 
 /**
- * Greedy cover: the group hosting most of the still unassigned batches' experts first (fewest messages),
- * ties to the first announced; each batch goes to one group, and one message carries each expert once
- * (two batches of one expert in one call make two messages).
+ * Each batch goes to a known group hosting its expert - one of them at random when several do (a hot
+ * expert's extra replicas, overlapping pools), so load spreads as the units' queue groups spread it -
+ * and a group's batches travel together, one batch per expert per message (two batches of one expert
+ * in one call make two messages).
  */
-export function planGroups(known: ReadonlyMap<string, readonly number[]> | undefined, batches: readonly ExpertBatch[]): GroupPlan {
-  const left = new Set(batches.map((_, i) => i));
-  const groups: GroupPlan['groups'] = [];
+export function planGroups(
+  known: ReadonlyMap<string, readonly number[]> | undefined,
+  batches: readonly ExpertBatch[],
+  pick: (n: number) => number = (n) => Math.floor(Math.random() * n),
+): GroupPlan {
+  const messages: Array<{ name: string; indices: number[]; experts: Set<number> }> = [];
+  const rest: number[] = [];
   const candidates = [...(known ?? [])];
-  while (left.size > 0) {
-    let best: { name: string; indices: number[] } | undefined;
-    for (const [name, experts] of candidates) {
-      const taken = new Set<number>();
-      const indices = [...left].filter((i) => experts.includes(batches[i]!.expert) && !taken.has(batches[i]!.expert) && taken.add(batches[i]!.expert));
-      if (indices.length > (best?.indices.length ?? 0)) best = { name, indices };
-    }
-    if (!best) break;
-    for (const i of best.indices) left.delete(i);
-    groups.push(best);
-  }
-  return { groups, rest: [...left] };
+  batches.forEach((b, i) => {
+    const hosts = candidates.filter(([, experts]) => experts.includes(b.expert));
+    if (hosts.length === 0) return void rest.push(i);
+    const name = hosts[hosts.length === 1 ? 0 : pick(hosts.length)]![0];
+    let m = messages.find((x) => x.name === name && !x.experts.has(b.expert));
+    if (!m) messages.push((m = { name, indices: [], experts: new Set() }));
+    m.indices.push(i);
+    m.experts.add(b.expert);
+  });
+  return { groups: messages.map(({ name, indices }) => ({ name, indices })), rest };
 }
 
 /**

@@ -13,7 +13,7 @@ import { unitName } from '@unimoe/shared/bundle/manifest';
 import { decodeTensorMessage, encodeTensorMessage, readErrorReply, WIRE_HEADERS, WireError, type WireDType, type WireMessage } from '@unimoe/shared/wire/format';
 import { decodeGroupReply, encodeGroupRequest } from '@unimoe/shared/wire/group-format';
 import { HEADER_ALLOWANCE_BYTES, maxRowsPerMessage, rowRanges } from '@unimoe/shared/wire/split';
-import { parseExpertGroupName, replicaUnitSubject, unitSubject, type WireModel } from '@unimoe/shared/wire/subjects';
+import { allStatsSubject, expertGroupsOfUnits, parseExpertGroupName, replicaUnitSubject, unitSubject, type WireModel } from '@unimoe/shared/wire/subjects';
 import { packGroupRows, planGroups } from './layer-groups';
 import type { ExpertBackend, ExpertBatch } from '../engine/expert-backend';
 import { connectNats } from '@unimoe/shared/runtime/nats-connect';
@@ -53,6 +53,8 @@ export interface NatsExpertBackendOptions {
   observe?: (reply: ReplyObservation) => void;
   /** Scale from zero: on "no responders", signal demand and hold the batch up to this long for a replica (default off). */
   scaleFromZeroMs?: number;
+  /** Send a layer's batches for one pool as one layer-group message once the pool names its group (default true). */
+  layerGroups?: boolean;
 }
 
 /** One answered request, as seen by the edge. */
@@ -209,20 +211,32 @@ export async function createNatsExpertBackend(opts: NatsExpertBackendOptions): P
     return reply;
   };
 
-  /** A unit's reply may name the layer group its replica also serves: later steps send that layer's experts there together. */
-  const learnGroup = (layer: number, expert: number, reply: Msg) => {
-    const name = reply.headers?.get(WIRE_HEADERS.group);
-    const parsed = name ? parseExpertGroupName(name) : undefined;
-    if (!name || !parsed || parsed.layer !== layer || !parsed.experts.includes(expert)) return;
-    if ((silentGroups.get(name) ?? 0) > performance.now()) return;
-    const known = groups.get(layer) ?? groups.set(layer, new Map()).get(layer)!;
+  const learnGroup = (name: string) => {
+    const parsed = parseExpertGroupName(name);
+    if (!parsed || opts.layerGroups === false || (silentGroups.get(name) ?? 0) > performance.now()) return;
+    const known = groups.get(parsed.layer) ?? groups.set(parsed.layer, new Map()).get(parsed.layer)!;
     known.set(name, parsed.experts);
   };
+  // Groups are learned from unit replies (Unimoe-Group: at once) and from every pool's stats messages,
+  // which list the replica's units (so a new replica's group, e.g. a hot expert's, gets its share).
+  const statsSub = nc.subscribe(allStatsSubject(model), {
+    callback: (err, msg) => {
+      if (err) return;
+      try {
+        const units = (msg.json() as { units?: Record<string, unknown> }).units;
+        if (units && typeof units === 'object') for (const name of expertGroupsOfUnits(Object.keys(units))) learnGroup(name);
+      } catch {
+        // not a stats message of ours: nothing to learn
+      }
+    },
+  });
 
   const requestOnce = async (unit: string, x: Float32Array, rows: number, layer: number, expert: number): Promise<Float32Array> => {
     const message = encodeTensorMessage({ dtype, rows, hidden, data: x, requestId: `${unit}-${(nextId++).toString(36)}` });
     const reply = await request(unit, message, rows, false);
-    learnGroup(layer, expert, reply);
+    const group = reply.headers?.get(WIRE_HEADERS.group);
+    const parsed = group ? parseExpertGroupName(group) : undefined;
+    if (parsed?.layer === layer && parsed.experts.includes(expert)) learnGroup(group!);
     return decodeReply(unit, reply, rows);
   };
 
@@ -334,6 +348,7 @@ export async function createNatsExpertBackend(opts: NatsExpertBackendOptions): P
       return { inMsgs, outMsgs, inBytes, outBytes };
     },
     async close() {
+      statsSub.unsubscribe();
       await drainWithin(nc, 2000);
     },
   };

@@ -96,6 +96,11 @@ export function statsSubject(model: WireModel, pool: string): string {
   return `${bundleSubjectPrefix(model)}.stats.${subjectToken(pool)}`;
 }
 
+/** `unimoe.<model>.<hash>.stats.*`: every pool's load statistics (the edge learns layer groups from them). */
+export function allStatsSubject(model: WireModel): string {
+  return `${bundleSubjectPrefix(model)}.stats.*`;
+}
+
 /** The NATS services name every worker registers (`$SRV.PING|INFO|STATS.unimoe-worker`). */
 export const WORKER_SERVICE = 'unimoe-worker';
 
