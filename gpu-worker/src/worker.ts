@@ -372,5 +372,7 @@ function reply(msg: Msg, m: WireMessage): void {
     msg.respond(m.body, { headers: h });
   } catch (err) {
     logger.error({ subject: msg.subject, err }, 'could not reply');
+    // e.g. a reply over the server's max_payload: say so (small) rather than leave the sender waiting.
+    if (!error) reply(msg, encodeErrorReply('internal', `could not send the reply: ${(err as Error).message}`, m.headers[WIRE_HEADERS.requestId]));
   }
 }

@@ -281,13 +281,16 @@ export async function createNatsExpertBackend(opts: NatsExpertBackendOptions): P
   /**
    * One message for several batches of one layer group: each distinct step row once, the batches as row
    * indices. Undefined when the group is gone (nobody answers it any more: the caller sends the
-   * batches to their units) or the message would not fit the server's max payload.
+   * batches to their units) or the request or its reply would not fit the server's max payload (the
+   * unit requests split by rows).
    */
   const runGroup = async (name: string, batches: ExpertBatch[]): Promise<Float32Array[] | undefined> => {
+    const pairs = batches.reduce((s, b) => s + b.tokens, 0);
+    // The reply carries every (expert, row) pair: it must fit too.
+    if (pairs > maxRows) return undefined;
     const { x, experts } = packGroupRows(batches, hidden);
     const message = encodeGroupRequest({ dtype, hidden, x, experts, requestId: `${name}-${(nextId++).toString(36)}` });
     if (message.body.byteLength + HEADER_ALLOWANCE_BYTES > maxPayload) return undefined;
-    const pairs = batches.reduce((s, b) => s + b.tokens, 0);
     let reply;
     try {
       reply = await request(name, message, pairs, true);
