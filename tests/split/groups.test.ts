@@ -96,6 +96,27 @@ describe('layer groups', () => {
     }
   });
 
+  it('sends batches whose group reply would exceed max_payload as (split) unit requests', async () => {
+    const { manifest } = bundle;
+    const hidden = manifest.config.hidden;
+    const seen: ReplyObservation[] = [];
+    // Room for 3 rows per message: pool a's 6 (expert, row) pairs cannot come back in one reply.
+    const backend = await createNatsExpertBackend({ natsUrl: nats.url, model: wireModel(manifest), hidden, maxPayload: 1024 + 3 * hidden * 4, observe: (r) => seen.push(r) });
+    try {
+      const routes = [[0, 1, 2], [1, 2, 3], [3], [4]];
+      for (let round = 0; round < 2; round++) {
+        seen.length = 0;
+        const { batches, rowIndex } = stepBatches(0, routes, round);
+        const ys = await backend.runExperts(batches);
+        ys.forEach((y, e) => expect(maxErrorVsReference(`layer0.expert${e}`, y, rowIndex[e]!)).toBeLessThan(1e-5));
+      }
+      // Round 2: pool b's two pairs fit one group message; pool a's experts go one request each.
+      expect(seen.map((r) => r.unit).sort()).toEqual(['layer0.expert0', 'layer0.expert1', expertGroupName(0, [2, 3])]);
+    } finally {
+      await backend.close();
+    }
+  });
+
   it('answers malformed group messages with error replies and keeps serving', async () => {
     const { manifest } = bundle;
     const hidden = manifest.config.hidden;
