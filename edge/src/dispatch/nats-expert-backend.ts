@@ -59,7 +59,9 @@ export interface NatsExpertBackendOptions {
 
 /** One answered request, as seen by the edge. */
 export interface ReplyObservation {
+  /** The unit, or the layer group (`layer0.experts.0-3`), the request went to. */
   unit: string;
+  /** Rows computed: (expert, row) pairs for a group request. */
   rows: number;
   requestBytes: number;
   replyBytes: number;
