@@ -6,7 +6,7 @@
 import { describe, expect, it } from 'vitest';
 import { GraphBuilder } from '@unimoe/shared/onnx/graph';
 import { loadUnitSession } from '@unimoe/shared/runtime/ort-unit';
-import { DroppedWork, RunClock, UnitCoalescer } from './coalescer';
+import { Coalescer, DroppedWork, RunClock, sessionRun } from './coalescer';
 import { LoadCounters } from './stats';
 
 const N = 384;
@@ -14,17 +14,17 @@ const N = 384;
 /** y = x @ W with W[i][j] = ((i * 7 + j * 3) % 11 - 5) / 8, exactly representable in float32. */
 const weight = (i: number, j: number) => (((i * 7 + j * 3) % 11) - 5) / 8;
 
-async function matmulCoalescer(unit: string, clock: RunClock, counters: LoadCounters, maxQueuedRows?: number): Promise<UnitCoalescer> {
+async function matmulCoalescer(unit: string, clock: RunClock, counters: LoadCounters, maxQueuedRows?: number): Promise<Coalescer> {
   const g = new GraphBuilder(unit);
   const x = g.input('x', 'float32', ['T', N]);
   const w = new Float32Array(N * N);
   for (let i = 0; i < N; i++) for (let j = 0; j < N; j++) w[i * N + j] = weight(i, j);
   g.output(g.node('MatMul', [x, g.floatInitializer('w', w, [N, N])], { outputs: ['y'] }), 'float32', ['T', N]);
   const session = await loadUnitSession(g.toBytes(), { threads: 1 });
-  return new UnitCoalescer({ unit, session, inputName: 'x', outputName: 'y', inRowDims: [N], outRowSize: N, maxRowsPerRun: 4096, maxQueuedRows, counters, clock });
+  return new Coalescer({ label: unit, units: [unit], execute: sessionRun(session, 'x', 'y', [N]), inRowSize: N, outRowSize: N, maxRowsPerRun: 4096, maxQueuedRows, counters, clock });
 }
 
-describe('UnitCoalescer compute time', () => {
+describe('Coalescer compute time', () => {
   it('reports each unit its own run time when runs of two units queue in one turn, and computes x @ W', async () => {
     const counters = new LoadCounters(['a', 'b']);
     const clock = new RunClock();
@@ -49,7 +49,7 @@ describe('UnitCoalescer compute time', () => {
   });
 });
 
-describe('UnitCoalescer bounds', () => {
+describe('Coalescer bounds', () => {
   const rowsOf = (rows: number) => new Float32Array(rows * N).fill(0.5);
 
   it('refuses a request as overloaded when the queue is full, and still answers the queued ones', async () => {

@@ -1,9 +1,11 @@
 /**
- * Coalesces concurrent requests for one unit into one onnxruntime run: rows are concatenated, run
- * once, and the output split back per request. Requests that arrive while a run is in progress wait
- * and go together in the next run, so coalescing adds no delay to an idle unit. The queue is bounded
- * (beyond it a request is refused as `overloaded` at once) and a request whose sender has given up by
- * the time its run starts is dropped as `expired`, not computed.
+ * Coalesces concurrent requests into one onnxruntime run. A request carries rows for one or more units
+ * (an expert request: one unit; a layer-group request: several experts of one layer); the rows of every
+ * unit are concatenated across the waiting requests, run once, and the output split back per request.
+ * Requests that arrive while a run is in progress wait and go together in the next run, so coalescing
+ * adds no delay to an idle unit. The queue is bounded (beyond it a request is refused as `overloaded`
+ * at once) and a request whose sender has given up by the time its run starts is dropped as `expired`,
+ * not computed.
  */
 import type { UnitSession } from '@unimoe/shared/runtime/ort-unit';
 import type { LoadCounters } from './stats';
@@ -25,23 +27,40 @@ export class DroppedWork extends Error {
   }
 }
 
-interface Pending {
+/** One unit's rows of a request: x is row-major [rows, ...inRowDims]. */
+export interface UnitRows {
+  unit: string;
   x: Float32Array;
+  rows: number;
+}
+
+/** Runs each unit's rows (one entry per unit, distinct units) in one go; result i is parts[i]'s output. */
+export type ExecuteRun = (parts: UnitRows[]) => Promise<Float32Array[]>;
+
+/** A request's outputs, one per part in request order, and how long the run that computed them took. */
+export interface PartsResult {
+  ys: Float32Array[];
+  computeUs: number;
+}
+
+interface Pending {
+  parts: UnitRows[];
   rows: number;
   arrivedAt: number;
   /** performance.now() time after which nobody waits for the result. */
   expiresAt: number;
-  resolve: (r: UnitResult) => void;
+  resolve: (r: PartsResult) => void;
   reject: (err: Error) => void;
 }
 
 export interface CoalescerOptions {
-  unit: string;
-  session: UnitSession;
-  inputName: string;
-  outputName: string;
-  /** Input dims after the leading row axis: [H] for experts, [3,S,S] or [mel,frames] for encoders. */
-  inRowDims: readonly number[];
+  /** What the queue serves, for messages (a unit name, or a layer group's name). */
+  label: string;
+  /** The units a request may carry rows for (stats are kept per unit). */
+  units: readonly string[];
+  execute: ExecuteRun;
+  /** Input values per row: H for experts, 3*S*S or mel*frames for encoders. */
+  inRowSize: number;
   /** Output values per row: H for experts, tokens * H for encoders. */
   outRowSize: number;
   /** Upper bound on rows per run, to bound memory; a single larger request still runs alone. */
@@ -70,7 +89,7 @@ export class RunClock {
   }
 }
 
-export class UnitCoalescer {
+export class Coalescer {
   private queue: Pending[] = [];
   private queuedRows = 0;
   private pumping = false;
@@ -78,28 +97,44 @@ export class UnitCoalescer {
 
   private readonly clock: RunClock;
 
-  /** Requests received and not yet answered (queued or in the running batch). */
-  private outstanding = 0;
+  /** Per unit: requests received with rows for it and not yet answered (queued or in the running batch). */
+  private readonly outstanding = new Map<string, number>();
 
   constructor(private readonly o: CoalescerOptions) {
     this.clock = o.clock ?? new RunClock();
-    o.counters.trackQueue(o.unit, () => this.outstanding);
+    for (const unit of o.units) {
+      this.outstanding.set(unit, 0);
+      o.counters.trackQueue(unit, () => this.outstanding.get(unit)!);
+    }
+  }
+
+  /** One unit's rows (the unit must be the coalescer's only one, or is named by `unit`). */
+  async submit(x: Float32Array, rows: number, expiresAt = Infinity, unit = this.o.units[0]!): Promise<UnitResult> {
+    const { ys, computeUs } = await this.submitParts([{ unit, x, rows }], expiresAt);
+    return { y: ys[0]!, computeUs };
   }
 
   /**
-   * x is row-major [rows, ...inRowDims]; resolves to the unit's [rows, outRowSize] output, or rejects
-   * with DroppedWork when the queue is full or `expiresAt` (a performance.now() time) passes first.
+   * Resolves to each part's [rows, outRowSize] output, or rejects with DroppedWork when the queue is
+   * full or `expiresAt` (a performance.now() time) passes first. A unit may appear once per request.
    */
-  submit(x: Float32Array, rows: number, expiresAt = Infinity): Promise<UnitResult> {
+  submitParts(parts: UnitRows[], expiresAt = Infinity): Promise<PartsResult> {
     return new Promise((resolve, reject) => {
+      const units = new Set(parts.map((p) => p.unit));
+      const unknown = parts.find((p) => !this.outstanding.has(p.unit));
+      if (unknown || units.size !== parts.length) {
+        reject(new Error(`${this.o.label}: ${unknown ? `unit ${unknown.unit} is not served here` : 'a unit is given twice in one request'}`));
+        return;
+      }
+      const rows = parts.reduce((s, p) => s + p.rows, 0);
       const limit = this.o.maxQueuedRows ?? 8 * this.o.maxRowsPerRun;
       if (this.queuedRows > 0 && this.queuedRows + rows > limit) {
-        reject(new DroppedWork('overloaded', `unit ${this.o.unit}: ${this.queuedRows} rows already queued (limit ${limit})`));
+        reject(new DroppedWork('overloaded', `${this.o.label}: ${this.queuedRows} rows already queued (limit ${limit})`));
         return;
       }
       this.queuedRows += rows;
-      this.outstanding++;
-      this.queue.push({ x, rows, arrivedAt: performance.now(), expiresAt, resolve, reject });
+      this.count(parts, +1);
+      this.queue.push({ parts, rows, arrivedAt: performance.now(), expiresAt, resolve, reject });
       if (!this.pumping) {
         this.pumping = true;
         // Deferred one turn so that messages delivered in the same socket read join this first run.
@@ -112,6 +147,10 @@ export class UnitCoalescer {
   idle(): Promise<void> {
     if (!this.pumping) return Promise.resolve();
     return new Promise((resolve) => this.idleWaiters.push(resolve));
+  }
+
+  private count(parts: UnitRows[], delta: number): void {
+    for (const p of parts) this.outstanding.set(p.unit, this.outstanding.get(p.unit)! + delta);
   }
 
   private async pump(): Promise<void> {
@@ -130,8 +169,8 @@ export class UnitCoalescer {
       if (p.expiresAt <= now) {
         this.queue.splice(i, 1);
         this.queuedRows -= p.rows;
-        this.outstanding--;
-        p.reject(new DroppedWork('expired', `unit ${this.o.unit}: the deadline passed ${Math.round(now - p.expiresAt)} ms before the run`));
+        this.count(p.parts, -1);
+        p.reject(new DroppedWork('expired', `${this.o.label}: the deadline passed ${Math.round(now - p.expiresAt)} ms before the run`));
       }
     }
     let rows = 0;
@@ -142,45 +181,71 @@ export class UnitCoalescer {
   }
 
   private async run(batch: Pending[]): Promise<void> {
-    const { inRowDims, outRowSize } = this.o;
-    const rows = batch.reduce((s, p) => s + p.rows, 0);
+    const { inRowSize, outRowSize } = this.o;
     const started = performance.now();
-    let x: Float32Array;
-    if (batch.length === 1) x = batch[0].x;
-    else {
-      x = new Float32Array(rows * inRowDims.reduce((a, b) => a * b, 1));
+    // Per unit, its parts across the batch in arrival order, concatenated.
+    const perUnit = new Map<string, UnitRows[]>();
+    for (const p of batch) for (const part of p.parts) perUnit.set(part.unit, [...(perUnit.get(part.unit) ?? []), part]);
+    const inputs: UnitRows[] = [...perUnit].map(([unit, parts]) => {
+      const rows = parts.reduce((s, p) => s + p.rows, 0);
+      if (parts.length === 1) return { unit, x: parts[0]!.x, rows };
+      const x = new Float32Array(rows * inRowSize);
       let off = 0;
-      for (const p of batch) {
+      for (const p of parts) {
         x.set(p.x, off);
         off += p.x.length;
       }
-    }
+      return { unit, x, rows };
+    });
     let busyMs = 0;
     try {
-      const out = await this.o.session.run({ [this.o.inputName]: { data: x, dims: [rows, ...inRowDims] } });
+      const ys = await this.o.execute(inputs);
       busyMs = this.clock.ended(started);
-      const y = out[this.o.outputName];
-      if (!y || y.data.length !== rows * outRowSize) {
-        throw new Error(`unit ${this.o.unit} returned ${y ? `[${y.dims.join(',')}]` : 'no output'} for ${rows} rows, expected ${rows} x ${outRowSize} values`);
+      const offsets = new Map<string, { y: Float32Array; at: number }>();
+      for (const [i, input] of inputs.entries()) {
+        const y = ys[i];
+        if (!y || y.length !== input.rows * outRowSize) {
+          throw new Error(`unit ${input.unit} returned ${y ? y.length : 'no'} values for ${input.rows} rows, expected ${input.rows} x ${outRowSize}`);
+        }
+        offsets.set(input.unit, { y, at: 0 });
       }
       const computeUs = Math.round(busyMs * 1000);
-      let off = 0;
       for (const p of batch) {
-        p.resolve({ y: y.data.subarray(off, off + p.rows * outRowSize), computeUs });
-        off += p.rows * outRowSize;
+        const ys = p.parts.map((part) => {
+          const o = offsets.get(part.unit)!;
+          o.at += part.rows * outRowSize;
+          return o.y.subarray(o.at - part.rows * outRowSize, o.at);
+        });
+        p.resolve({ ys, computeUs });
       }
     } catch (err) {
       busyMs ||= this.clock.ended(started);
       for (const p of batch) p.reject(err as Error);
     }
     const ended = performance.now();
-    this.outstanding -= batch.length;
-    this.o.counters.record(this.o.unit, {
-      requests: batch.length,
-      tokens: rows,
-      busyMs,
-      queueWaitMs: batch.reduce((s, p) => s + (started - p.arrivedAt), 0),
-      latenciesMs: batch.map((p) => ended - p.arrivedAt),
-    });
+    const totalRows = inputs.reduce((s, i) => s + i.rows, 0);
+    for (const p of batch) this.count(p.parts, -1);
+    // Per unit: its requests, rows, and its rows' share of the run's time.
+    for (const [unit, parts] of perUnit) {
+      const mine = batch.filter((p) => p.parts.some((part) => part.unit === unit));
+      const rows = parts.reduce((s, p) => s + p.rows, 0);
+      this.o.counters.record(unit, {
+        requests: mine.length,
+        tokens: rows,
+        busyMs: totalRows > 0 ? (busyMs * rows) / totalRows : 0,
+        queueWaitMs: mine.reduce((s, p) => s + (started - p.arrivedAt), 0),
+        latenciesMs: mine.map((p) => ended - p.arrivedAt),
+      });
+    }
   }
+}
+
+/** A single unit's session behind a coalescer (modality encoders). */
+export function sessionRun(session: UnitSession, inputName: string, outputName: string, inRowDims: readonly number[]): ExecuteRun {
+  return async ([part]) => {
+    const out = await session.run({ [inputName]: { data: part!.x, dims: [part!.rows, ...inRowDims] } });
+    const y = out[outputName];
+    if (!y) throw new Error(`the session has no output ${outputName}`);
+    return [y.data];
+  };
 }

@@ -18,11 +18,11 @@ import {
   type EncoderEnvelope,
 } from '@unimoe/shared/wire/encoder-format';
 import { decodeValues, encodeErrorReply, encodeValues, readErrorReply, WIRE_DTYPE_BYTES, WireError, type WireMessage } from '@unimoe/shared/wire/format';
-import type { UnitCoalescer } from './coalescer';
+import type { Coalescer } from './coalescer';
 
 export interface EncoderUnit {
   spec: UnitSpec;
-  coalescer: UnitCoalescer;
+  coalescer: Coalescer;
   /** Output dims after the leading item axis, e.g. [576, H]. */
   outItemDims: number[];
 }

@@ -5,8 +5,10 @@
  */
 import { headers as natsHeaders, type Msg, type NatsConnection, type Subscription } from 'nats';
 import { randomBytes } from 'node:crypto';
-import type { UnitSpec } from '@unimoe/shared/bundle/manifest';
-import { loadUnitSession, type UnitSession } from '@unimoe/shared/runtime/ort-unit';
+import { unitName, type UnitSpec } from '@unimoe/shared/bundle/manifest';
+import { readFile } from 'node:fs/promises';
+import { loadUnitSession } from '@unimoe/shared/runtime/ort-unit';
+import { ExpertGroup, type ExpertUnitSource } from '@unimoe/shared/runtime/expert-group';
 import { openModelStore } from '@unimoe/shared/store/store';
 import {
   decodeTensorMessage,
@@ -16,9 +18,10 @@ import {
   WireError,
   type WireMessage,
 } from '@unimoe/shared/wire/format';
-import { replicaUnitSubject, statsSubject, unitQueueGroup, unitSubject, wireModel, type WireModel } from '@unimoe/shared/wire/subjects';
+import { expertGroupName, replicaUnitSubject, statsSubject, unitQueueGroup, unitSubject, wireModel, type WireModel } from '@unimoe/shared/wire/subjects';
+import { decodeGroupRequest, encodeGroupReply } from '@unimoe/shared/wire/group-format';
 import { readDeadline } from '@unimoe/shared/wire/deadline';
-import { DroppedWork, RunClock, UnitCoalescer } from './coalescer';
+import { Coalescer, DroppedWork, RunClock, sessionRun } from './coalescer';
 import { EncoderRequests } from './encoder-requests';
 import { addWorkerService } from './service';
 import { LoadCounters, type StatsMessage } from './stats';
@@ -82,52 +85,109 @@ export interface RunningWorker {
 
 interface HostedUnit {
   spec: UnitSpec;
-  session: UnitSession;
-  coalescer: UnitCoalescer;
+  /** Experts: their layer group's coalescer (shared by the group's units); encoders: their own. */
+  coalescer: Coalescer;
   /** Encoders only: output dims after the item axis ([tokens, H]). */
   outItemDims?: number[];
+  /** Experts only: the layer group that also serves the unit. */
+  group?: HostedGroup;
+}
+
+/** One layer's hosted experts as one session, answering layer-group requests (and its units' own). */
+interface HostedGroup {
+  name: string;
+  layer: number;
+  experts: number[];
+  coalescer: Coalescer;
+}
+
+/** What a worker loaded: its units, its layer groups, and how to free their sessions. */
+interface Loaded {
+  hosted: HostedUnit[];
+  groups: HostedGroup[];
+  executionProvider: 'cpu' | 'cuda';
+  release: () => Promise<void>;
 }
 
 /** Loads everything first and joins NATS only when every unit verified and loaded (or throws why not). */
 export async function runWorker(opts: WorkerOptions): Promise<RunningWorker> {
   const log = opts.log ?? ((line: string) => logger.info({ pool: opts.pool }, line));
   const store = await openModelStore(opts.store, { cacheDir: opts.cacheDir });
-  const hosted: HostedUnit[] = [];
-  let manifest;
+  const releases: Array<() => Promise<void>> = [];
+  const release = () => Promise.all(releases.map((r) => r())).then(() => undefined);
   try {
-    manifest = await store.readManifest();
+    const manifest = await store.readManifest();
     const encoders = opts.encoders ?? [];
     if (!opts.experts && encoders.length === 0) throw new Error('nothing to host: give experts, encoders or both');
     if (!opts.experts && opts.layers) throw new Error('layers were given without experts');
     const encoderSpecs = selectEncoderUnits(manifest, encoders);
-    const specs = [...(opts.experts ? selectExpertUnits(manifest, opts.experts, opts.layers) : []), ...encoderSpecs];
-    const paths = [];
-    for (const spec of specs) paths.push(await store.unitPath(spec)); // sha256-verified, before any session loads
+    const expertSpecs = opts.experts ? selectExpertUnits(manifest, opts.experts, opts.layers) : [];
+    const specs = [...expertSpecs, ...encoderSpecs];
+    const paths = new Map<UnitSpec, string>();
+    for (const spec of specs) paths.set(spec, await store.unitPath(spec)); // sha256-verified, before any session loads
     const counters = new LoadCounters(specs.map((s) => s.name), opts.statsWindowMs);
     const hidden = manifest.config.hidden;
     const clock = new RunClock();
-    for (const [i, spec] of specs.entries()) {
-      const session = await loadUnitSession(paths[i], { threads: opts.threads, executionProvider: opts.executionProvider });
+    const sessionOpts = { threads: opts.threads, executionProvider: opts.executionProvider };
+    const hosted: HostedUnit[] = [];
+    const groups: HostedGroup[] = [];
+    let executionProvider: 'cpu' | 'cuda' | undefined;
+
+    // Experts: each layer's hosted experts merged into one session (one run per layer-group request).
+    const byLayer = new Map<number, UnitSpec[]>();
+    for (const spec of expertSpecs) byLayer.set(spec.layer!, [...(byLayer.get(spec.layer!) ?? []), spec]);
+    for (const [layer, layerSpecs] of byLayer) {
+      const experts = layerSpecs.map((s) => s.expert!);
+      const name = expertGroupName(layer, experts);
+      const units: ExpertUnitSource[] = [];
+      for (const spec of layerSpecs) units.push({ expert: spec.expert!, name: spec.name, model: await readFile(paths.get(spec)!), input: spec.inputs[0]!.name, output: spec.outputs[0]!.name });
+      const group = await ExpertGroup.load(name, units, hidden, sessionOpts);
+      releases.push(() => group.release());
+      executionProvider ??= group.executionProvider;
+      const expertOf = new Map(layerSpecs.map((s) => [s.name, s.expert!]));
+      const coalescer = new Coalescer({
+        label: name,
+        units: layerSpecs.map((s) => s.name),
+        execute: (parts) => group.run(parts.map((p) => ({ expert: expertOf.get(p.unit)!, x: p.x, rows: p.rows }))),
+        inRowSize: hidden,
+        outRowSize: hidden,
+        maxRowsPerRun: opts.maxRowsPerRun ?? 4096,
+        maxQueuedRows: opts.maxQueuedRows,
+        counters,
+        clock,
+      });
+      const hostedGroup = { name, layer, experts, coalescer };
+      groups.push(hostedGroup);
+      for (const spec of layerSpecs) hosted.push({ spec, coalescer, group: hostedGroup });
+    }
+
+    for (const spec of encoderSpecs) {
+      const session = await loadUnitSession(paths.get(spec)!, sessionOpts);
+      releases.push(() => session.release());
+      executionProvider ??= session.executionProvider;
       const inputName = spec.inputs[0]?.name ?? session.inputNames[0];
       const outputName = spec.outputs[0]?.name ?? session.outputNames[0];
       if (!session.inputNames.includes(inputName) || !session.outputNames.includes(outputName)) {
         throw new Error(`unit ${spec.name}: the ONNX file has inputs [${session.inputNames}] and outputs [${session.outputNames}], the manifest says ${inputName} -> ${outputName}`);
       }
-      if (encoderSpecs.includes(spec)) {
-        // selectEncoderUnits checked that every axis after the item axis is a fixed number.
-        const inRowDims = spec.inputs[0]!.shape.slice(1) as number[];
-        const outItemDims = spec.outputs[0]!.shape.slice(1) as number[];
-        const outRowSize = outItemDims.reduce((a, b) => a * b, 1);
-        const coalescer = new UnitCoalescer({ unit: spec.name, session, inputName, outputName, inRowDims, outRowSize, maxRowsPerRun: opts.maxItemsPerRun ?? 16, counters, clock });
-        hosted.push({ spec, session, coalescer, outItemDims });
-      } else {
-        const coalescer = new UnitCoalescer({ unit: spec.name, session, inputName, outputName, inRowDims: [hidden], outRowSize: hidden, maxRowsPerRun: opts.maxRowsPerRun ?? 4096, maxQueuedRows: opts.maxQueuedRows, counters, clock });
-        hosted.push({ spec, session, coalescer });
-      }
+      // selectEncoderUnits checked that every axis after the item axis is a fixed number.
+      const inRowDims = spec.inputs[0]!.shape.slice(1) as number[];
+      const outItemDims = spec.outputs[0]!.shape.slice(1) as number[];
+      const coalescer = new Coalescer({
+        label: spec.name,
+        units: [spec.name],
+        execute: sessionRun(session, inputName, outputName, inRowDims),
+        inRowSize: inRowDims.reduce((a, b) => a * b, 1),
+        outRowSize: outItemDims.reduce((a, b) => a * b, 1),
+        maxRowsPerRun: opts.maxItemsPerRun ?? 16,
+        counters,
+        clock,
+      });
+      hosted.push({ spec, coalescer, outItemDims });
     }
-    return await join(opts, wireModel(manifest), hidden, hosted, counters, log);
+    return await join(opts, wireModel(manifest), hidden, { hosted, groups, executionProvider: executionProvider!, release }, counters, log);
   } catch (err) {
-    await Promise.all(hosted.map((h) => h.session.release()));
+    await release();
     throw err;
   } finally {
     store.close();
@@ -138,7 +198,7 @@ async function join(
   opts: WorkerOptions,
   wire: WireModel,
   hidden: number,
-  hosted: HostedUnit[],
+  loaded: Loaded,
   counters: LoadCounters,
   log: (line: string) => void,
 ): Promise<RunningWorker> {
@@ -147,7 +207,7 @@ async function join(
   const nc: NatsConnection = await connectNats(opts.natsUrl, `unimoe-worker-${opts.pool}`, { role: { kind: 'worker', pool: opts.pool }, security: opts.natsSecurity });
   const replica = opts.replica ?? `${opts.pool}-${randomBytes(4).toString('hex')}`;
   new NatsConnectionWatch(nc, `unimoe worker ${replica}`, log); // logs disconnects and reconnects
-  const executionProvider = hosted[0].session.executionProvider;
+  const { hosted, groups, executionProvider } = loaded;
   const subs: Subscription[] = [];
   const encoderRequests = new EncoderRequests(nc, log);
 
@@ -167,6 +227,18 @@ async function join(
     // Experts also answer on this replica's own subject, where the edge re-sends work it suspects
     // another replica of holding (dead or stopped).
     if (!outItemDims) subs.push(nc.subscribe(replicaUnitSubject(wire, replica, unit.spec.name), { callback }));
+  }
+  // Layer groups: one request for all of a layer's hosted experts (shared subject + this replica's own).
+  for (const group of groups) {
+    const callback = (err: Error | null, msg: Msg) => {
+      if (err) return log(`[unimoe worker] subscription ${group.name}: ${err.message}`);
+      withRequestIds(parseTraceHeader(msg.headers?.get(TRACE_HEADER)), () => {
+        logger.debug({ group: group.name, bytes: msg.data.length }, 'group request');
+        handleGroup(msg, group, hidden, replica);
+      });
+    };
+    subs.push(nc.subscribe(unitSubject(wire, group.name), { queue: unitQueueGroup(wire, group.name), callback }));
+    subs.push(nc.subscribe(replicaUnitSubject(wire, replica, group.name), { callback }));
   }
   const service = await addWorkerService(
     nc,
@@ -201,10 +273,10 @@ async function join(
     await service.stop().catch(() => undefined); // leaves $SRV discovery first: the autoscaler stops counting this replica
     await Promise.all(subs.map((s) => s.drain())); // no new requests reach this replica
     await encoderRequests.idle(); // encoder requests still pulling parts get them, run and are answered
-    await Promise.all(hosted.map((h) => h.coalescer.idle())); // in-flight work finishes and is answered
+    await Promise.all(hosted.map((h) => h.coalescer.idle())); // in-flight work finishes and is answered (groups included)
     publishStats();
     await nc.drain(); // flushes the replies, then closes
-    await Promise.all(hosted.map((h) => h.session.release()));
+    await loaded.release();
   };
   let stopping: Promise<void> | undefined;
   const stop = () =>
@@ -249,11 +321,13 @@ function handle(msg: Msg, unit: HostedUnit, hidden: number, replica: string): vo
       reply(msg, encodeTensorMessage({ ...t, data: new Float32Array(0) })); // readiness ping
       return;
     }
-    unit.coalescer.submit(t.data, t.rows, expiresAt).then(
+    unit.coalescer.submit(t.data, t.rows, expiresAt, unit.spec.name).then(
       ({ y, computeUs }) => {
         const m = encodeTensorMessage({ dtype: t.dtype, rows: t.rows, hidden, data: y, requestId });
         m.headers[WIRE_HEADERS.computeUs] = String(computeUs);
         m.headers[WIRE_HEADERS.replica] = replica;
+        // Tells the edge it may send this layer's experts here as one group request from now on.
+        if (unit.group) m.headers[WIRE_HEADERS.group] = unit.group.name;
         reply(msg, m);
       },
       (err: Error) =>
@@ -262,6 +336,29 @@ function handle(msg: Msg, unit: HostedUnit, hidden: number, replica: string): vo
   } catch (err) {
     if (err instanceof WireError) reply(msg, encodeErrorReply(err.code, err.message, requestId));
     else reply(msg, encodeErrorReply('internal', `unit ${unit.spec.name}: ${(err as Error).message}`, requestId));
+  }
+}
+
+/** Answers one layer-group request: every expert's rows in one coalesced run. */
+function handleGroup(msg: Msg, group: HostedGroup, hidden: number, replica: string): void {
+  let requestId: string | undefined;
+  try {
+    requestId = msg.headers?.get(WIRE_HEADERS.requestId) || undefined;
+    const expiresAt = readDeadline(msg.headers);
+    const req = decodeGroupRequest(msg.headers, msg.data, { hidden, experts: group.experts });
+    group.coalescer.submitParts(req.experts.map((e) => ({ unit: unitName.expert(group.layer, e.expert), x: e.x, rows: e.rows })), expiresAt).then(
+      ({ ys, computeUs }) => {
+        const m = encodeGroupReply(req.dtype, hidden, req.experts.map((e, i) => ({ expert: e.expert, y: ys[i]! })), requestId);
+        m.headers[WIRE_HEADERS.computeUs] = String(computeUs);
+        m.headers[WIRE_HEADERS.replica] = replica;
+        reply(msg, m);
+      },
+      (err: Error) =>
+        reply(msg, err instanceof DroppedWork ? encodeErrorReply(err.code, err.message, requestId) : encodeErrorReply('internal', `group ${group.name}: ${err.message}`, requestId)),
+    );
+  } catch (err) {
+    if (err instanceof WireError) reply(msg, encodeErrorReply(err.code, err.message, requestId));
+    else reply(msg, encodeErrorReply('internal', `group ${group.name}: ${(err as Error).message}`, requestId));
   }
 }
 
@@ -275,5 +372,7 @@ function reply(msg: Msg, m: WireMessage): void {
     msg.respond(m.body, { headers: h });
   } catch (err) {
     logger.error({ subject: msg.subject, err }, 'could not reply');
+    // e.g. a reply over the server's max_payload: say so (small) rather than leave the sender waiting.
+    if (!error) reply(msg, encodeErrorReply('internal', `could not send the reply: ${(err as Error).message}`, m.headers[WIRE_HEADERS.requestId]));
   }
 }

@@ -1,11 +1,12 @@
 /**
  * `pnpm bench:split`: the split system against the single-process engine on the realistic bundle, in
  * one run. A real nats-server on a loopback port; two pools with disjoint experts (0-3 and 4-7) as
- * worker processes; the split engine's edge runs in this process. Prints:
- *   - generated tokens/s, single vs split, at 1, 16 and 64 concurrent sequences (greedy, same prompts);
+ * worker processes; the split engines' edges run in this process, one sending a message per (layer,
+ * expert) batch (before layer groups), one a message per (layer, pool) (layer groups, the default). Prints:
+ *   - generated tokens/s, single vs both splits, at 1, 16 and 64 concurrent sequences (greedy, same prompts);
  *   - per-layer dispatch latency next to a bare NATS request-reply of the same messages (echo
  *     processes on the same server), and the workers' own compute per layer;
- *   - messages and bytes on the wire per generated token.
+ *   - messages and bytes on the wire per generated token, for both splits.
  * Knobs (environment): BENCH_WORKER_THREADS (onnxruntime threads per worker, default 1),
  * BENCH_EDGE_THREADS (default: all cores), BENCH_WIRE_DTYPE (f32 | f16 | bf16, default f32),
  * BENCH_SEQUENCES (concurrency levels, default 1,16,64), BENCH_ROUNDS (alternating runs per level, best kept; default 2).
@@ -58,8 +59,9 @@ async function generateAll(engine: Engine, n: number): Promise<{ seconds: number
   return { seconds, tokensPerSecond: tokens / seconds, ids: results.map((r) => r.ids) };
 }
 
+/** The pool a unit (`layer0.expert5`) or layer group (`layer0.experts.4-7`) request went to. */
 const poolOfUnit = (unit: string): string => {
-  const expert = Number(/expert(\d+)$/.exec(unit)?.[1]);
+  const expert = Number(/\.experts?\.?(\d+)/.exec(unit)?.[1]);
   return POOLS.find((p) => p.hosts(expert))!.name;
 };
 const echoSubject = (pool: string) => `unimoe-bench.echo.${pool}`;
@@ -121,7 +123,7 @@ async function main() {
   const children: ChildProcess[] = [];
   const engines: Engine[] = [];
   let echoNc: NatsConnection | undefined;
-  let backend: NatsExpertBackend | undefined;
+  const backends: NatsExpertBackend[] = [];
   let localExperts: LocalExpertBackend | undefined;
   try {
     const workers: WorkerProcess[] = POOLS.map((p) =>
@@ -132,19 +134,28 @@ async function main() {
     await Promise.all([...workers.map((w) => w.ready), ...echoes.map((e) => e.ready)]);
     echoNc = await connect({ servers: nats.url, name: 'unimoe-bench-bare' });
 
-    const recorder = new LayerRecorder(routing.topK);
-    backend = await createNatsExpertBackend({ natsUrl: nats.url, model: wireModel(manifest), hidden, dtype: WIRE_DTYPE, observe: recorder.observe });
     const maxBatch = Math.max(...CONCURRENCY);
     const session = { threads: EDGE_THREADS };
-    const split = await createEngine({ bundleDir, experts: recorder.wrap(backend), maxBatch, session });
-    engines.push(split);
+    // Two split edges on the same pools: per-expert messages (layer groups off) and per-pool messages.
+    const modes = [
+      { name: 'split, message per (layer, expert)', layerGroups: false },
+      { name: 'split, message per (layer, pool)', layerGroups: true },
+    ];
+    const splits: Array<{ name: string; engine: Engine; recorder: LayerRecorder; backend: NatsExpertBackend }> = [];
+    for (const mode of modes) {
+      const recorder = new LayerRecorder(routing.topK);
+      const b = await createNatsExpertBackend({ natsUrl: nats.url, model: wireModel(manifest), hidden, dtype: WIRE_DTYPE, observe: recorder.observe, layerGroups: mode.layerGroups });
+      backends.push(b);
+      const engine = await createEngine({ bundleDir, experts: recorder.wrap(b), maxBatch, session });
+      engines.push(engine);
+      splits.push({ name: mode.name, engine, recorder, backend: b });
+    }
     localExperts = await LocalExpertBackend.open(bundleDir, { eager: true, session }, manifest);
     const singleRecorder = new LayerRecorder(routing.topK);
     const single = await createEngine({ bundleDir, maxBatch, experts: singleRecorder.wrap(localExperts), session });
     engines.push(single);
-    for (const e of [single, split]) await generateAll(e, 8); // first runs of every session and shape
-    recorder.take();
-    singleRecorder.take();
+    for (const e of [single, ...splits.map((x) => x.engine)]) await generateAll(e, 8); // first runs of every session and shape
+    for (const r of [singleRecorder, ...splits.map((x) => x.recorder)]) r.take();
 
     const speedRows: (string | number)[][] = [];
     const latencyRows: (string | number)[][] = [];
@@ -152,58 +163,67 @@ async function main() {
     const timeRows: (string | number)[][] = [];
     for (const n of CONCURRENCY) {
       // Alternating rounds, best of each: on a shared machine the least disturbed run is the closest to
-      // what the code can do, and alternation exposes both engines to the same background load.
+      // what the code can do, and alternation exposes every engine to the same background load.
       type Run = Awaited<ReturnType<typeof generateAll>> & { layers: LayerRecord[] };
-      let one: Run | undefined;
-      let two: Run | undefined;
-      const layers: LayerRecord[] = [];
-      const w0 = backend.wireStats();
-      let splitTokens = 0;
+      const best: Array<Run | undefined> = [undefined, ...splits.map(() => undefined)];
+      const layers: LayerRecord[][] = splits.map(() => []);
+      const tokens = splits.map(() => 0);
+      const w0 = splits.map((x) => x.backend.wireStats());
       for (let round = 0; round < ROUNDS; round++) {
-        const a = { ...(await generateAll(single, n)), layers: singleRecorder.take() };
-        const b = { ...(await generateAll(split, n)), layers: recorder.take() };
-        layers.push(...b.layers);
-        splitTokens += b.ids.reduce((s, ids) => s + ids.length, 0);
-        if (!one || a.seconds < one.seconds) one = a;
-        if (!two || b.seconds < two.seconds) two = b;
+        for (const [i, engine] of [single, ...splits.map((x) => x.engine)].entries()) {
+          const recorder = i === 0 ? singleRecorder : splits[i - 1]!.recorder;
+          const run = { ...(await generateAll(engine, n)), layers: recorder.take() };
+          if (i > 0) {
+            layers[i - 1]!.push(...run.layers);
+            tokens[i - 1]! += run.ids.reduce((sum, ids) => sum + ids.length, 0);
+          }
+          if (!best[i] || run.seconds < best[i]!.seconds) best[i] = run;
+        }
       }
-      const wire = wireDelta(w0, backend.wireStats());
-      for (const [name, run] of [['single', one!], ['split', two!]] as const) {
+      const one = best[0]!;
+      for (const [i, name] of ['single', ...splits.map((x) => x.name)].entries()) {
+        const run = best[i]!;
         const sum = (ls: readonly LayerRecord[]) => ls.reduce((s, l) => s + l.ms, 0) / 1000;
         const prefill = sum(run.layers.filter((l) => l.rows > n));
         const decodeExperts = sum(run.layers.filter((l) => l.rows <= n));
         timeRows.push([n, name, fmt(run.seconds, 2), fmt(prefill, 2), fmt(decodeExperts, 2), fmt(run.seconds - prefill - decodeExperts, 2)]);
       }
-      const same = one!.ids.filter((ids, s) => ids.join() === two!.ids[s].join()).length;
-      speedRows.push([n, fmt(one!.tokensPerSecond), fmt(two!.tokensPerSecond), fmt(two!.tokensPerSecond / one!.tokensPerSecond, 2), `${same}/${n}`]);
-
-      // Decode steps only: every step token is one sequence's next token (prefill steps carry prompts).
-      const decode = layers.filter((l) => l.rows <= n);
-      const dispatch = decode.map((l) => l.ms);
-      const compute = decode.map((l) => criticalComputeMs(l, poolOfUnit));
-      const overhead = decode.map((l, i) => l.ms - compute[i]);
-      const bare = await bareRoundTrips(echoNc, decode, hidden);
-      const msgs = decode.map((l) => l.replies.length);
-      const bytes = decode.map((l) => l.replies.reduce((s, r) => s + r.requestBytes, 0));
-      latencyRows.push([
+      const same = (run: Run) => `${one.ids.filter((ids, s) => ids.join() === run.ids[s]!.join()).length}/${n}`;
+      speedRows.push([
         n,
-        decode.length,
-        `${fmt(percentile(msgs, 50), 0)} / ${fmt(percentile(bytes, 50) / 1024, 0)} KiB`,
-        `${fmt(percentile(dispatch, 50), 2)} / ${fmt(percentile(dispatch, 99), 2)}`,
-        `${fmt(percentile(compute, 50), 2)} / ${fmt(percentile(compute, 99), 2)}`,
-        `${fmt(percentile(overhead, 50), 2)} / ${fmt(percentile(overhead, 99), 2)}`,
-        `${fmt(percentile(bare, 50), 2)} / ${fmt(percentile(bare, 99), 2)}`,
-        fmt(percentile(overhead, 50) / percentile(bare, 50), 2),
-        fmt(percentile(dispatch, 50) / percentile(bare, 50), 2),
+        fmt(one.tokensPerSecond),
+        ...splits.flatMap((_, i) => [fmt(best[i + 1]!.tokensPerSecond), fmt(best[i + 1]!.tokensPerSecond / one.tokensPerSecond, 2), same(best[i + 1]!)]),
       ]);
-      const tokens = splitTokens;
-      const kib = (wire.inBytes + wire.outBytes) / 1024;
-      wireRows.push([n, tokens, wire.outMsgs, wire.inMsgs, fmt((wire.outMsgs + wire.inMsgs) / tokens, 2), fmt(kib / tokens, 1), fmt(kib / 1024, 1)]);
+
+      for (const [i, split] of splits.entries()) {
+        // Decode steps only: every step token is one sequence's next token (prefill steps carry prompts).
+        const decode = layers[i]!.filter((l) => l.rows <= n);
+        const dispatch = decode.map((l) => l.ms);
+        const compute = decode.map((l) => criticalComputeMs(l, poolOfUnit));
+        const overhead = decode.map((l, k) => l.ms - compute[k]!);
+        const bare = await bareRoundTrips(echoNc, decode, hidden);
+        const msgs = decode.map((l) => l.replies.length);
+        const bytes = decode.map((l) => l.replies.reduce((s, r) => s + r.requestBytes, 0));
+        latencyRows.push([
+          n,
+          split.name,
+          decode.length,
+          `${fmt(percentile(msgs, 50), 0)} / ${fmt(percentile(bytes, 50) / 1024, 0)} KiB`,
+          `${fmt(percentile(dispatch, 50), 2)} / ${fmt(percentile(dispatch, 99), 2)}`,
+          `${fmt(percentile(compute, 50), 2)} / ${fmt(percentile(compute, 99), 2)}`,
+          `${fmt(percentile(overhead, 50), 2)} / ${fmt(percentile(overhead, 99), 2)}`,
+          `${fmt(percentile(bare, 50), 2)} / ${fmt(percentile(bare, 99), 2)}`,
+          fmt(percentile(overhead, 50) / percentile(bare, 50), 2),
+        ]);
+        const wire = wireDelta(w0[i]!, split.backend.wireStats());
+        const kib = (wire.inBytes + wire.outBytes) / 1024;
+        wireRows.push([n, split.name, tokens[i]!, wire.outMsgs, wire.inMsgs, fmt((wire.outMsgs + wire.inMsgs) / tokens[i]!, 2), fmt(kib / tokens[i]!, 1), fmt(kib / 1024, 1)]);
+      }
     }
 
     printTable(
       `Generated tokens/s (best of ${ROUNDS} alternating runs), single process vs split (edge here + pools a: experts 0-3, b: 4-7), ${PROMPT_LEN}-token prompts + ${GEN_TOKENS} tokens each`,
-      ['sequences', 'single tok/s', 'split tok/s', 'split/single', 'identical greedy ids'],
+      ['sequences', 'single tok/s', ...splits.flatMap((x) => [`${x.name} tok/s`, 'split/single', 'identical greedy ids'])],
       speedRows,
     );
     printTable(
@@ -213,18 +233,18 @@ async function main() {
     );
     printTable(
       'Per-layer expert dispatch in decode steps, ms p50 / p99 (dispatch: first batch sent -> every reply decoded; compute: slowest pool\'s onnxruntime time from Unimoe-Compute-Us; bare: the same messages to echo processes)',
-      ['sequences', 'layers', 'msgs / bytes per layer (p50)', 'dispatch', 'worker compute', 'dispatch - compute', 'bare NATS round trip', '(dispatch - compute) / bare, p50', 'dispatch / bare, p50'],
+      ['sequences', 'engine', 'layers', 'msgs / bytes per layer (p50)', 'dispatch', 'worker compute', 'dispatch - compute', 'bare NATS round trip', '(dispatch - compute) / bare, p50'],
       latencyRows,
     );
     printTable(
       'Expert traffic on the edge\'s NATS connection (requests out, replies in; payload + headers), per generated token (prefill included)',
-      ['sequences', 'generated tokens', 'messages out', 'messages in', 'messages / token', 'KiB / token', 'MiB total'],
+      ['sequences', 'engine', 'generated tokens', 'messages out', 'messages in', 'messages / token', 'KiB / token', 'MiB total'],
       wireRows,
     );
     console.log(`\n# load average at end: ${loadavg().map((l) => l.toFixed(2)).join(' ')}`);
   } finally {
     for (const e of engines) await e.close().catch(() => undefined);
-    await backend?.close();
+    for (const b of backends) await b.close();
     await localExperts?.close();
     await echoNc?.close();
     for (const c of children) if (c.exitCode === null && c.signalCode === null) c.kill('SIGTERM');

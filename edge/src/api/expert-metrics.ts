@@ -4,22 +4,22 @@ import { observeExpertDispatch } from './metrics';
 import type { RoutedTokens } from './routed-tokens';
 
 /**
- * Hands the batches to the backend one call each: both backends already run every batch on its own
- * (Promise.all over the batches), so this keeps their concurrency and makes each batch's latency visible.
+ * Hands a layer's batches to the backend in one call (both backends run a layer's experts together: one
+ * onnxruntime run in-process, one message per pool in split mode), so each batch's latency is its layer's.
  */
 export function instrumentExperts(backend: ExpertBackend, routed?: RoutedTokens): ExpertBackend {
   return {
-    runExperts: (batches) =>
-      Promise.all(
-        batches.map(async (batch) => {
-          const started = performance.now();
-          const [y] = await backend.runExperts([batch]);
-          const modalities = batch.modalities ?? { text: batch.tokens };
-          observeExpertDispatch(batch.layer, batch.expert, batch.tokens, performance.now() - started, modalities);
-          routed?.add(batch.layer, batch.expert, modalities);
-          return y!;
-        }),
-      ),
+    runExperts: async (batches) => {
+      const started = performance.now();
+      const ys = await backend.runExperts(batches);
+      const ms = performance.now() - started;
+      for (const batch of batches) {
+        const modalities = batch.modalities ?? { text: batch.tokens };
+        observeExpertDispatch(batch.layer, batch.expert, batch.tokens, ms, modalities);
+        routed?.add(batch.layer, batch.expert, modalities);
+      }
+      return ys;
+    },
     close: () => backend.close(),
   };
 }

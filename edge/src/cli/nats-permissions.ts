@@ -13,7 +13,7 @@
  */
 import type { Manifest } from '@unimoe/shared/bundle/manifest';
 import { roleInboxPrefix, type NatsRole } from '@unimoe/shared/runtime/nats-auth';
-import { bundleSubjectPrefix, engineDiscoverSubject, statsSubject, unitSubject, wireModel } from '@unimoe/shared/wire/subjects';
+import { bundleSubjectPrefix, engineDiscoverSubject, expertGroupsOfUnits, statsSubject, unitSubject, wireModel } from '@unimoe/shared/wire/subjects';
 import { parseIndexList } from '@unimoe/gpu-worker/index-list';
 import { ENCODERS, selectEncoderUnits, selectExpertUnits, type EncoderName } from '@unimoe/gpu-worker/units';
 
@@ -66,8 +66,8 @@ export function rolePermissions(manifest: Manifest, pools: PoolPlan[]): RolePerm
       role,
       // Encoder part fetches go to the inbox of whoever asked: an edge, or an engine with pools.
       publish: [statsSubject(wire, p.pool), inbox(edge), inbox(engine)],
-      // Its units' shared subjects, and the same units on any replica's own subject (re-sends; docs/wire.md).
-      subscribe: [...p.units.flatMap((u) => [unitSubject(wire, u), `${prefix}.replica.*.unit.${u}`]), inbox(role), '$SRV.>', `${prefix}.load.>`],
+      // Its units' and layer groups' shared subjects, and the same on any replica's own subject (re-sends; docs/wire.md).
+      subscribe: [...[...p.units, ...expertGroupsOfUnits(p.units)].flatMap((u) => [unitSubject(wire, u), `${prefix}.replica.*.unit.${u}`]), inbox(role), '$SRV.>', `${prefix}.load.>`],
       allowResponses: true,
     };
   });

@@ -1,14 +1,20 @@
 /**
- * Split mode's ExpertBackend: every (layer, expert) batch becomes a NATS request to the unit's subject,
- * answered by whichever replica of whichever pool hosts it (queue group). Expert FFNs are pure, so a
- * request that a dead, stopped or overloaded replica does not answer in a few of the unit's usual round
- * trips is sent again (reliable-request.ts): a replica dying costs a few step times, not a timeout.
+ * Split mode's ExpertBackend: a layer's batches go to the pools that host them, answered by whichever
+ * replica of the pool (queue group). A pool's replies name the layer group it serves (the experts it
+ * hosts on that layer); from then on the layer's batches for that pool travel as one group message
+ * (each step row once, docs/wire.md), and batches no known group covers go as one message per
+ * (layer, expert) to the unit's own subject (also the fallback when a group stops answering, and what
+ * scale from zero starts from). Expert FFNs are pure, so a request that a dead, stopped or overloaded
+ * replica does not answer in a few of its usual round trips is sent again (reliable-request.ts): a
+ * replica dying costs a few step times, not a timeout.
  */
 import { headers as natsHeaders, type Msg, type NatsConnection } from 'nats';
 import { unitName } from '@unimoe/shared/bundle/manifest';
-import { decodeTensorMessage, encodeTensorMessage, readErrorReply, WIRE_HEADERS, WireError, type WireDType } from '@unimoe/shared/wire/format';
-import { maxRowsPerMessage, rowRanges } from '@unimoe/shared/wire/split';
-import { replicaUnitSubject, unitSubject, type WireModel } from '@unimoe/shared/wire/subjects';
+import { decodeTensorMessage, encodeTensorMessage, readErrorReply, WIRE_HEADERS, WireError, type WireDType, type WireMessage } from '@unimoe/shared/wire/format';
+import { decodeGroupReply, encodeGroupRequest } from '@unimoe/shared/wire/group-format';
+import { HEADER_ALLOWANCE_BYTES, maxRowsPerMessage, rowRanges } from '@unimoe/shared/wire/split';
+import { allStatsSubject, expertGroupsOfUnits, parseExpertGroupName, replicaUnitSubject, unitSubject, type WireModel } from '@unimoe/shared/wire/subjects';
+import { packGroupRows, planGroups } from './layer-groups';
 import type { ExpertBackend, ExpertBatch } from '../engine/expert-backend';
 import { connectNats } from '@unimoe/shared/runtime/nats-connect';
 import type { NatsRole, NatsSecurity } from '@unimoe/shared/runtime/nats-auth';
@@ -49,11 +55,15 @@ export interface NatsExpertBackendOptions {
   observe?: (reply: ReplyObservation) => void;
   /** Scale from zero: on "no responders", signal demand and hold the batch up to this long for a replica (default off). */
   scaleFromZeroMs?: number;
+  /** Send a layer's batches for one pool as one layer-group message once the pool names its group (default true). */
+  layerGroups?: boolean;
 }
 
 /** One answered request, as seen by the edge. */
 export interface ReplyObservation {
+  /** The unit, or the layer group (`layer0.experts.0-3`), the request went to. */
   unit: string;
+  /** Rows computed: (expert, row) pairs for a group request. */
   rows: number;
   requestBytes: number;
   replyBytes: number;
@@ -107,6 +117,9 @@ export class ExpertDispatchError extends Error {
   }
 }
 
+/** How long a layer group that found nobody subscribed is left alone before its announcements count again. */
+const GROUP_RETRY_MS = 10_000;
+
 export async function createNatsExpertBackend(opts: NatsExpertBackendOptions): Promise<NatsExpertBackend> {
   const timeoutMs = opts.timeoutMs ?? 10_000;
   const retries = opts.retries ?? 2;
@@ -118,7 +131,8 @@ export async function createNatsExpertBackend(opts: NatsExpertBackendOptions): P
   const watch = new NatsConnectionWatch(nc, 'unimoe edge');
   const latency = new LatencyTracker(opts.hedging);
   const serverMax = nc.info?.max_payload ?? 1024 * 1024;
-  const maxRows = maxRowsPerMessage(Math.min(opts.maxPayload ?? serverMax, serverMax), hidden, dtype);
+  const maxPayload = Math.min(opts.maxPayload ?? serverMax, serverMax);
+  const maxRows = maxRowsPerMessage(maxPayload, hidden, dtype);
   let nextId = 0;
   const counters: DispatchStats = { requests: 0, hedges: 0, timeouts: 0, noResponders: 0 };
   /** Units some replica has answered: "no responders" for them means a restart, worth waiting out. */
@@ -127,10 +141,18 @@ export async function createNatsExpertBackend(opts: NatsExpertBackendOptions): P
   const observe = opts.observe;
   const waitForReplica = waitForReplicaOnDemand(nc, model, opts.scaleFromZeroMs);
 
-  const requestOnce = async (unit: string, x: Float32Array, rows: number): Promise<Float32Array> => {
-    const subject = unitSubject(model, unit);
-    const requestId = `${unit}-${(nextId++).toString(36)}`;
-    const message = encodeTensorMessage({ dtype, rows, hidden, data: x, requestId });
+  /** Layer -> the layer groups replicas have announced (name -> its experts), see learnGroup. */
+  const groups = new Map<number, Map<string, number[]>>();
+  /** Groups that found nobody subscribed, and until when their announcements are ignored. */
+  const silentGroups = new Map<string, number>();
+
+  /**
+   * Sends one message to `key`'s subject (a unit, or a layer group: both are "units" to subjects,
+   * latency, replicas) with re-sends; returns the reply after observing it. Units nobody serves ask for a
+   * replica (scale from zero); groups do not: the caller falls back to their units.
+   */
+  const request = async (key: string, message: WireMessage, rows: number, group: boolean): Promise<Msg> => {
+    const subject = unitSubject(model, key);
     const trace = traceHeaderValue();
     const send = () =>
       reliableRequest({
@@ -140,13 +162,13 @@ export async function createNatsExpertBackend(opts: NatsExpertBackendOptions): P
         body: message.body,
         headers: trace ? { ...message.headers, [TRACE_HEADER]: trace } : message.headers,
         budgetMs: timeoutMs,
-        hedgeAfterMs: latency.hedgeAfterMs(unit),
+        hedgeAfterMs: latency.hedgeAfterMs(key),
         maxAttempts,
-        noResponderRetries: retries,
-        noResponderHoldMs: answered.has(unit) ? restartHoldMs : 0,
+        noResponderRetries: group ? 0 : retries,
+        noResponderHoldMs: !group && answered.has(key) ? restartHoldMs : 0,
         resendTo: () => {
-          const replica = replicas.liveliest(unit);
-          return replica === undefined ? undefined : { subject: replicaUnitSubject(model, replica, unit), onGone: () => replicas.forget(replica) };
+          const replica = replicas.liveliest(key);
+          return replica === undefined ? undefined : { subject: replicaUnitSubject(model, replica, key), onGone: () => replicas.forget(replica) };
         },
         onSend: (kind) => {
           counters.requests++;
@@ -160,28 +182,29 @@ export async function createNatsExpertBackend(opts: NatsExpertBackendOptions): P
         answer = await send();
       } catch (err) {
         // Scale from zero: nobody serves the unit, so ask the autoscaler for a replica, hold, then send again.
-        if (!(err instanceof RequestFailed && err.reason === 'no-responders' && (await waitForReplica(unit, async () => (await unitsAvailable([unit], 1000)).missing.length === 0)))) throw err;
+        if (group || !(err instanceof RequestFailed && err.reason === 'no-responders' && (await waitForReplica(key, async () => (await unitsAvailable([key], 1000)).missing.length === 0)))) throw err;
         answer = await send();
       }
     } catch (err) {
       if (!(err instanceof RequestFailed)) throw err;
       const message =
         err.reason === 'no-responders'
-          ? `no worker hosts unit ${unit} (nobody answers ${subject}; is a pool serving it running?)`
-          : `unit ${unit}: no usable reply on ${subject}: ${err.message}`;
-      throw new ExpertDispatchError(unit, err.reason, message);
+          ? `no worker hosts unit ${key} (nobody answers ${subject}; is a pool serving it running?)`
+          : `unit ${key}: no usable reply on ${subject}: ${err.message}`;
+      throw new ExpertDispatchError(key, err.reason, message);
     }
     const { msg: reply, sentAt } = answer;
     const roundTripMs = performance.now() - sentAt;
-    latency.observe(unit, roundTripMs);
-    answered.add(unit);
+    latency.observe(key, roundTripMs);
+    answered.add(key);
     const replica = reply.headers?.get(WIRE_HEADERS.replica);
-    if (replica) replicas.answered(unit, replica);
-    const y = decodeReply(unit, reply, rows);
+    if (replica) replicas.answered(key, replica);
+    const error = readErrorReply(reply.headers);
+    if (error) throw new ExpertDispatchError(key, 'error-reply', `unit ${key}: worker refused the batch: ${error.code} ${error.message}`);
     if (observe) {
       const compute = Number(reply.headers?.get(WIRE_HEADERS.computeUs));
       observe({
-        unit,
+        unit: key,
         rows,
         requestBytes: message.body.byteLength,
         replyBytes: reply.data.byteLength,
@@ -189,12 +212,39 @@ export async function createNatsExpertBackend(opts: NatsExpertBackendOptions): P
         ...(Number.isFinite(compute) && compute > 0 ? { computeUs: compute } : {}),
       });
     }
-    return y;
+    return reply;
+  };
+
+  const learnGroup = (name: string) => {
+    const parsed = parseExpertGroupName(name);
+    if (!parsed || opts.layerGroups === false || (silentGroups.get(name) ?? 0) > performance.now()) return;
+    const known = groups.get(parsed.layer) ?? groups.set(parsed.layer, new Map()).get(parsed.layer)!;
+    known.set(name, parsed.experts);
+  };
+  // Groups are learned from unit replies (Unimoe-Group: at once) and from every pool's stats messages,
+  // which list the replica's units (so a new replica's group, e.g. a hot expert's, gets its share).
+  const statsSub = nc.subscribe(allStatsSubject(model), {
+    callback: (err, msg) => {
+      if (err) return;
+      try {
+        const units = (msg.json() as { units?: Record<string, unknown> }).units;
+        if (units && typeof units === 'object') for (const name of expertGroupsOfUnits(Object.keys(units))) learnGroup(name);
+      } catch {
+        // not a stats message of ours: nothing to learn
+      }
+    },
+  });
+
+  const requestOnce = async (unit: string, x: Float32Array, rows: number, layer: number, expert: number): Promise<Float32Array> => {
+    const message = encodeTensorMessage({ dtype, rows, hidden, data: x, requestId: `${unit}-${(nextId++).toString(36)}` });
+    const reply = await request(unit, message, rows, false);
+    const group = reply.headers?.get(WIRE_HEADERS.group);
+    const parsed = group ? parseExpertGroupName(group) : undefined;
+    if (parsed?.layer === layer && parsed.experts.includes(expert)) learnGroup(group!);
+    return decodeReply(unit, reply, rows);
   };
 
   const decodeReply = (unit: string, reply: Msg, rows: number): Float32Array => {
-    const error = readErrorReply(reply.headers);
-    if (error) throw new ExpertDispatchError(unit, 'error-reply', `unit ${unit}: worker refused the batch: ${error.code} ${error.message}`);
     try {
       return decodeTensorMessage(reply.headers, reply.data, { hidden, rows }).data;
     } catch (err) {
@@ -221,22 +271,83 @@ export async function createNatsExpertBackend(opts: NatsExpertBackendOptions): P
 
   const runBatch = async (b: ExpertBatch): Promise<Float32Array> => {
     const unit = unitName.expert(b.layer, b.expert);
-    if (b.x.length !== b.tokens * hidden) {
-      throw new RangeError(`batch for ${unit} has ${b.x.length} values, ${b.tokens} tokens x hidden ${hidden} needs ${b.tokens * hidden}`);
-    }
-    if (b.tokens <= maxRows) return b.tokens === 0 ? new Float32Array(0) : requestOnce(unit, b.x, b.tokens);
+    if (b.tokens <= maxRows) return b.tokens === 0 ? new Float32Array(0) : requestOnce(unit, b.x, b.tokens, b.layer, b.expert);
     const out = new Float32Array(b.tokens * hidden);
     await Promise.all(
       rowRanges(b.tokens, maxRows).map(async ([start, end]) => {
-        const y = await requestOnce(unit, b.x.subarray(start * hidden, end * hidden), end - start);
+        const y = await requestOnce(unit, b.x.subarray(start * hidden, end * hidden), end - start, b.layer, b.expert);
         out.set(y, start * hidden);
       }),
     );
     return out;
   };
 
+  /**
+   * One message for several batches of one layer group: each distinct step row once, the batches as row
+   * indices. Undefined when the group is gone (nobody answers it any more: the caller sends the
+   * batches to their units) or the request or its reply would not fit the server's max payload (the
+   * unit requests split by rows).
+   */
+  const runGroup = async (name: string, batches: ExpertBatch[]): Promise<Float32Array[] | undefined> => {
+    const pairs = batches.reduce((s, b) => s + b.tokens, 0);
+    // The reply carries every (expert, row) pair: it must fit too.
+    if (pairs > maxRows) return undefined;
+    const { x, experts } = packGroupRows(batches, hidden);
+    const message = encodeGroupRequest({ dtype, hidden, x, experts, requestId: `${name}-${(nextId++).toString(36)}` });
+    if (message.body.byteLength + HEADER_ALLOWANCE_BYTES > maxPayload) return undefined;
+    let reply;
+    try {
+      reply = await request(name, message, pairs, true);
+    } catch (err) {
+      if (!(err instanceof ExpertDispatchError && err.reason === 'no-responders')) throw err;
+      // Its pool is gone or restarting, or its replicas may not subscribe to it: use the units for a while.
+      groups.get(batches[0]!.layer)?.delete(name);
+      silentGroups.set(name, performance.now() + GROUP_RETRY_MS);
+      return undefined;
+    }
+    try {
+      return decodeGroupReply(reply.headers, reply.data, { hidden, experts: experts.map((e) => [e.expert, e.rows.length] as const) });
+    } catch (err) {
+      if (err instanceof WireError) throw new ExpertDispatchError(name, 'bad-reply', `group ${name}: malformed reply: ${err.message}`);
+      throw err;
+    }
+  };
+
+  /** A layer's batches: one message per known layer group covering some of them, the rest one per unit. */
+  const runLayer = async (batches: ExpertBatch[]): Promise<Float32Array[]> => {
+    const ys: Float32Array[] = new Array(batches.length);
+    const plan = planGroups(groups.get(batches[0]!.layer), batches);
+    await Promise.all([
+      ...plan.groups.map(async ({ name, indices }) => {
+        const out = await runGroup(name, indices.map((i) => batches[i]!));
+        if (out) indices.forEach((i, k) => (ys[i] = out[k]!));
+        else await Promise.all(indices.map(async (i) => (ys[i] = await runBatch(batches[i]!))));
+      }),
+      ...plan.rest.map(async (i) => (ys[i] = await runBatch(batches[i]!))),
+    ]);
+    return ys;
+  };
+
+  const runExperts = async (batches: ExpertBatch[]): Promise<Float32Array[]> => {
+    for (const b of batches) {
+      if (b.x.length !== b.tokens * hidden) {
+        throw new RangeError(`batch for ${unitName.expert(b.layer, b.expert)} has ${b.x.length} values, ${b.tokens} tokens x hidden ${hidden} needs ${b.tokens * hidden}`);
+      }
+    }
+    const byLayer = new Map<number, number[]>();
+    batches.forEach((b, i) => byLayer.set(b.layer, [...(byLayer.get(b.layer) ?? []), i]));
+    const ys: Float32Array[] = new Array(batches.length);
+    await Promise.all(
+      [...byLayer.values()].map(async (indices) => {
+        const out = await runLayer(indices.map((i) => batches[i]!));
+        indices.forEach((i, k) => (ys[i] = out[k]!));
+      }),
+    );
+    return ys;
+  };
+
   return {
-    runExperts: (batches) => Promise.all(batches.map(runBatch)),
+    runExperts,
     unitsAvailable,
     stats: () => ({ ...counters }),
     wireStats: () => {
@@ -244,6 +355,7 @@ export async function createNatsExpertBackend(opts: NatsExpertBackendOptions): P
       return { inMsgs, outMsgs, inBytes, outBytes };
     },
     async close() {
+      statsSub.unsubscribe();
       await drainWithin(nc, 2000);
     },
   };

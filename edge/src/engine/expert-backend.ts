@@ -11,6 +11,11 @@ export interface ExpertBatch {
   tokens: number;
   /** Tokens per modality (text, image, audio, video); they sum to `tokens`. */
   modalities?: Record<string, number>;
+  /**
+   * Each token's row in the step (its index among the step's tokens). A token routed to several experts
+   * has the same row in each of their batches, so split mode sends its hidden state once per pool.
+   */
+  stepRows?: Int32Array;
 }
 
 export interface ExpertBackend {

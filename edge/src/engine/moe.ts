@@ -36,11 +36,13 @@ export async function runMoe(m: MoeInput, backend: ExpertBackend, scratch: Scrat
   for (let e = 0; e < E; e++) start[e + 1] += start[e];
   const fill = start.slice(0, E);
   const slotRow = new Int32Array(rows * K); // grouped position of slot (row, k)
+  const rowAt = new Int32Array(rows * K); // step row of each grouped position
   const x = scratch.f32('moe.x', rows * K * H);
   for (let r = 0; r < rows; r++) {
     for (let j = 0; j < K; j++) {
       const at = fill[chosen[r * K + j]]++;
       slotRow[r * K + j] = at;
+      rowAt[at] = r;
       x.set(m.moeInput.subarray(r * H, (r + 1) * H), at * H);
     }
   }
@@ -51,7 +53,7 @@ export async function runMoe(m: MoeInput, backend: ExpertBackend, scratch: Scrat
     const tokens = start[e + 1] - start[e];
     if (tokens === 0) continue;
     batchOfExpert[e] = batches.length;
-    batches.push({ layer: m.layer, expert: e, x: x.subarray(start[e] * H, start[e + 1] * H), tokens, modalities: { text: tokens } });
+    batches.push({ layer: m.layer, expert: e, x: x.subarray(start[e] * H, start[e + 1] * H), tokens, modalities: { text: tokens }, stepRows: rowAt.subarray(start[e], start[e + 1]) });
   }
   if (m.rowModality) countModalities(m.rowModality, chosen, K, batches, batchOfExpert);
   const ys = await backend.runExperts(batches);

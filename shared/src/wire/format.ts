@@ -19,6 +19,10 @@ export const WIRE_HEADERS = {
   replica: 'Unimoe-Replica',
   /** On requests: milliseconds the sender will wait for the reply, counted from sending (see deadline.ts). */
   deadlineMs: 'Unimoe-Deadline-Ms',
+  /** On layer-group messages: `expert:rows` per expert, comma-separated, in body order (group-format.ts). */
+  experts: 'Unimoe-Experts',
+  /** On expert replies: the layer group that replica also answers (its name, `layer3.experts.0-3`). */
+  group: 'Unimoe-Group',
 } as const;
 
 export type WireDType = 'f32' | 'f16' | 'bf16';
@@ -36,7 +40,7 @@ export function isWireDType(s: unknown): s is WireDType {
  * pointless); `internal` is the worker's; `overloaded` (the replica's queue is full) and `expired`
  * (the request's deadline passed before it ran) say the work was dropped, not computed.
  */
-export type WireErrorCode = 'bad-version' | 'bad-dtype' | 'bad-shape' | 'bad-hidden' | 'bad-part' | 'internal' | 'overloaded' | 'expired';
+export type WireErrorCode = 'bad-version' | 'bad-dtype' | 'bad-shape' | 'bad-hidden' | 'bad-part' | 'bad-experts' | 'internal' | 'overloaded' | 'expired';
 
 export class WireError extends Error {
   constructor(

@@ -27,6 +27,50 @@ export function replicaUnitSubject(model: WireModel, replica: string, unit: stri
   return `${bundleSubjectPrefix(model)}.replica.${subjectToken(replica)}.unit.${unitSubject(model, unit).split('.unit.')[1]}`;
 }
 
+/**
+ * A layer group: the experts one pool hosts on one layer, answered together (one request carries all
+ * their rows; docs/wire.md "Layer-group messages"). Its name is used like a unit name, so its subjects
+ * are `unitSubject(model, name)` and `replicaUnitSubject(model, replica, name)`:
+ * `layer<L>.experts.<set>` where <set> lists the experts as ranges joined by `_` (`0-3`, `0_2_5-7`).
+ */
+export function expertGroupName(layer: number, experts: readonly number[]): string {
+  const sorted = [...new Set(experts)].sort((a, b) => a - b);
+  if (sorted.length === 0 || sorted.some((e) => !Number.isSafeInteger(e) || e < 0) || !Number.isSafeInteger(layer) || layer < 0) {
+    throw new Error(`no expert group for layer ${layer} and experts [${experts.join(', ')}]`);
+  }
+  const parts: string[] = [];
+  for (let i = 0; i < sorted.length; ) {
+    let j = i;
+    while (j + 1 < sorted.length && sorted[j + 1] === sorted[j]! + 1) j++;
+    parts.push(j === i ? String(sorted[i]) : `${sorted[i]}-${sorted[j]}`);
+    i = j + 1;
+  }
+  return `layer${layer}.experts.${parts.join('_')}`;
+}
+
+/** The layer and experts of a group name, or undefined when `name` is not one. */
+export function parseExpertGroupName(name: string): { layer: number; experts: number[] } | undefined {
+  const m = /^layer(\d{1,9})\.experts\.(\d{1,9}(?:-\d{1,9})?(?:_\d{1,9}(?:-\d{1,9})?)*)$/.exec(name);
+  if (!m) return undefined;
+  const experts: number[] = [];
+  for (const range of m[2]!.split('_')) {
+    const [a, b = a] = range.split('-').map(Number);
+    if (b! < a! || b! - a! > 4096) return undefined;
+    for (let e = a!; e <= b!; e++) experts.push(e);
+  }
+  return { layer: Number(m[1]), experts };
+}
+
+/** The layer groups of a list of unit names (`layer3.expert1`...): one per layer with experts. */
+export function expertGroupsOfUnits(units: readonly string[]): string[] {
+  const byLayer = new Map<number, number[]>();
+  for (const u of units) {
+    const m = /^layer(\d+)\.expert(\d+)$/.exec(u);
+    if (m) byLayer.set(Number(m[1]), [...(byLayer.get(Number(m[1])) ?? []), Number(m[2])]);
+  }
+  return [...byLayer].map(([layer, experts]) => expertGroupName(layer, experts));
+}
+
 export function unitQueueGroup(model: WireModel, unit: string): string {
   return unitSubject(model, unit);
 }
@@ -34,6 +78,11 @@ export function unitQueueGroup(model: WireModel, unit: string): string {
 /** `unimoe.<model>.<hash>.stats.<pool>`: where a pool's replicas publish their load. */
 export function statsSubject(model: WireModel, pool: string): string {
   return `${bundleSubjectPrefix(model)}.stats.${subjectToken(pool)}`;
+}
+
+/** `unimoe.<model>.<hash>.stats.*`: every pool's load statistics (the edge learns layer groups from them). */
+export function allStatsSubject(model: WireModel): string {
+  return `${bundleSubjectPrefix(model)}.stats.*`;
 }
 
 /** The NATS services name every worker registers (`$SRV.PING|INFO|STATS.unimoe-worker`). */
