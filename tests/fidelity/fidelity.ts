@@ -17,8 +17,8 @@ export const FIDELITY_STEPS = 64;
 export const FIDELITY_PROMPT = [1, 450, 996, 173, 54];
 
 export interface Fidelity {
-  /** Max over the 64 positions of max|logits - reference| / max|reference|. */
-  logitsRelError: number;
+  /** Over the 64 positions, of max|logits - reference| / max|reference|: the median and the max. */
+  logitsRelError: { median: number; max: number };
   /** Positions (of 64) where the engine's argmax is the reference's greedy token. */
   argmaxAgreement: number;
   /** Tokens the engine generates freely before its first difference from the reference's greedy ones (of 64). */
@@ -29,8 +29,8 @@ export function isQuantized(dtype: BundleDType): dtype is QuantDType {
   return dtype === 'int8' || dtype === 'int4';
 }
 
-export function convertAs(checkpointDir: string, bundleDir: string, dtype: BundleDType, blockSize?: number): Promise<Manifest> {
-  const quant = isQuantized(dtype) ? { dtype, blockSize } : undefined;
+export function convertAs(checkpointDir: string, bundleDir: string, dtype: BundleDType, quantOpts: { blockSize?: number; accuracyLevel?: number } = {}): Promise<Manifest> {
+  const quant = isQuantized(dtype) ? { dtype, ...quantOpts } : undefined;
   return convertCheckpoint({ checkpointDir, bundleDir, ...(quant ? { quant } : { dtype: dtype as WeightDType }) });
 }
 
@@ -45,15 +45,17 @@ export async function measureFidelity(bundleDir: string, expected: ReturnType<ty
   const { prompt, tokens, logits } = expected;
   const engine = await createEngine({ bundleDir });
   try {
-    let logitsRelError = 0;
+    const errors: number[] = [];
     let argmaxAgreement = 0;
     for (let i = 0; i < tokens.length; i++) {
       const got = await engine.logits([...prompt, ...tokens.slice(0, i)]);
-      logitsRelError = Math.max(logitsRelError, relativeError(got, logits[i]!));
+      errors.push(relativeError(got, logits[i]!));
       if (argmax(got) === tokens[i]) argmaxAgreement++;
     }
     const run = await engine.generate({ promptIds: prompt, params: { maxTokens: tokens.length, temperature: 0, topP: 1, topK: 0, ignoreEos: true } });
     const firstDiff = tokens.findIndex((t, i) => run.ids[i] !== t);
+    errors.sort((a, b) => a - b);
+    const logitsRelError = { median: errors[errors.length >> 1]!, max: errors[errors.length - 1]! };
     return { logitsRelError, argmaxAgreement, freeRunPrefix: firstDiff < 0 ? tokens.length : firstDiff };
   } finally {
     await engine.close();

@@ -22,7 +22,7 @@ import { buildEmbedUnit, embedIO } from './units/embed';
 import { buildExpertUnit, expertIO } from './units/expert';
 import { buildHeadUnit, headIO } from './units/head';
 import { planTowers, withoutTensors, type TowerPlan } from './towers/plan';
-import { ACCURACY_LEVEL, DEFAULT_BLOCK_SIZE } from './quantize';
+import { ACCURACY_LEVEL, ACCURACY_LEVELS, DEFAULT_BLOCK_SIZE } from './quantize';
 import { WeightReader, type ExpertRole, type LayerRole, type WeightRef } from './weights';
 
 export interface ConvertOptions {
@@ -31,7 +31,7 @@ export interface ConvertOptions {
   /** Float weights' storage; default float32, or float16 with `quant` (the embedding table and towers stay float). */
   dtype?: WeightDType;
   /** `--quant`: the attn, expert and head projections as MatMulNBits blocks (the router stays float32). */
-  quant?: { dtype: QuantDType; blockSize?: number };
+  quant?: { dtype: QuantDType; blockSize?: number; accuracyLevel?: number };
   adapterDir?: string;
   name?: string;
   /** HF CLIP vision tower directory (`--vision-tower`): adds the `vision.encoder` unit. */
@@ -67,10 +67,11 @@ export async function convertCheckpoint(opts: ConvertOptions): Promise<Manifest>
   const checkpointDir = resolve(opts.checkpointDir);
   const bundleDir = resolve(opts.bundleDir);
   const dtype = opts.dtype ?? (opts.quant ? 'float16' : 'float32');
-  const quant: Quantization | undefined = opts.quant && { dtype: opts.quant.dtype, blockSize: opts.quant.blockSize ?? DEFAULT_BLOCK_SIZE, accuracyLevel: ACCURACY_LEVEL };
+  const quant: Quantization | undefined = opts.quant && { dtype: opts.quant.dtype, blockSize: opts.quant.blockSize ?? DEFAULT_BLOCK_SIZE, accuracyLevel: opts.quant.accuracyLevel ?? ACCURACY_LEVEL };
   if (quant && !(QUANT_BLOCK_SIZES as readonly number[]).includes(quant.blockSize)) {
     throw new Error(`quantization block size ${quant.blockSize} is not one of ${QUANT_BLOCK_SIZES.join(', ')}`);
   }
+  if (quant && !ACCURACY_LEVELS.includes(quant.accuracyLevel)) throw new Error(`accuracy level ${quant.accuracyLevel} is not one of ${ACCURACY_LEVELS.join(', ')}`);
   const progress = opts.onProgress ?? (() => {});
   if (!(await stat(checkpointDir).catch(() => undefined))?.isDirectory()) throw new Error(`${checkpointDir}: not a checkpoint directory`);
   // An empty directory is fine (rename replaces it); anything else might be a checkpoint or an older bundle.

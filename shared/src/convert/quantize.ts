@@ -22,6 +22,8 @@ export const DEFAULT_BLOCK_SIZE = 32;
  * 4 bits and ~300x slower for 8 bits on this CPU (docs/bundle.md). CUDA ignores it.
  */
 export const ACCURACY_LEVEL = 4;
+/** 0: unset (float32), 1: float32, 2: float16, 3: bfloat16, 4: int8 compute. */
+export const ACCURACY_LEVELS: readonly number[] = [0, 1, 2, 3, 4];
 
 export interface QuantizedMatrix {
   bits: QuantBits;
