@@ -1,7 +1,8 @@
 /**
  * `pnpm bench:engine`: the single-process engine on the realistic benchmark model.
  * Load time; prefill and decode tokens/s at 1, 8 and 32 concurrent sequences; the expert FFN unit's
- * GFLOP/s at 1, 16 and 128 tokens next to onnxruntime's own large-matmul GFLOP/s on this machine.
+ * GFLOP/s at 1, 16 and 128 tokens next to onnxruntime's own large-matmul GFLOP/s on this machine;
+ * then the weight-dtype rows (./dtypes.ts).
  */
 import { availableParallelism, cpus } from 'node:os';
 import { join } from 'node:path';
@@ -11,6 +12,7 @@ import { GraphBuilder } from '@unimoe/shared/onnx/graph';
 import { createEngine } from '@unimoe/edge/engine/engine';
 import { realisticBundle, REALISTIC } from './realistic-model';
 import { fmt, printTable } from './table';
+import { printDtypeRows } from './dtypes';
 
 const PROMPT_LEN = 128;
 const DECODE_TOKENS = 32;
@@ -88,6 +90,7 @@ async function main() {
   }
   await session.release();
   printTable(`Expert FFN ${hidden}->${intermediate}->${hidden} vs onnxruntime MatMul 2048^3 (${fmt(peak)} GFLOP/s)`, ['tokens', 'ms per call', 'GFLOP/s', 'ratio to MatMul peak'], ffnRows);
+  await printDtypeRows();
 }
 
 /** onnxruntime's own large-matmul throughput: one MatMul of two n x n float32 matrices. */

@@ -4,14 +4,15 @@
  * last-position logits are compared at every position (teacher forcing: one early flip does not hide the
  * rest), and the engine also generates 64 tokens freely.
  */
-import type { Manifest, QuantDType, WeightDType } from '@unimoe/shared/bundle/manifest';
-import { convertCheckpoint } from '@unimoe/shared/convert/convert';
+import type { Manifest, QuantDType, UnitWeightDType } from '@unimoe/shared/bundle/manifest';
+import { convertCheckpoint, dtypeOptions } from '@unimoe/shared/convert/convert';
 import { createEngine } from '@unimoe/edge/engine/engine';
 import { argmax } from '../reference/math';
 import { relativeError } from '../reference/compare';
 import type { ReferenceModel } from '../reference/reference-model';
 
-export type BundleDType = WeightDType | QuantDType;
+/** A bundle's projection dtype: float, or `convert --quant`. */
+export type BundleDType = UnitWeightDType;
 export const BUNDLE_DTYPES: readonly BundleDType[] = ['float32', 'float16', 'int8', 'int4'];
 export const FIDELITY_STEPS = 64;
 export const FIDELITY_PROMPT = [1, 450, 996, 173, 54];
@@ -29,9 +30,8 @@ export function isQuantized(dtype: BundleDType): dtype is QuantDType {
   return dtype === 'int8' || dtype === 'int4';
 }
 
-export function convertAs(checkpointDir: string, bundleDir: string, dtype: BundleDType, quantOpts: { blockSize?: number; accuracyLevel?: number } = {}): Promise<Manifest> {
-  const quant = isQuantized(dtype) ? { dtype, ...quantOpts } : undefined;
-  return convertCheckpoint({ checkpointDir, bundleDir, ...(quant ? { quant } : { dtype: dtype as WeightDType }) });
+export function convertAs(checkpointDir: string, bundleDir: string, dtype: BundleDType, quant: { blockSize?: number; accuracyLevel?: number } = {}): Promise<Manifest> {
+  return convertCheckpoint({ checkpointDir, bundleDir, ...dtypeOptions(dtype, quant) });
 }
 
 /** The reference's greedy continuation of `prompt`, computed once per checkpoint and shared by every dtype. */

@@ -47,6 +47,11 @@ export interface ConvertOptions {
   onProgress?: (msg: string) => void;
 }
 
+/** The convert options that give a bundle of projection dtype `dtype` (int8/int4: `quant`, float16 for the rest). */
+export function dtypeOptions(dtype: UnitWeightDType, quant: { blockSize?: number; accuracyLevel?: number } = {}): Pick<ConvertOptions, 'dtype' | 'quant'> {
+  return dtype === 'int8' || dtype === 'int4' ? { quant: { dtype, ...quant } } : { dtype };
+}
+
 /** Tokenizer files looked for in a checkpoint directory, in this order. */
 const TOKENIZER_FILES = ['tokenizer.model', 'tokenizer.json'];
 
