@@ -18,8 +18,8 @@ export const QUANT_BITS: Readonly<Record<QuantDType, QuantBits>> = { int4: 4, in
 export const DEFAULT_BLOCK_SIZE = 32;
 /**
  * accuracy_level 4: onnxruntime 1.30's CPU kernel quantizes the activations to int8 per block and uses
- * integer dot products (AVX-512 VNNI / AVX2); level 0 (float32 compute) measured 2.5x slower for
- * 4 bits and ~300x slower for 8 bits on this CPU (docs/bundle.md). CUDA ignores it.
+ * integer dot products (AVX-512 VNNI / AVX2); level 0 (float32 compute) measured 2.5-4x slower for
+ * 4 bits and 80-300x slower for 8 bits on this CPU (docs/bundle.md). CUDA ignores it.
  */
 export const ACCURACY_LEVEL = 4;
 /** 0: unset (float32), 1: float32, 2: float16, 3: bfloat16, 4: int8 compute. */
