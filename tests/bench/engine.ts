@@ -4,7 +4,8 @@
  * load time; prefill and decode tokens/s at 1, 8 and 32 concurrent sequences, the batch-1 step against
  * the limit and where its time goes; decode at 32 sequences with 64- vs 1024-token contexts (the long
  * prompts share a prefix, prefilled once thanks to the prefix cache); the expert FFN unit's GFLOP/s at
- * 1, 16 and 128 tokens next to onnxruntime's own large-matmul GFLOP/s on this machine.
+ * 1, 16 and 128 tokens next to onnxruntime's own large-matmul GFLOP/s on this machine; then the
+ * weight-dtype rows (./dtypes.ts).
  */
 import { availableParallelism, cpus } from 'node:os';
 import { join } from 'node:path';
@@ -21,6 +22,7 @@ import { Scratch } from '@unimoe/edge/engine/scratch';
 import { measureBandwidth, weightBytesPerToken } from './bandwidth';
 import { realisticBundle, REALISTIC } from './realistic-model';
 import { fmt, printTable } from './table';
+import { printDtypeRows } from './dtypes';
 
 const PROMPT_LEN = 128;
 const DECODE_TOKENS = 32;
@@ -244,6 +246,7 @@ async function expertTable(bundleDir: string, manifest: Manifest): Promise<void>
   }
   await session.release();
   printTable(`Expert FFN ${hidden}->${intermediate}->${hidden} vs onnxruntime MatMul 2048^3 (${fmt(peak)} GFLOP/s)`, ['tokens', 'ms per call', 'GFLOP/s', 'ratio to MatMul peak'], ffnRows);
+  await printDtypeRows();
 }
 
 async function matmulGflops(n: number): Promise<number> {

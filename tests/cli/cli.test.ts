@@ -136,6 +136,28 @@ describe('unimoe CLI', () => {
       expect(vocab.stderr).toContain('token id 5000 is outside the vocabulary (size 1000)');
     });
 
+    it('convert --quant: bad values name the flag; a good int4 bundle serves logits', async () => {
+      for (const [flags, message] of [
+        [['--quant', 'int3'], '--quant must be int8 or int4, not "int3"'],
+        [['--quant', 'int4', '--block-size', '24'], '--block-size must be one of 16, 32, 64, 128, 256, not "24"'],
+        [['--quant', 'int8', '--accuracy-level', '7'], '--accuracy-level must be one of 0, 1, 2, 3, 4, not "7"'],
+        [['--block-size', '32'], '--block-size and --accuracy-level only apply with --quant'],
+      ] as const) {
+        const out = await cli(['convert', checkpoint, join(tmp.dir, 'bundle-bad-quant'), ...flags]);
+        expect(out.code, flags.join(' ')).toBe(1);
+        expect(out.stderr).toContain(message);
+        expect(existsSync(join(tmp.dir, 'bundle-bad-quant'))).toBe(false);
+      }
+      const int4 = join(tmp.dir, 'bundle-int4');
+      const converted = await cli(['convert', checkpoint, int4, '--quant', 'int4', '--block-size', '16']);
+      expect(converted.code, converted.stderr).toBe(0);
+      expect(converted.lastLine).toContain('int4 (block 16) + float16');
+      const ids = [1, 15, 300, 42, 7];
+      const out = await cli(['logits', int4, '--ids', ids.join(',')]);
+      expect(out.code, out.stderr).toBe(0);
+      expect(relativeError(JSON.parse(out.lastLine) as number[], reference.forward(ids))).toBeLessThan(0.5); // README's int4 bound
+    });
+
     it('a truncated checkpoint names the file and leaves no bundle', async () => {
       const broken = join(tmp.dir, 'broken');
       await cp(checkpoint, broken, { recursive: true });

@@ -2,11 +2,12 @@
  * Split == single process on every checkpoint layout (Uni-MoE 8e with merged expert LoRA and
  * softmax-then-top-2 routing; Mixtral with grouped-query attention and bf16 weights): experts on two
  * pools with disjoint experts over a real nats-server give the embedded engine's logits (fp32 wire:
- * 1e-5) and the float64 reference's greedy tokens.
+ * 1e-5) and the float64 reference's greedy tokens. An int4 bundle (MatMulNBits expert units loaded by
+ * the pools) gives the embedded engine's logits and greedy tokens.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { join } from 'node:path';
-import { convertCheckpoint } from '@unimoe/shared/convert/convert';
+import { convertCheckpoint, dtypeOptions } from '@unimoe/shared/convert/convert';
 import { runWorker, type RunningWorker } from '@unimoe/gpu-worker/worker';
 import { createNatsExpertBackend } from '@unimoe/edge/dispatch/nats-expert-backend';
 import { createEngine } from '@unimoe/edge/engine/engine';
@@ -30,10 +31,14 @@ afterAll(async () => {
   await tmp.cleanup();
 });
 
-describe.each(['unimoe-8e', 'mixtral'] as const)('%s split over two pools', (layout) => {
-  it('gives the single-process logits and the reference greedy tokens', async () => {
-    const bundleDir = join(tmp.dir, layout);
-    const manifest = await convertCheckpoint({ checkpointDir: modelFixture(layout), bundleDir, name: `split-${layout}` });
+describe.each([
+  ['unimoe-8e', 'float32'],
+  ['mixtral', 'float32'],
+  ['mixtral', 'int4'],
+] as const)('%s %s split over two pools', (layout, dtype) => {
+  it('gives the single-process logits and greedy tokens (float32: the reference greedy tokens)', async () => {
+    const bundleDir = join(tmp.dir, `${layout}-${dtype}`);
+    const manifest = await convertCheckpoint({ checkpointDir: modelFixture(layout), bundleDir, name: `split-${layout}`, ...dtypeOptions(dtype) });
     const E = manifest.config.experts;
     const half = Array.from({ length: E / 2 }, (_, i) => i);
     const workers: RunningWorker[] = [];
@@ -47,9 +52,14 @@ describe.each(['unimoe-8e', 'mixtral'] as const)('%s split over two pools', (lay
     try {
       for (const ids of PROMPTS) {
         expect(relativeError(await split.logits(ids), await single.logits(ids)), `logits of ${ids}`).toBeLessThan(1e-5);
-        const got = await split.generate({ promptIds: ids, params: { maxTokens: 12, temperature: 0, topP: 1, topK: 0 } });
-        const want = reference.greedy(ids, 12);
-        expect(got.ids).toEqual(want.includes(2) ? want.slice(0, want.indexOf(2) + 1) : want);
+        const params = { maxTokens: 12, temperature: 0, topP: 1, topK: 0 };
+        const got = await split.generate({ promptIds: ids, params });
+        if (dtype === 'float32') {
+          const want = reference.greedy(ids, 12);
+          expect(got.ids).toEqual(want.includes(2) ? want.slice(0, want.indexOf(2) + 1) : want);
+        } else {
+          expect(got.ids).toEqual((await single.generate({ promptIds: ids, params })).ids);
+        }
       }
     } finally {
       await split.close();

@@ -2,7 +2,7 @@
 import { readFile, stat } from 'node:fs/promises';
 import { isAbsolute, join, resolve } from 'node:path';
 import { z } from 'zod';
-import { BUNDLE_FORMAT, BUNDLE_VERSION, type Manifest, type UnitSpec } from './manifest';
+import { BUNDLE_FORMAT, BUNDLE_VERSION, QUANT_BLOCK_SIZES, type Manifest, type UnitSpec } from './manifest';
 import { sha256File } from './sha256-file';
 
 const positiveInt = z.number().int().positive();
@@ -28,6 +28,7 @@ const unitSpec = z.object({
   file: bundleFile,
   bytes: positiveInt,
   sha256,
+  weightDType: z.enum(['float32', 'float16', 'int8', 'int4']).optional(),
   inputs: z.array(tensorSpec),
   outputs: z.array(tensorSpec),
 });
@@ -95,6 +96,13 @@ const manifestSchema = z.object({
   version: z.literal(BUNDLE_VERSION),
   name: z.string().min(1),
   dtype: z.enum(['float32', 'float16']),
+  quant: z
+    .object({
+      dtype: z.enum(['int8', 'int4']),
+      blockSize: z.number().int().refine((n) => (QUANT_BLOCK_SIZES as readonly number[]).includes(n), { message: `must be one of ${QUANT_BLOCK_SIZES.join(', ')}` }),
+      accuracyLevel: z.number().int().min(0).max(4),
+    })
+    .optional(),
   config: modelConfig,
   tokenizer: z.object({
     kind: z.enum(['sentencepiece', 'huggingface']).optional(),

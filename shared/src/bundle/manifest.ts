@@ -45,7 +45,23 @@ export const ENCODER_KINDS: readonly EncoderKind[] = ['vision', 'speech', 'audio
 export function isEncoderKind(kind: string): kind is EncoderKind {
   return (ENCODER_KINDS as readonly string[]).includes(kind);
 }
+/** How float weights are stored in unit files (compute is float32). */
 export type WeightDType = 'float32' | 'float16';
+/** Weight-only block-wise quantization of the projection matrices (`convert --quant`, docs/bundle.md). */
+export type QuantDType = 'int8' | 'int4';
+/** Block sizes MatMulNBits accepts (powers of two >= 16). */
+export const QUANT_BLOCK_SIZES = [16, 32, 64, 128, 256] as const;
+/** What one unit's projection matrices are stored as. */
+export type UnitWeightDType = WeightDType | QuantDType;
+
+/** `convert --quant`: projections of attn, expert and head units run as com.microsoft MatMulNBits. */
+export interface Quantization {
+  dtype: QuantDType;
+  /** K values per scale (a power of two >= 16). */
+  blockSize: number;
+  /** MatMulNBits' accuracy_level: 4 computes with int8 activations on CPU (the fast path). */
+  accuracyLevel: number;
+}
 
 export interface TensorSpec {
   name: string;
@@ -63,6 +79,8 @@ export interface UnitSpec {
   file: string;
   bytes: number;
   sha256: string;
+  /** Its projection matrices' storage; absent in bundles from before quantization = the manifest's `dtype`. */
+  weightDType?: UnitWeightDType;
   inputs: TensorSpec[];
   outputs: TensorSpec[];
 }
@@ -72,8 +90,10 @@ export interface Manifest {
   version: typeof BUNDLE_VERSION;
   /** Served model name (directory name of the checkpoint unless told otherwise). */
   name: string;
-  /** Weight element type stored in the unit files; compute is float32. */
+  /** Float weight element type stored in the unit files (with `quant`: the weights left unquantized); compute is float32. */
   dtype: WeightDType;
+  /** Present when the projection matrices are quantized (`convert --quant`). */
+  quant?: Quantization;
   config: ModelConfig;
   /**
    * `vocabSize` is the tokenizer's piece count. When the model's vocabulary is larger (padded lm_head

@@ -7,7 +7,7 @@
 import { createHash } from 'node:crypto';
 import { copyFile, mkdir, readdir, readFile, rename, rm, stat, writeFile } from 'node:fs/promises';
 import { basename, dirname, join, resolve } from 'node:path';
-import { BUNDLE_FORMAT, BUNDLE_VERSION, unitName, type Manifest, type UnitKind, type UnitSpec, type WeightDType } from '../bundle/manifest';
+import { BUNDLE_FORMAT, BUNDLE_VERSION, QUANT_BLOCK_SIZES, unitName, type Manifest, type QuantDType, type Quantization, type UnitKind, type UnitSpec, type UnitWeightDType, type WeightDType } from '../bundle/manifest';
 import { openCheckpoint } from '../checkpoint/open';
 import type { Checkpoint } from '../checkpoint/types';
 import type { ModelConfig } from '../model/config';
@@ -17,17 +17,21 @@ import type { TokenizerKind } from '../tokenizer/text-tokenizer';
 import { openPeftAdapter, readJson, type PeftAdapter } from './adapter';
 import { detectModel } from './detect';
 import { attnIO, buildAttnUnit } from './units/attn';
-import type { UnitIO } from './units/common';
+import { projectionDType, type ProjectionFormat, type UnitIO } from './units/common';
 import { buildEmbedUnit, embedIO } from './units/embed';
 import { buildExpertUnit, expertIO } from './units/expert';
 import { buildHeadUnit, headIO } from './units/head';
 import { planTowers, withoutTensors, type TowerPlan } from './towers/plan';
+import { ACCURACY_LEVEL, ACCURACY_LEVELS, DEFAULT_BLOCK_SIZE } from './quantize';
 import { WeightReader, type ExpertRole, type LayerRole, type WeightRef } from './weights';
 
 export interface ConvertOptions {
   checkpointDir: string;
   bundleDir: string;
+  /** Float weights' storage; default float32, or float16 with `quant` (the embedding table and towers stay float). */
   dtype?: WeightDType;
+  /** `--quant`: the attn, expert and head projections as MatMulNBits blocks (the router stays float32). */
+  quant?: { dtype: QuantDType; blockSize?: number; accuracyLevel?: number };
   adapterDir?: string;
   name?: string;
   /** HF CLIP vision tower directory (`--vision-tower`): adds the `vision.encoder` unit. */
@@ -43,6 +47,11 @@ export interface ConvertOptions {
   onProgress?: (msg: string) => void;
 }
 
+/** The convert options that give a bundle of projection dtype `dtype` (int8/int4: `quant`, float16 for the rest). */
+export function dtypeOptions(dtype: UnitWeightDType, quant: { blockSize?: number; accuracyLevel?: number } = {}): Pick<ConvertOptions, 'dtype' | 'quant'> {
+  return dtype === 'int8' || dtype === 'int4' ? { quant: { dtype, ...quant } } : { dtype };
+}
+
 /** Tokenizer files looked for in a checkpoint directory, in this order. */
 const TOKENIZER_FILES = ['tokenizer.model', 'tokenizer.json'];
 
@@ -54,13 +63,20 @@ interface UnitPlan {
   expert?: number;
   io: UnitIO;
   weights: WeightRef[];
+  /** Its projection matrices' storage (towers: the float dtype). */
+  weightDType: UnitWeightDType;
   build(w: WeightReader): Promise<Uint8Array>;
 }
 
 export async function convertCheckpoint(opts: ConvertOptions): Promise<Manifest> {
   const checkpointDir = resolve(opts.checkpointDir);
   const bundleDir = resolve(opts.bundleDir);
-  const dtype = opts.dtype ?? 'float32';
+  const dtype = opts.dtype ?? (opts.quant ? 'float16' : 'float32');
+  const quant: Quantization | undefined = opts.quant && { dtype: opts.quant.dtype, blockSize: opts.quant.blockSize ?? DEFAULT_BLOCK_SIZE, accuracyLevel: opts.quant.accuracyLevel ?? ACCURACY_LEVEL };
+  if (quant && !(QUANT_BLOCK_SIZES as readonly number[]).includes(quant.blockSize)) {
+    throw new Error(`quantization block size ${quant.blockSize} is not one of ${QUANT_BLOCK_SIZES.join(', ')}`);
+  }
+  if (quant && !ACCURACY_LEVELS.includes(quant.accuracyLevel)) throw new Error(`accuracy level ${quant.accuracyLevel} is not one of ${ACCURACY_LEVELS.join(', ')}`);
   const progress = opts.onProgress ?? (() => {});
   if (!(await stat(checkpointDir).catch(() => undefined))?.isDirectory()) throw new Error(`${checkpointDir}: not a checkpoint directory`);
   // An empty directory is fine (rename replaces it); anything else might be a checkpoint or an older bundle.
@@ -105,8 +121,8 @@ export async function convertCheckpoint(opts: ConvertOptions): Promise<Manifest>
     });
     for (const u of towers.units) progress(`${u.name}: ${u.io.inputs[0].name} [${u.io.inputs[0].shape.join(',')}] -> ${u.io.outputs[0].name} [${u.io.outputs[0].shape.join(',')}]`);
     const weights = new WeightReader(withoutTensors(base, towers.llmTensors), detected, adapter);
-    const towerUnits = towers.units.map((u): UnitPlan => ({ ...u, weights: [], build: () => u.build() }));
-    const plans = [...towerUnits, ...planUnits(config, dtype)];
+    const towerUnits = towers.units.map((u): UnitPlan => ({ ...u, weights: [], weightDType: dtype, build: () => u.build() }));
+    const plans = [...towerUnits, ...planUnits(config, dtype, quant ?? dtype)];
     weights.validate(plans.flatMap((p) => p.weights));
     const warnings = [...detected.warnings, ...towers.warnings, ...tokenizerWarnings(config, tokenizerIds, tokenizerPath), ...weights.unusedWarnings()];
 
@@ -120,6 +136,7 @@ export async function convertCheckpoint(opts: ConvertOptions): Promise<Manifest>
         version: BUNDLE_VERSION,
         name: opts.name ?? basename(checkpointDir),
         dtype,
+        ...(quant ? { quant } : {}),
         config,
         tokenizer: {
           kind: tokenizerKind,
@@ -150,14 +167,20 @@ export async function convertCheckpoint(opts: ConvertOptions): Promise<Manifest>
   }
 }
 
-/** Every text unit in forward order (the modality units run before them): embed, then per layer attention and experts, then head. */
-function planUnits(cfg: ModelConfig, dtype: WeightDType): UnitPlan[] {
+/**
+ * Every text unit in forward order (the modality units run before them): embed, then per layer attention
+ * and experts, then head. `projections` is how attn, expert and head store their matrices; the embedding
+ * table is gathered row by row (a step reads T rows, not the table), so it stays `dtype`.
+ */
+function planUnits(cfg: ModelConfig, dtype: WeightDType, projections: ProjectionFormat): UnitPlan[] {
+  const weightDType = projectionDType(projections);
   const plans: UnitPlan[] = [
     {
       name: unitName.embed,
       kind: 'embed',
       io: embedIO(cfg),
       weights: [{ kind: 'embed' }],
+      weightDType: dtype,
       build: async (w) => buildEmbedUnit(cfg, await w.read({ kind: 'embed' }), dtype),
     },
   ];
@@ -171,9 +194,10 @@ function planUnits(cfg: ModelConfig, dtype: WeightDType): UnitPlan[] {
       layer,
       io: attnIO(cfg),
       weights: attnRefs,
+      weightDType,
       build: async (w) => {
         const [inputNorm, q, k, v, o, postNorm, router] = await readAll(w, attnRefs);
-        return buildAttnUnit(cfg, layer, { inputNorm, q, k, v, o, postNorm, router }, dtype);
+        return buildAttnUnit(cfg, layer, { inputNorm, q, k, v, o, postNorm, router }, projections);
       },
     });
     for (let expert = 0; expert < cfg.experts; expert++) {
@@ -186,9 +210,10 @@ function planUnits(cfg: ModelConfig, dtype: WeightDType): UnitPlan[] {
         expert,
         io: expertIO(cfg),
         weights: refs,
+        weightDType,
         build: async (w) => {
           const [gate, up, down] = await readAll(w, refs);
-          return buildExpertUnit(cfg, name, { gate, up, down }, dtype);
+          return buildExpertUnit(cfg, name, { gate, up, down }, projections);
         },
       });
     }
@@ -199,9 +224,10 @@ function planUnits(cfg: ModelConfig, dtype: WeightDType): UnitPlan[] {
     kind: 'head',
     io: headIO(cfg),
     weights: headRefs,
+    weightDType,
     build: async (w) => {
       const [norm, lmHead] = await readAll(w, headRefs);
-      return buildHeadUnit(cfg, { norm, lmHead }, dtype);
+      return buildHeadUnit(cfg, { norm, lmHead }, projections);
     },
   });
   return plans;
@@ -227,6 +253,7 @@ async function writeUnits(plans: UnitPlan[], weights: WeightReader, dir: string,
       file,
       bytes: bytes.byteLength,
       sha256: sha256(bytes),
+      weightDType: plan.weightDType,
       inputs: plan.io.inputs,
       outputs: plan.io.outputs,
     });

@@ -3,7 +3,7 @@
  * (HF Llama conventions: RMSNorm, rotate_half rotary, grouped-query attention, SwiGLU).
  */
 import { describe, expect, it } from 'vitest';
-import type { WeightDType } from '../bundle/manifest';
+import type { Quantization, WeightDType } from '../bundle/manifest';
 import type { ModelConfig } from '../model/config';
 import { buildAttnUnit, type AttnWeights } from './units/attn';
 import { buildEmbedUnit } from './units/embed';
@@ -11,6 +11,8 @@ import { buildExpertUnit, type ExpertWeights } from './units/expert';
 import { buildHeadUnit } from './units/head';
 import { attnReference, expert64, linear64, random, relErr, rmsNorm64, type AttnCase } from './testing/reference64';
 import { cacheFeeds, f32, i64, runUnit } from './testing/run-unit';
+import { readQuantizedProjections, type StoredProjection } from './testing/dequantize64';
+import { ACCURACY_LEVEL } from './quantize';
 
 const cfg: ModelConfig = {
   layout: 'mixtral',
@@ -136,5 +138,81 @@ describe.each<[WeightDType, number]>([
     const expected = ids.flatMap((id) => [...table.subarray(id * H, (id + 1) * H)]);
     expect(out.hidden.dims).toEqual([ids.length, H]);
     expect(relErr(out.hidden.data, expected)).toBeLessThan(dtype === 'float32' ? 1e-7 : 1e-3);
+  });
+});
+
+/** The stored blocks against the original weights: every element within half of its block's step. */
+function expectWithinHalfStep(stored: StoredProjection | undefined, original: Float32Array, q: Quantization, n: number, k: number) {
+  expect(stored, 'a MatMulNBits projection').toBeDefined();
+  const { weights, stepOf, attrs } = stored!;
+  expect(attrs).toMatchObject({ K: k, N: n, bits: q.dtype === 'int4' ? 4 : 8, block_size: q.blockSize, accuracy_level: q.accuracyLevel });
+  let worst = 0;
+  let changed = 0;
+  for (let i = 0; i < original.length; i++) {
+    const err = Math.abs(weights[i]! - original[i]!);
+    if (err > 0) changed++;
+    worst = Math.max(worst, err / stepOf[i]!);
+  }
+  expect(worst).toBeLessThanOrEqual(0.5 + 1e-6);
+  expect(changed, 'quantization rounds most weights').toBeGreaterThan(original.length / 2);
+}
+
+// accuracy_level 0 computes in float32 over the dequantized blocks: float32 rounding only. Level 4 (the
+// default) quantizes the activations to int8 per block too, so its bound is that of 8-bit inputs.
+describe.each<[Quantization['dtype'], number, number, number]>([
+  ['int8', 32, 0, 1e-5],
+  ['int4', 32, 0, 1e-5],
+  ['int4', 16, 0, 1e-5],
+  ['int8', 32, ACCURACY_LEVEL, 3e-2],
+  ['int4', 16, ACCURACY_LEVEL, 3e-2],
+])('%s block %d accuracy_level %d units match float64 math over their dequantized blocks', (dtype, blockSize, accuracyLevel, tol) => {
+  const q: Quantization = { dtype, blockSize, accuracyLevel };
+  const deq = (model: Uint8Array, name: string) => Float32Array.from(readQuantizedProjections(model).get(name)!.weights);
+
+  it('expert (down_proj K=48: a zero-padded last block at block 32)', async () => {
+    const { hidden: H, intermediate: I } = cfg;
+    const w: ExpertWeights = { gate: random(I * H, 31, 0.3), up: random(I * H, 32, 0.3), down: random(H * I, 33, 0.2) };
+    const model = buildExpertUnit(cfg, 'layer0.expert1', w, q);
+    const stored = readQuantizedProjections(model);
+    expectWithinHalfStep(stored.get('gate_proj'), w.gate, q, I, H);
+    expectWithinHalfStep(stored.get('up_proj'), w.up, q, I, H);
+    expectWithinHalfStep(stored.get('down_proj'), w.down, q, H, I);
+    const T = 5;
+    const x = random(T * H, 34, 2);
+    const out = await runUnit(model, { x: f32(x, [T, H]) });
+    const dequantized = { gate: deq(model, 'gate_proj'), up: deq(model, 'up_proj'), down: deq(model, 'down_proj') };
+    expect(relErr(out.y.data, expert64(x, T, dequantized, H, I))).toBeLessThan(tol);
+  });
+
+  it('head: lm_head quantized', async () => {
+    const { hidden: H, vocab: V } = cfg;
+    const w = { norm: random(H, 41, 0.5).map((z) => 1 + z), lmHead: random(V * H, 42, 0.2) };
+    const model = buildHeadUnit(cfg, w, q);
+    expectWithinHalfStep(readQuantizedProjections(model).get('lm_head'), w.lmHead, q, V, H);
+    const T = 3;
+    const hidden = random(T * H, 43, 3);
+    const out = await runUnit(model, { hidden: f32(hidden, [T, H]) });
+    expect(relErr(out.logits.data, linear64(rmsNorm64(hidden, T, w.norm, cfg.rmsEps), T, deq(model, 'lm_head'), V, H))).toBeLessThan(tol);
+  });
+
+  it('attn: q/k/v/o quantized, the router still float32', async () => {
+    const w = attnWeights(cfg, 100);
+    const a = attnCase(cfg);
+    const model = buildAttnUnit(cfg, 0, w, q);
+    const stored = readQuantizedProjections(model);
+    expect([...stored.keys()].sort()).toEqual(['k_proj', 'o_proj', 'q_proj', 'v_proj']);
+    const { hidden: H, heads: NH, kvHeads: KV, headDim: D } = cfg;
+    expectWithinHalfStep(stored.get('q_proj'), w.q, q, NH * D, H);
+    expectWithinHalfStep(stored.get('o_proj'), w.o, q, H, NH * D);
+    const out = await runUnit(model, {
+      hidden: f32(a.hidden, [a.B, a.S, H]),
+      position_ids: i64(a.positions.flat(), [a.B, a.S]),
+      past_key: f32(a.pastKey, [a.B, a.P, KV, D]),
+      past_value: f32(a.pastValue, [a.B, a.P, KV, D]),
+      attention_mask: f32(a.mask, [a.B, 1, a.S, a.P + a.S]),
+    });
+    const dequantized = { ...w, q: deq(model, 'q_proj'), k: deq(model, 'k_proj'), v: deq(model, 'v_proj'), o: deq(model, 'o_proj') };
+    const ref = attnReference(cfg, dequantized, a);
+    for (const name of ['hidden_out', 'moe_input', 'router_logits', 'key', 'value'] as const) expect(relErr(out[name].data, ref[name]), name).toBeLessThan(tol);
   });
 });

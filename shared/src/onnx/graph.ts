@@ -15,14 +15,18 @@ export const OPSET = 17;
 /** protobuf messages cannot exceed 2 GiB; leave room for the graph itself. */
 const MAX_PROTO_BYTES = 2 ** 31 - 2 ** 24;
 
-export type ElemType = 'float32' | 'float16' | 'float64' | 'int64';
+export type ElemType = 'float32' | 'float16' | 'float64' | 'int64' | 'uint8';
 
 const ELEM_TYPE: Record<ElemType, number> = {
   float32: onnx.TensorProto.DataType.FLOAT,
   float16: onnx.TensorProto.DataType.FLOAT16,
   float64: onnx.TensorProto.DataType.DOUBLE,
   int64: onnx.TensorProto.DataType.INT64,
+  uint8: onnx.TensorProto.DataType.UINT8,
 };
+
+/** onnxruntime's contrib operators (MatMulNBits, GatherBlockQuantized) live in this domain, version 1. */
+export const MS_DOMAIN = 'com.microsoft';
 
 /** A fixed size, or the name of a dynamic axis. */
 export type Dim = number | string;
@@ -34,6 +38,8 @@ export interface NodeOptions {
   /** Output names; by default one fresh name. */
   outputs?: string[];
   attrs?: Record<string, AttrValue>;
+  /** Operator domain; default the standard ONNX one. */
+  domain?: typeof MS_DOMAIN;
 }
 
 export class GraphBuilder {
@@ -42,6 +48,7 @@ export class GraphBuilder {
   private readonly inputs: onnxProto.onnx.IValueInfoProto[] = [];
   private readonly outputs: onnxProto.onnx.IValueInfoProto[] = [];
   private readonly used = new Set<string>();
+  private usesMsDomain = false;
   private counter = 0;
 
   constructor(private readonly name: string) {}
@@ -67,6 +74,14 @@ export class GraphBuilder {
       dataType: ELEM_TYPE[storeAs],
       rawData: encodeFromFloat32(data, storeAs === 'float16' ? 'F16' : 'F32'),
     });
+    return name;
+  }
+
+  /** Raw bytes (packed quantized weights, zero points). */
+  uint8Initializer(name: string, data: Uint8Array, dims: number[]): string {
+    checkSize(name, data.length, dims);
+    this.claim(name);
+    this.initializers.push({ name, dims, dataType: ELEM_TYPE.uint8, rawData: data });
     return name;
   }
 
@@ -110,8 +125,10 @@ export class GraphBuilder {
   nodeMulti(opType: string, inputs: string[], opts: NodeOptions & { count?: number } = {}): string[] {
     const outputs = opts.outputs ?? Array.from({ length: opts.count ?? 1 }, () => this.fresh(opType.toLowerCase()));
     for (const o of outputs) this.claim(o);
+    if (opts.domain) this.usesMsDomain = true;
     this.nodes.push({
       opType,
+      ...(opts.domain ? { domain: opts.domain } : {}),
       name: `${opType}_${this.nodes.length}`,
       input: inputs,
       output: outputs,
@@ -140,7 +157,7 @@ export class GraphBuilder {
     const model = onnx.ModelProto.create({
       irVersion: IR_VERSION,
       producerName: 'unimoe',
-      opsetImport: [{ domain: '', version: OPSET }],
+      opsetImport: [{ domain: '', version: OPSET }, ...(this.usesMsDomain ? [{ domain: MS_DOMAIN, version: 1 }] : [])],
       graph: {
         name: this.name,
         node: this.nodes,

@@ -13,10 +13,9 @@
  * second operand it would be packed (copied) on every call. (onnxruntime's GroupQueryAttention would need its `present` outputs
  * to alias the cache, and onnxruntime-node copies every output back into JS memory.)
  */
-import type { WeightDType } from '../../bundle/manifest';
 import type { ModelConfig } from '../../model/config';
 import type { GraphBuilder } from '../../onnx/graph';
-import { finishUnit, linear, linearWeight, rmsNorm, startUnit, type UnitIO } from './common';
+import { finishUnit, linear, linearWeight, projection, rmsNorm, startUnit, type ProjectionFormat, type UnitIO } from './common';
 
 export interface AttnWeights {
   inputNorm: Float32Array;
@@ -55,7 +54,7 @@ export function rotaryInvFreq(theta: number, headDim: number): number[] {
   return Array.from({ length: headDim / 2 }, (_, i) => theta ** (-(2 * i) / headDim));
 }
 
-export function buildAttnUnit(cfg: ModelConfig, layer: number, w: AttnWeights, dtype: WeightDType): Uint8Array {
+export function buildAttnUnit(cfg: ModelConfig, layer: number, w: AttnWeights, format: ProjectionFormat): Uint8Array {
   const { hidden: H, heads: NH, kvHeads: KV, headDim: D, experts: E } = cfg;
   if (NH % KV !== 0) throw new Error(`heads (${NH}) must be a multiple of kvHeads (${KV})`);
   if (D % 2 !== 0) throw new Error(`headDim (${D}) must be even for rotary embeddings`);
@@ -64,9 +63,9 @@ export function buildAttnUnit(cfg: ModelConfig, layer: number, w: AttnWeights, d
 
   const x = rmsNorm(g, 'hidden', 'input_layernorm', w.inputNorm, cfg.rmsEps);
   const headsShape = (n: number) => g.constInt64([0, 0, n, D], 'heads_shape');
-  const q = g.node('Reshape', [linear(g, x, linearWeight(g, 'q_proj', w.q, NH * D, H, dtype)), headsShape(NH)]);
-  const k = g.node('Reshape', [linear(g, x, linearWeight(g, 'k_proj', w.k, KV * D, H, dtype)), headsShape(KV)]);
-  g.node('Reshape', [linear(g, x, linearWeight(g, 'v_proj', w.v, KV * D, H, dtype)), headsShape(KV)], { outputs: ['value'] });
+  const q = g.node('Reshape', [projection(g, x, 'q_proj', w.q, NH * D, H, format), headsShape(NH)]);
+  const k = g.node('Reshape', [projection(g, x, 'k_proj', w.k, KV * D, H, format), headsShape(KV)]);
+  g.node('Reshape', [projection(g, x, 'v_proj', w.v, KV * D, H, format), headsShape(KV)], { outputs: ['value'] });
 
   const { cos, sin } = rotaryTables(g, cfg);
   const qRot = applyRotary(g, q, cos, sin, D);
@@ -101,7 +100,7 @@ export function buildAttnUnit(cfg: ModelConfig, layer: number, w: AttnWeights, d
   const weighted = g.node('Transpose', [contextT], { attrs: { perm: [0, 1, 3, 2] } }); // [B,KV,group*S,D]
   const context = g.node('Reshape', [weighted, perHead]); // [B,NH,S,D]
   const merged = g.node('Reshape', [g.node('Transpose', [context], { attrs: { perm: [0, 2, 1, 3] } }), g.constInt64([0, 0, NH * D], 'merged_shape')]);
-  const attnOut = linear(g, merged, linearWeight(g, 'o_proj', w.o, H, NH * D, dtype));
+  const attnOut = projection(g, merged, 'o_proj', w.o, H, NH * D, format);
 
   g.node('Add', ['hidden', attnOut], { outputs: ['hidden_out'] });
   rmsNorm(g, 'hidden_out', 'post_attention_layernorm', w.postNorm, cfg.rmsEps, 'moe_input');

@@ -1,6 +1,14 @@
-/** Building blocks shared by the unit graphs: weights (optionally float16 on disk), linear layers, RMSNorm. */
-import type { TensorSpec, WeightDType } from '../../bundle/manifest';
-import { GraphBuilder } from '../../onnx/graph';
+/** Building blocks shared by the unit graphs: weights (optionally float16 or quantized on disk), linear layers, RMSNorm. */
+import type { Quantization, TensorSpec, UnitWeightDType, WeightDType } from '../../bundle/manifest';
+import { GraphBuilder, MS_DOMAIN } from '../../onnx/graph';
+import { kBlocks, QUANT_BITS, quantizeBlockwise } from '../quantize';
+
+/** How a unit stores its projection matrices: a float dtype, or MatMulNBits block quantization. */
+export type ProjectionFormat = WeightDType | Quantization;
+
+export function projectionDType(format: ProjectionFormat): UnitWeightDType {
+  return typeof format === 'string' ? format : format.dtype;
+}
 
 export interface UnitIO {
   inputs: TensorSpec[];
@@ -39,6 +47,24 @@ export function toFloat32(g: GraphBuilder, value: string): string {
 
 export function linear(g: GraphBuilder, x: string, weightT: string, output?: string): string {
   return g.node('MatMul', [x, weightT], output ? { outputs: [output] } : {});
+}
+
+/**
+ * x W^T for an HF Linear weight W [out, in]. Float formats: MatMul over the stored transpose.
+ * Quantized: com.microsoft MatMulNBits over initializers `name` (packed blocks [out, kBlocks, blob])
+ * and `name_scales` (float32 [out * kBlocks]); the weights stay packed in memory and are read packed.
+ */
+export function projection(g: GraphBuilder, x: string, name: string, w: Float32Array, out: number, inp: number, format: ProjectionFormat, output?: string): string {
+  if (typeof format === 'string') return linear(g, x, linearWeight(g, name, w, out, inp, format), output);
+  const bits = QUANT_BITS[format.dtype];
+  const q = quantizeBlockwise(w, out, inp, bits, format.blockSize);
+  const packed = g.uint8Initializer(name, q.packed, [out, kBlocks(inp, format.blockSize), (format.blockSize * bits) / 8]);
+  const scales = g.floatInitializer(`${name}_scales`, q.scales, [q.scales.length]);
+  return g.node('MatMulNBits', [x, packed, scales], {
+    domain: MS_DOMAIN,
+    attrs: { K: inp, N: out, bits, block_size: format.blockSize, accuracy_level: format.accuracyLevel },
+    ...(output ? { outputs: [output] } : {}),
+  });
 }
 
 /** HF LlamaRMSNorm in float32: w * (x / sqrt(mean(x^2, last axis) + eps)). Norm weights stay float32 (tiny). */

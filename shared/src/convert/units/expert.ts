@@ -1,7 +1,6 @@
 /** `layer{L}.expert{E}`: x f32 [T,H] -> y f32 [T,H], the SwiGLU FFN down(silu(gate x) * up x). */
-import type { WeightDType } from '../../bundle/manifest';
 import type { ModelConfig } from '../../model/config';
-import { finishUnit, linear, linearWeight, startUnit, type UnitIO } from './common';
+import { finishUnit, projection, startUnit, type ProjectionFormat, type UnitIO } from './common';
 
 export interface ExpertWeights {
   /** HF Linear weights: gate and up [I, H], down [H, I]. */
@@ -17,13 +16,13 @@ export function expertIO(cfg: ModelConfig): UnitIO {
   };
 }
 
-export function buildExpertUnit(cfg: ModelConfig, name: string, w: ExpertWeights, dtype: WeightDType): Uint8Array {
+export function buildExpertUnit(cfg: ModelConfig, name: string, w: ExpertWeights, format: ProjectionFormat): Uint8Array {
   const io = expertIO(cfg);
   const g = startUnit(name, io);
   const { hidden: H, intermediate: I } = cfg;
-  const gate = linear(g, 'x', linearWeight(g, 'gate_proj', w.gate, I, H, dtype));
+  const gate = projection(g, 'x', 'gate_proj', w.gate, I, H, format);
   const silu = g.node('Mul', [gate, g.node('Sigmoid', [gate])]);
-  const up = linear(g, 'x', linearWeight(g, 'up_proj', w.up, I, H, dtype));
-  linear(g, g.node('Mul', [silu, up]), linearWeight(g, 'down_proj', w.down, H, I, dtype), 'y');
+  const up = projection(g, 'x', 'up_proj', w.up, I, H, format);
+  projection(g, g.node('Mul', [silu, up]), 'down_proj', w.down, H, I, format, 'y');
   return finishUnit(g, io);
 }

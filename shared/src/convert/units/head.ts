@@ -1,7 +1,6 @@
 /** `head`: hidden f32 [T,H] -> logits f32 [T,V], the final RMSNorm and lm_head. */
-import type { WeightDType } from '../../bundle/manifest';
 import type { ModelConfig } from '../../model/config';
-import { finishUnit, linear, linearWeight, rmsNorm, startUnit, type UnitIO } from './common';
+import { finishUnit, projection, rmsNorm, startUnit, type ProjectionFormat, type UnitIO } from './common';
 
 export interface HeadWeights {
   /** `model.norm.weight` [H]. */
@@ -17,10 +16,10 @@ export function headIO(cfg: ModelConfig): UnitIO {
   };
 }
 
-export function buildHeadUnit(cfg: ModelConfig, w: HeadWeights, dtype: WeightDType): Uint8Array {
+export function buildHeadUnit(cfg: ModelConfig, w: HeadWeights, format: ProjectionFormat): Uint8Array {
   const io = headIO(cfg);
   const g = startUnit('head', io);
   const normed = rmsNorm(g, 'hidden', 'norm', w.norm, cfg.rmsEps);
-  linear(g, normed, linearWeight(g, 'lm_head', w.lmHead, cfg.vocab, cfg.hidden, dtype), 'logits');
+  projection(g, normed, 'lm_head', w.lmHead, cfg.vocab, cfg.hidden, format, 'logits');
   return finishUnit(g, io);
 }
