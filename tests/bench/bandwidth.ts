@@ -28,6 +28,25 @@ async function bestOf(session: UnitSession, feeds: Parameters<UnitSession['run']
   return bytes / (best / 1000) / 1e9;
 }
 
+/**
+ * GB/s of weight read by a [1, K] x [K, N] float32 MatMul (a decode step's projections are such products);
+ * the best of `runs` counts. `threads` as in the engine's session options (default: all cores).
+ */
+export async function gemvBandwidth(opts: { bytes?: number; runs?: number; threads?: number } = {}): Promise<number> {
+  const K = 4096;
+  const N = Math.floor((opts.bytes ?? 2 ** 28) / 4 / K);
+  const g = new GraphBuilder('gemv');
+  g.input('x', 'float32', [1, K]);
+  const w = g.floatInitializer('w', new Float32Array(K * N).fill(1e-3), [K, N]);
+  g.output(g.node('MatMul', ['x', w], { outputs: ['y'] }), 'float32', [1, N]);
+  const session = await loadUnitSession(g.toBytes(), opts.threads === undefined ? undefined : { threads: opts.threads });
+  try {
+    return await bestOf(session, { x: { data: new Float32Array(K).fill(0.5), dims: [1, K] } }, K * N * 4, opts.runs ?? 10);
+  } finally {
+    await session.release();
+  }
+}
+
 export async function measureBandwidth(): Promise<Bandwidth> {
   const rows = 8192;
   const cols = 16384; // 512 MiB
@@ -39,15 +58,7 @@ export async function measureBandwidth(): Promise<Bandwidth> {
   const reduceSum = await bestOf(reduceSession, { x: { data, dims: [rows, cols] } }, data.byteLength, 5);
   await reduceSession.release();
 
-  const K = 4096;
-  const N = 16384; // 256 MiB of weight
-  const gemvGraph = new GraphBuilder('gemv');
-  gemvGraph.input('x', 'float32', [1, K]);
-  const w = gemvGraph.floatInitializer('w', new Float32Array(K * N).fill(1e-3), [K, N]);
-  gemvGraph.output(gemvGraph.node('MatMul', ['x', w], { outputs: ['y'] }), 'float32', [1, N]);
-  const gemvSession = await loadUnitSession(gemvGraph.toBytes());
-  const gemv = await bestOf(gemvSession, { x: { data: new Float32Array(K).fill(0.5), dims: [1, K] } }, K * N * 4, 5);
-  await gemvSession.release();
+  const gemv = await gemvBandwidth({ bytes: 2 ** 28, runs: 5 });
   return { reduceSum, gemv };
 }
 

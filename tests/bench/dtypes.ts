@@ -12,7 +12,7 @@ import { readManifest } from '@unimoe/shared/bundle/load';
 import { initializerSizes } from '@unimoe/shared/onnx/initializer-sizes';
 import type { Manifest, UnitSpec, UnitWeightDType } from '@unimoe/shared/bundle/manifest';
 import { realisticBundle } from './realistic-model';
-import { readBandwidth } from './read-bandwidth';
+import { gemvBandwidth } from './bandwidth';
 import { fmt, printTable } from './table';
 
 const DTYPES: readonly UnitWeightDType[] = ['float32', 'float16', 'int8', 'int4'];
@@ -51,14 +51,14 @@ async function measureStep(bundleDir: string): Promise<{ residentMiB: number; ms
 export async function printDtypeRows(): Promise<void> {
   // Read bandwidth is measured before and after every row and the best counts: on a shared machine a
   // single measurement can land in someone else's burst and understate the limit.
-  let bandwidth = await readBandwidth();
+  let bandwidth = await gemvBandwidth();
   const measured: { label: string; fileMiB: number; residentMiB: number; bytes: number; msPerStep: number }[] = [];
   for (const dtype of DTYPES) {
     const bundleDir = await realisticBundle(console.error, dtype);
     const manifest = await readManifest(bundleDir);
     const bytes = await bytesPerDecodeStep(bundleDir, manifest);
     const { residentMiB, msPerStep } = await measureStep(bundleDir);
-    bandwidth = Math.max(bandwidth, await readBandwidth());
+    bandwidth = Math.max(bandwidth, await gemvBandwidth());
     const label = manifest.quant ? `${dtype} (block ${manifest.quant.blockSize})` : dtype;
     measured.push({ label, fileMiB: manifest.units.reduce((sum, u) => sum + u.bytes, 0) / 2 ** 20, residentMiB, bytes, msPerStep });
   }

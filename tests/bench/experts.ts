@@ -10,6 +10,7 @@
  * Knobs: BENCH_SEQUENCES (default 1,8,32,64), BENCH_THREADS (onnxruntime threads, default all cores),
  * BENCH_ROUNDS (alternating rounds, best kept; default 3).
  */
+import { gemvBandwidth } from './bandwidth';
 import { availableParallelism, cpus, loadavg } from 'node:os';
 import { join } from 'node:path';
 import { readManifest } from '@unimoe/shared/bundle/load';
@@ -62,19 +63,6 @@ async function matmulGflops(n: number): Promise<number> {
   return (2 * n ** 3) / s! / 1e9;
 }
 
-/** Read bandwidth as onnxruntime sees it: a [1, n] x [n, n] MatMul reads the whole float32 matrix once. */
-async function gemvGBps(n: number): Promise<number> {
-  const g = new GraphBuilder('gemv');
-  const a = g.input('a', 'float32', [1, n]);
-  const b = g.floatInitializer('b', new Float32Array(n * n).fill(0.5), [n, n]);
-  g.output(g.node('MatMul', [a, b], { outputs: ['c'] }), 'float32', [1, n]);
-  const session = await loadUnitSession(g.toBytes(), { threads: THREADS });
-  const x = { data: new Float32Array(n).fill(0.25), dims: [1, n] };
-  const [s] = await bestOf([() => session.run({ a: x })]);
-  await session.release();
-  return (n * n * 4) / s! / 1e9;
-}
-
 /** A decode step's batches for layer 0: n tokens, each to TOP_K distinct experts drawn at random. */
 function stepBatches(n: number, experts: number, hidden: number, seed: number): ExpertBatch[] {
   let state = seed;
@@ -102,13 +90,13 @@ async function main() {
   console.log(`# bundle ${bundleDir}: layer 0, ${E} experts ${H}->${I}->${H} float32, top-${TOP_K}`);
 
   const peak = await matmulGflops(2048);
-  const bandwidth = await gemvGBps(8192);
+  const bandwidth = await gemvBandwidth({ bytes: 8192 * 8192 * 4, threads: THREADS });
   printTable(
     'Baselines (this machine, this run)',
     ['what', 'figure'],
     [
       ['onnxruntime MatMul 2048x2048x2048 float32', `${fmt(peak)} GFLOP/s`],
-      ['read bandwidth (MatMul [1,8192]x[8192,8192], 256 MiB)', `${fmt(bandwidth)} GB/s`],
+      ['read bandwidth (MatMul [1,4096]x[4096,16384], 256 MiB)', `${fmt(bandwidth)} GB/s`],
     ],
   );
 
