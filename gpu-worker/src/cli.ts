@@ -4,7 +4,7 @@
  * (within --drain-timeout, default 10 s, even when NATS is unreachable).
  */
 import { parseArgs } from 'node:util';
-import { parseIndexList } from './index-list';
+import { parseIndexList } from '@unimoe/shared/index-list';
 import { parseEncoderList } from './units';
 import { runWorker } from './worker';
 import { log } from '@unimoe/shared/log';

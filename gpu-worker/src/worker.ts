@@ -25,7 +25,7 @@ import { Coalescer, DroppedWork, RunClock, sessionRun } from './coalescer';
 import { EncoderRequests } from './encoder-requests';
 import { addWorkerService } from './service';
 import { LoadCounters, type StatsMessage } from './stats';
-import { formatIndexList } from './index-list';
+import { formatIndexList } from '@unimoe/shared/index-list';
 import { selectEncoderUnits, selectExpertUnits, type EncoderName } from './units';
 import { connectNats } from '@unimoe/shared/runtime/nats-connect';
 import { log as logger, parseTraceHeader, TRACE_HEADER, withRequestIds } from '@unimoe/shared/log';

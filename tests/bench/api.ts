@@ -4,8 +4,6 @@
  * and inter-token latency p50/p99, and API tokens/s over the engine's tokens/s for the same load run
  * directly on the engine (the edge's own overhead: HTTP, validation, templating, SSE, accounting).
  */
-import type { ChildProcess } from 'node:child_process';
-import { spawnTied } from '@unimoe/shared/runtime/tied-child';
 import { readFile } from 'node:fs/promises';
 import { availableParallelism, cpus } from 'node:os';
 import { join } from 'node:path';
@@ -16,9 +14,10 @@ import { createNatsExpertBackend } from '@unimoe/edge/dispatch/nats-expert-backe
 import { createChatTokenizer } from '@unimoe/edge/api/prompt';
 import { startNatsServer, freePort } from '../helpers/nats-server';
 import { makeTempDir } from '../helpers/tmp';
-import { REPO, spawnWorker } from '../split/cluster';
+import { spawnWorker } from '../split/cluster';
 import { realisticBundle } from './realistic-model';
 import { streamChat } from './stream-client';
+import { startServeProcess } from './serve-process';
 import { fmt, percentile, printTable } from './table';
 import { wireModel } from '@unimoe/shared/wire/subjects';
 
@@ -30,24 +29,6 @@ const question = (i: number) => `Question ${i}: what is the capital of country n
 
 /** One streaming chat completion; timings from the bytes as they arrive. */
 const streamOnce = (url: string, model: string, i: number) => streamChat(url, model, question(i), MAX_TOKENS);
-
-function startServe(bundle: string, port: number, dbFile: string, natsUrl?: string): { child: ChildProcess; ready: Promise<void> } {
-  const args = ['--import', 'tsx', join(REPO, 'edge/src/cli/main.ts'), 'serve', bundle, '--port', String(port), '--host', '127.0.0.1', '--no-auth', '--max-concurrent', '0', '--rate-limit', '0'];
-  if (natsUrl) args.push('--nats', natsUrl);
-  const child = spawnTied(process.execPath, args, { cwd: REPO, env: { ...process.env, DATABASE_URL: `file:${dbFile}` }, stdio: ['ignore', 'ignore', 'pipe'] });
-  let stderr = '';
-  child.stderr!.on('data', (d: Buffer) => (stderr += d));
-  const ready = (async () => {
-    const deadline = Date.now() + 120_000;
-    for (;;) {
-      if (child.exitCode !== null) throw new Error(`serve exited: ${stderr}`);
-      if (await fetch(`http://127.0.0.1:${port}/readyz`).then((r) => r.ok, () => false)) return;
-      if (Date.now() > deadline) throw new Error(`serve not ready: ${stderr}`);
-      await new Promise((r) => setTimeout(r, 250));
-    }
-  })();
-  return { child, ready };
-}
 
 async function main() {
   const bundleDir = await realisticBundle();
@@ -80,7 +61,7 @@ async function main() {
         await experts?.close();
 
         const port = await freePort();
-        const server = startServe(bundleDir, port, join(tmp.dir, `${mode}-${n}.db`), natsUrl);
+        const server = startServeProcess(natsUrl ? [bundleDir, '--nats', natsUrl] : [bundleDir], port, join(tmp.dir, `${mode}-${n}.db`));
         try {
           await server.ready;
           const url = `http://127.0.0.1:${port}`;

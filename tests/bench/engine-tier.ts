@@ -7,45 +7,23 @@
  * benchmark shape; BENCH_EXTRA=name=URL,... adds other edges already serving the same model in front of the
  * same engine tier (e.g. the Worker under `wrangler dev`, given BENCH_NATS_URL for the engine).
  */
-import type { ChildProcess } from 'node:child_process';
 import { availableParallelism, cpus } from 'node:os';
 import { join } from 'node:path';
 import { readManifest } from '@unimoe/shared/bundle/load';
 import { convertCheckpoint } from '@unimoe/shared/convert/convert';
-import { spawnTied } from '@unimoe/shared/runtime/tied-child';
 import { freePort, startNatsServer } from '../helpers/nats-server';
 import { modelFixture } from '../helpers/fixtures';
 import { makeTempDir } from '../helpers/tmp';
-import { REPO } from '../split/cluster';
 import { spawnEngine, stopEngine } from '../engine/helpers';
 import { realisticBundle } from './realistic-model';
 import { streamChat, type StreamStats } from './stream-client';
+import { startServeProcess } from './serve-process';
 import { fmt, percentile, printTable } from './table';
 
 const CLIENTS = process.env.BENCH_CLIENTS?.split(',').map(Number) ?? [1, 8];
 const REQUESTS = Number(process.env.BENCH_REQUESTS ?? 16);
 const MAX_TOKENS = 16;
 const question = (i: number) => `Question ${i}: what is the capital of country number ${i * 7}?`;
-
-function startServe(args: string[], port: number, dbFile: string): { child: ChildProcess; ready: Promise<void> } {
-  const child = spawnTied(process.execPath, ['--import', 'tsx', join(REPO, 'edge/src/cli/main.ts'), 'serve', ...args, '--port', String(port), '--host', '127.0.0.1', '--no-auth', '--max-concurrent', '0', '--rate-limit', '0'], {
-    cwd: REPO,
-    env: { ...process.env, DATABASE_URL: `file:${dbFile}` },
-    stdio: ['ignore', 'ignore', 'pipe'],
-  });
-  let stderr = '';
-  child.stderr!.on('data', (d: Buffer) => (stderr += d));
-  const ready = (async () => {
-    const deadline = Date.now() + 300_000;
-    for (;;) {
-      if (child.exitCode !== null) throw new Error(`serve exited: ${stderr}`);
-      if (await fetch(`http://127.0.0.1:${port}/readyz`).then((r) => r.ok, () => false)) return;
-      if (Date.now() > deadline) throw new Error(`serve not ready: ${stderr}`);
-      await new Promise((r) => setTimeout(r, 250));
-    }
-  })();
-  return { child, ready };
-}
 
 /** `requests` streams from `clients` concurrent clients. */
 async function load(url: string, model: string, clients: number, requests: number): Promise<StreamStats[]> {
@@ -69,8 +47,8 @@ async function main() {
   const natsUrl = process.env.BENCH_NATS_URL ?? nats!.url;
   const engine = spawnEngine(bundle, natsUrl, 'bench');
   const [embeddedPort, tierPort] = [await freePort(), await freePort()];
-  const embedded = startServe([bundle], embeddedPort, join(tmp.dir, 'embedded.db'));
-  const tier = startServe([bundle, '--engine-nats', natsUrl], tierPort, join(tmp.dir, 'tier.db'));
+  const embedded = startServeProcess([bundle], embeddedPort, join(tmp.dir, 'embedded.db'), 300_000);
+  const tier = startServeProcess([bundle, '--engine-nats', natsUrl], tierPort, join(tmp.dir, 'tier.db'), 300_000);
   try {
     await Promise.all([engine.ready, embedded.ready, tier.ready]);
     const targets: [string, string][] = [

@@ -7,19 +7,17 @@
  * Knobs (environment): BENCH_CLIENTS (default 1,8), BENCH_ROUNDS (rounds of `clients` concurrent requests, default 4),
  * BENCH_MODELS (default tiny,realistic). Run under the shared lock: `flock /tmp/unimoe-bench.lock pnpm bench:workers`.
  */
-import type { ChildProcess } from 'node:child_process';
 import { availableParallelism, cpus } from 'node:os';
 import { join } from 'node:path';
 import { readManifest } from '@unimoe/shared/bundle/load';
-import { spawnTied } from '@unimoe/shared/runtime/tied-child';
 import { spawnEngine, stopEngine } from '../engine/helpers';
 import { startNatsServer, freePort } from '../helpers/nats-server';
 import { makeTempDir } from '../helpers/tmp';
 import { buildMultimodalBundle } from '../multimodal/setup';
-import { REPO } from '../split/cluster';
 import { startWorkerDev } from '../workers/wrangler-dev';
 import { realisticBundle } from './realistic-model';
 import { streamChat, type StreamStats } from './stream-client';
+import { startServeProcess } from './serve-process';
 import { fmt, percentile, printTable } from './table';
 
 const MAX_TOKENS = 16;
@@ -32,23 +30,6 @@ const question = (i: number) => `Question ${i}: what is the capital of country n
 const round = (url: string, model: string, clients: number, r: number): Promise<StreamStats[]> =>
   Promise.all(Array.from({ length: clients }, (_, c) => streamChat(url, model, question(r * clients + c), MAX_TOKENS)));
 
-function startNodeEdge(bundle: string, natsUrl: string, port: number, dbFile: string): { child: ChildProcess; ready: Promise<void> } {
-  const args = ['--import', 'tsx', join(REPO, 'edge/src/cli/main.ts'), 'serve', bundle, '--engine-nats', natsUrl, '--port', String(port), '--host', '127.0.0.1', '--no-auth', '--max-concurrent', '0', '--rate-limit', '0'];
-  const child = spawnTied(process.execPath, args, { cwd: REPO, env: { ...process.env, DATABASE_URL: `file:${dbFile}` }, stdio: ['ignore', 'ignore', 'pipe'] });
-  let stderr = '';
-  child.stderr!.on('data', (d: Buffer) => (stderr += d));
-  const ready = (async () => {
-    const deadline = Date.now() + 120_000;
-    for (;;) {
-      if (child.exitCode !== null) throw new Error(`serve --engine-nats exited: ${stderr}`);
-      if (await fetch(`http://127.0.0.1:${port}/readyz`).then((r) => r.ok, () => false)) return;
-      if (Date.now() > deadline) throw new Error(`serve --engine-nats not ready: ${stderr}`);
-      await new Promise((r) => setTimeout(r, 250));
-    }
-  })();
-  return { child, ready };
-}
-
 async function benchModel(which: string, tmpDir: string, rows: (string | number)[][]): Promise<void> {
   const bundle = which === 'tiny' ? (await buildMultimodalBundle(join(tmpDir, 'tiny'))).bundle : await realisticBundle();
   const manifest = await readManifest(bundle);
@@ -56,7 +37,7 @@ async function benchModel(which: string, tmpDir: string, rows: (string | number)
   const nats = await startNatsServer({ config: `websocket { host: 127.0.0.1, port: ${wsPort}, no_tls: true }\n` });
   const engine = spawnEngine(bundle, nats.url, `bench-${which}`);
   const nodePort = await freePort();
-  const node = startNodeEdge(bundle, nats.url, nodePort, join(tmpDir, `${which}.db`));
+  const node = startServeProcess([bundle, '--engine-nats', nats.url], nodePort, join(tmpDir, `${which}.db`));
   const worker = await startWorkerDev({ vars: { NATS_WS_URL: `ws://127.0.0.1:${wsPort}`, MODEL: manifest.name, NO_AUTH: 'true', REQUESTS_PER_MINUTE: '0', MAX_CONCURRENT_PER_KEY: '0' } });
   try {
     await engine.ready;

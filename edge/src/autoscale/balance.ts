@@ -3,7 +3,7 @@
  * gives each replica load/r; a layer's **balancedness** is the mean over its replicas of the load per
  * replica divided by the max (1 = perfectly even; vLLM's `avg_tokens / max_tokens` per layer).
  */
-import { formatIndexList } from '@unimoe/gpu-worker/index-list';
+import { formatIndexList } from '@unimoe/shared/index-list';
 
 /** loads[e] and replicas[e] for one layer's experts; units without replicas are left out. */
 export function layerBalancedness(loads: readonly number[], replicas: readonly number[]): number {
@@ -28,7 +28,7 @@ export interface HotReplica {
 
 /** The pool name a hot replica runs under, e.g. `hot-e1-l0-3_5`. */
 export function hotPoolName(h: HotReplica): string {
-  return `hot-e${h.expert}-l${formatIndexList(h.layers).replace(/,/g, '_')}`;
+  return `hot-e${h.expert}-l${formatIndexList(h.layers, '_')}`;
 }
 
 export interface Replication {

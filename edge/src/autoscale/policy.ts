@@ -6,7 +6,7 @@
 import { readFile } from 'node:fs/promises';
 import { z } from 'zod';
 import { unitName } from '@unimoe/shared/bundle/manifest';
-import { parseIndexList } from '@unimoe/gpu-worker/index-list';
+import { parseIndexList } from '@unimoe/shared/index-list';
 import { parseEncoderList, type EncoderName } from '@unimoe/gpu-worker/units';
 
 export interface PoolSpec {

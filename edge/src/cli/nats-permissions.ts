@@ -14,7 +14,7 @@
 import type { Manifest } from '@unimoe/shared/bundle/manifest';
 import { roleInboxPrefix, type NatsRole } from '@unimoe/shared/runtime/nats-auth';
 import { bundleSubjectPrefix, engineDiscoverSubject, expertGroupsOfUnits, statsSubject, unitSubject, wireModel } from '@unimoe/shared/wire/subjects';
-import { parseIndexList } from '@unimoe/gpu-worker/index-list';
+import { parseIndexList } from '@unimoe/shared/index-list';
 import { ENCODERS, selectEncoderUnits, selectExpertUnits, type EncoderName } from '@unimoe/gpu-worker/units';
 
 export interface PoolPlan {

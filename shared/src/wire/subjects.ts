@@ -4,6 +4,7 @@
  * doubles as its queue group, so every replica of every pool that hosts the unit shares its requests.
  */
 import { bundleHash } from '../bundle/identity';
+import { formatIndexList } from '../index-list';
 import type { Manifest } from '../bundle/manifest';
 import { bundleSubjectPrefix, subjectToken, type WireModel } from './subject-prefix';
 
@@ -38,14 +39,7 @@ export function expertGroupName(layer: number, experts: readonly number[]): stri
   if (sorted.length === 0 || sorted.some((e) => !Number.isSafeInteger(e) || e < 0) || !Number.isSafeInteger(layer) || layer < 0) {
     throw new Error(`no expert group for layer ${layer} and experts [${experts.join(', ')}]`);
   }
-  const parts: string[] = [];
-  for (let i = 0; i < sorted.length; ) {
-    let j = i;
-    while (j + 1 < sorted.length && sorted[j + 1] === sorted[j]! + 1) j++;
-    parts.push(j === i ? String(sorted[i]) : `${sorted[i]}-${sorted[j]}`);
-    i = j + 1;
-  }
-  return `layer${layer}.experts.${parts.join('_')}`;
+  return `layer${layer}.experts.${formatIndexList(sorted, '_')}`;
 }
 
 /** The layer and experts of a group name, or undefined when `name` is not one. */

@@ -12,7 +12,7 @@
  */
 import { readFile } from 'node:fs/promises';
 import Docker from 'dockerode';
-import { formatIndexList, parseIndexList } from '@unimoe/gpu-worker/index-list';
+import { formatIndexList, parseIndexList } from '@unimoe/shared/index-list';
 import type { Driver, DriverReplica, PoolTemplate } from './driver';
 
 const POOL_LABEL = 'unimoe.pool';

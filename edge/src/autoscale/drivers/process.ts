@@ -13,7 +13,7 @@ import { mkdirSync, openSync, closeSync } from 'node:fs';
 import { readdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { formatIndexList } from '@unimoe/gpu-worker/index-list';
+import { formatIndexList } from '@unimoe/shared/index-list';
 import type { Driver, DriverReplica, PoolTemplate } from './driver';
 
 const MAIN = fileURLToPath(new URL('../../cli/main.ts', import.meta.url));

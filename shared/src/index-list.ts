@@ -13,8 +13,8 @@ export function parseIndexList(text: string, what: string): number[] {
   return [...out].sort((a, b) => a - b);
 }
 
-/** The inverse of parseIndexList: [0,1,2,5] -> `0-2,5`. */
-export function formatIndexList(indices: readonly number[]): string {
+/** The inverse of parseIndexList: [0,1,2,5] -> `0-2,5` (`separator` between the runs). */
+export function formatIndexList(indices: readonly number[], separator = ','): string {
   const sorted = [...new Set(indices)].sort((a, b) => a - b);
   const parts: string[] = [];
   for (let i = 0; i < sorted.length; ) {
@@ -23,5 +23,5 @@ export function formatIndexList(indices: readonly number[]): string {
     parts.push(j === i ? String(sorted[i]) : `${sorted[i]}-${sorted[j]}`);
     i = j + 1;
   }
-  return parts.join(',');
+  return parts.join(separator);
 }
