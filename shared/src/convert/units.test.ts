@@ -207,8 +207,7 @@ describe.each<[Quantization['dtype'], number, number, number]>([
     const out = await runUnit(model, {
       hidden: f32(a.hidden, [a.B, a.S, H]),
       position_ids: i64(a.positions.flat(), [a.B, a.S]),
-      past_key: f32(a.pastKey, [a.B, a.P, KV, D]),
-      past_value: f32(a.pastValue, [a.B, a.P, KV, D]),
+      ...cacheFeeds(a.pastKey, a.pastValue, a.B, a.P, KV, D),
       attention_mask: f32(a.mask, [a.B, 1, a.S, a.P + a.S]),
     });
     const dequantized = { ...w, q: deq(model, 'q_proj'), k: deq(model, 'k_proj'), v: deq(model, 'v_proj'), o: deq(model, 'o_proj') };
