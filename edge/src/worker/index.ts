@@ -16,6 +16,7 @@ import type { Store } from '../db/store';
 import { provideImageCodecModules } from '../preprocess/wasm-codecs';
 import { apiConfigFromEnv, type WorkerEnv } from './env';
 import { discoverBundle, engineTierReady, WorkerEngine, WorkerOutputGrammar } from './engine-tier';
+import { cancelOnClientGone } from './client-stream';
 import { workerMultimodal } from './multimodal';
 import { keepAlive, runInRequest } from './request-context';
 
@@ -52,7 +53,7 @@ export default {
       log.error({ err }, 'the Worker could not start');
       return unavailable(`The API is not ready: ${(err as Error).message}`, 'engine_unavailable').toResponse();
     }
-    return runInRequest(ctx, () => ready.fetch(request, env, ctx));
+    return cancelOnClientGone(await runInRequest(ctx, () => ready.fetch(request, env, ctx)));
   },
 };
 
