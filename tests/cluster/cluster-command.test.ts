@@ -22,6 +22,7 @@ beforeAll(async () => {
   bundle = join(tmp.dir, 'bundle');
   await convertCheckpoint({ checkpointDir: modelFixture('unimoe-4e'), bundleDir: bundle, name: 'tiny' });
 });
+// TMPDIR points the cluster's state directory here: a SIGKILLed cluster cannot remove its own.
 afterAll(() => tmp.cleanup());
 
 /** `unimoe cluster <bundle>` on free ports; resolves once /readyz says ready. */
@@ -30,7 +31,7 @@ async function startCluster() {
   const child: ChildProcess = spawnTied(
     process.execPath,
     ['--import', 'tsx', join(REPO, 'edge/src/cli/main.ts'), 'cluster', bundle, '--port', String(port), '--nats-port', String(natsPort), '--no-auth'],
-    { cwd: REPO, env: { ...process.env, UNIMOE_THREADS: '1' }, stdio: ['ignore', 'pipe', 'pipe'] },
+    { cwd: REPO, env: { ...process.env, UNIMOE_THREADS: '1', TMPDIR: tmp.dir }, stdio: ['ignore', 'pipe', 'pipe'] },
   );
   const out = { log: '' };
   child.stdout!.on('data', (d: Buffer) => (out.log += d));
@@ -100,7 +101,7 @@ it('with --autoscale, starts the pools from zero on the first request and stops 
   const child: ChildProcess = spawnTied(
     process.execPath,
     ['--import', 'tsx', join(REPO, 'edge/src/cli/main.ts'), 'cluster', bundle, '--port', String(port), '--nats-port', String(natsPort), '--no-auth', '--autoscale'],
-    { cwd: REPO, env: { ...process.env, UNIMOE_THREADS: '1' }, stdio: ['ignore', 'pipe', 'pipe'] },
+    { cwd: REPO, env: { ...process.env, UNIMOE_THREADS: '1', TMPDIR: tmp.dir }, stdio: ['ignore', 'pipe', 'pipe'] },
   );
   let log = '';
   child.stdout!.on('data', (d: Buffer) => (log += d));
