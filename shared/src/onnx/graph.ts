@@ -15,13 +15,14 @@ export const OPSET = 17;
 /** protobuf messages cannot exceed 2 GiB; leave room for the graph itself. */
 const MAX_PROTO_BYTES = 2 ** 31 - 2 ** 24;
 
-export type ElemType = 'float32' | 'float16' | 'float64' | 'int64' | 'uint8';
+export type ElemType = 'float32' | 'float16' | 'float64' | 'int64' | 'int32' | 'uint8';
 
 const ELEM_TYPE: Record<ElemType, number> = {
   float32: onnx.TensorProto.DataType.FLOAT,
   float16: onnx.TensorProto.DataType.FLOAT16,
   float64: onnx.TensorProto.DataType.DOUBLE,
   int64: onnx.TensorProto.DataType.INT64,
+  int32: onnx.TensorProto.DataType.INT32,
   uint8: onnx.TensorProto.DataType.UINT8,
 };
 
