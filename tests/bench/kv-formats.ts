@@ -21,6 +21,13 @@ const D = 64;
 
 type Float = 'float32' | 'float16';
 
+interface Variant {
+  model: Uint8Array;
+  feeds: Record<string, ort.Tensor>;
+  /** Outputs bound to caller buffers, if any. */
+  fetches?: Record<string, ort.Tensor>;
+}
+
 function filled(type: Float, dims: number[], value: number): ort.Tensor {
   const n = dims.reduce((a, b) => a * b, 1);
   // 0x2000 is float16 1/1024: small, finite scores whatever the length.
@@ -28,7 +35,7 @@ function filled(type: Float, dims: number[], value: number): ort.Tensor {
 }
 
 /** The attn unit's products over the cache: scores K q^T [B,KV,C,1] and context V^T p^T [B,KV,D,1]. */
-function inPlaceProducts(type: Float, C: number) {
+function inPlaceProducts(type: Float, C: number): Variant {
   const g = new GraphBuilder('kv-products');
   g.input('key_cache', type, [B, KV, C, D]);
   g.input('value_cache', type, [B, KV, D, C]);
@@ -39,11 +46,11 @@ function inPlaceProducts(type: Float, C: number) {
   g.output('scores', type, [B, KV, C, 1]);
   g.output('context', type, [B, KV, D, 1]);
   const feeds = { key_cache: filled(type, [B, KV, C, D], 1e-2), value_cache: filled(type, [B, KV, D, C], 1e-2), q: filled(type, [B, KV, D, 1], 1e-2), p: filled(type, [B, KV, C, 1], 1 / C) };
-  return { model: g.toBytes(), feeds, fetches: undefined };
+  return { model: g.toBytes(), feeds };
 }
 
 /** GroupQueryAttention over a [B,KV,C,D] cache, decode step (S = 1), present bound to the past buffers. */
-function groupQueryAttention(type: Float, C: number) {
+function groupQueryAttention(type: Float, C: number): Variant {
   const g = new GraphBuilder('gqa');
   g.input('query', type, [B, 1, HEADS * D]);
   g.input('key', type, [B, 1, KV * D]);
@@ -77,7 +84,7 @@ function groupQueryAttention(type: Float, C: number) {
   return { model: g.toBytes(), feeds, fetches };
 }
 
-async function msPerCall(build: { model: Uint8Array; feeds: Record<string, ort.Tensor>; fetches?: Record<string, ort.Tensor> }): Promise<number> {
+async function msPerCall(build: Variant): Promise<number> {
   const session = await ort.InferenceSession.create(build.model, { executionProviders: ['cpu'] });
   const run = () => (build.fetches ? session.run(build.feeds, build.fetches) : session.run(build.feeds));
   try {
@@ -96,7 +103,7 @@ async function msPerCall(build: { model: Uint8Array; feeds: Record<string, ort.T
 
 async function main() {
   const { reduceSum } = await measureBandwidth();
-  const variants: { label: string; type: Float; build: (type: Float, C: number) => ReturnType<typeof inPlaceProducts> }[] = [
+  const variants: { label: string; type: Float; build: (type: Float, C: number) => Variant }[] = [
     { label: 'attn unit products, read in place, float32 (the bundle)', type: 'float32', build: inPlaceProducts },
     { label: 'attn unit products, float16', type: 'float16', build: inPlaceProducts },
     { label: 'GroupQueryAttention, present = past buffer, float32', type: 'float32', build: groupQueryAttention },
