@@ -1,0 +1,112 @@
+/**
+ * One attn unit of the benchmark shape at batch 1, one new token, per weight format and cache length:
+ * ms per call against its weight-read limit, and (with --profile) onnxruntime's per-operator times,
+ * so that the unit's per-node overhead is visible apart from its weight reads.
+ *   pnpm bench:attn [--profile]
+ */
+import { readdir, readFile, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import * as ort from 'onnxruntime-node';
+import { buildAttnUnit, type AttnWeights } from '@unimoe/shared/convert/units/attn';
+import type { ProjectionFormat } from '@unimoe/shared/convert/units/common';
+import type { ModelConfig } from '@unimoe/shared/model/config';
+import { unitSessionOptions } from '@unimoe/shared/runtime/ort-unit';
+import { REALISTIC } from './realistic-model';
+import { fmt, printTable } from './table';
+
+const CALLS = 300;
+const CONTEXTS = [64, 1024];
+/** Read bandwidth for the limit column: the README's measured 1-row MatMul figure unless given. */
+const BANDWIDTH_GBS = Number(process.env.BANDWIDTH_GBS) || 38.8;
+
+const cfg: ModelConfig = {
+  layout: 'unimoe-8e', ...REALISTIC, headDim: REALISTIC.hidden / REALISTIC.heads, rmsEps: 1e-5, ropeTheta: 10000, maxPositions: 2048,
+  routing: { topK: 2, order: 'softmax-topk', renormalize: true }, bos: 1, eos: 2, pad: 0,
+};
+
+function random(n: number, scale: number, seed: number): Float32Array {
+  let s = seed >>> 0;
+  return Float32Array.from({ length: n }, () => {
+    s = (Math.imul(s, 1664525) + 1013904223) >>> 0;
+    return (s / 2 ** 32 - 0.5) * scale;
+  });
+}
+
+function weights(): AttnWeights {
+  const { hidden: H, heads: NH, kvHeads: KV, headDim: D, experts: E } = cfg;
+  const s = 1 / Math.sqrt(H);
+  return {
+    inputNorm: random(H, 0.2, 1).map((x) => 1 + x), q: random(NH * D * H, s, 2), k: random(KV * D * H, s, 3), v: random(KV * D * H, s, 4),
+    o: random(H * NH * D, s, 5), postNorm: random(H, 0.2, 6).map((x) => 1 + x), router: random(E * H, s, 7),
+  };
+}
+
+const FORMATS: [string, ProjectionFormat, number][] = [
+  ['float32', 'float32', 4],
+  ['int8 (block 32)', { dtype: 'int8', blockSize: 32, accuracyLevel: 4 }, 1 + 4 / 32],
+  ['int4 (block 32)', { dtype: 'int4', blockSize: 32, accuracyLevel: 4 }, 0.5 + 4 / 32],
+];
+
+function feeds(C: number): Record<string, ort.Tensor> {
+  const { hidden: H, kvHeads: KV, headDim: D } = cfg;
+  const mask = new Float32Array(C + 1); // every cache slot filled
+  return {
+    hidden: new ort.Tensor('float32', random(H, 2, 11), [1, 1, H]),
+    position_ids: new ort.Tensor('int64', BigInt64Array.from([BigInt(C)]), [1, 1]),
+    key_cache: new ort.Tensor('float32', random(KV * C * D, 2, 12), [1, KV, C, D]),
+    value_cache: new ort.Tensor('float32', random(KV * D * C, 2, 13), [1, KV, D, C]),
+    attention_mask: new ort.Tensor('float32', mask, [1, 1, 1, C + 1]),
+  };
+}
+
+async function main() {
+  const profile = process.argv.includes('--profile');
+  const w = weights();
+  const { hidden: H, heads: NH, kvHeads: KV, headDim: D, experts: E } = cfg;
+  const projectionValues = H * (NH + 2 * KV) * D + NH * D * H;
+  const rows: (string | number)[][] = [];
+  const ops = new Map<string, Map<string, number>>();
+  for (const [label, format, bytesPerValue] of FORMATS) {
+    const model = buildAttnUnit(cfg, 0, w, format);
+    const prefix = `${tmpdir()}/attn-profile-${process.pid}-${label.split(' ')[0]}_`;
+    const session = await ort.InferenceSession.create(model, { ...unitSessionOptions(), enableProfiling: profile, profileFilePrefix: prefix });
+    for (const C of CONTEXTS) {
+      const f = feeds(C);
+      for (let i = 0; i < 20; i++) await session.run(f);
+      const start = performance.now();
+      for (let i = 0; i < CALLS; i++) await session.run(f);
+      const ms = (performance.now() - start) / CALLS;
+      const weightBytes = projectionValues * bytesPerValue + E * H * 4 + 2 * H * 4;
+      const kvBytes = 2 * KV * C * D * 4;
+      const limit = ((weightBytes + kvBytes) / (BANDWIDTH_GBS * 1e9)) * 1e3;
+      rows.push([label, C, fmt(ms, 3), fmt(limit, 3), fmt(ms / limit, 2)]);
+    }
+    if (profile) {
+      session.endProfiling();
+      const file = (await readdir(tmpdir())).find((f) => `${tmpdir()}/${f}`.startsWith(prefix));
+      if (!file) throw new Error(`no onnxruntime profile ${prefix}*.json`);
+      const events = JSON.parse(await readFile(`${tmpdir()}/${file}`, 'utf8')) as { cat: string; name: string; dur: number; args?: { op_name?: string } }[];
+      const byOp = new Map<string, number>();
+      for (const e of events) if (e.cat === 'Node' && e.name.endsWith('_kernel_time')) byOp.set(e.args?.op_name ?? '?', (byOp.get(e.args?.op_name ?? '?') ?? 0) + e.dur);
+      ops.set(label, byOp);
+      await rm(`${tmpdir()}/${file}`, { force: true });
+    }
+    await session.release();
+  }
+  printTable(`attn unit, batch 1, one new token (${CALLS} calls; limit: weights + KV at ${BANDWIDTH_GBS} GB/s)`, ['format', 'cache C', 'ms per call', 'limit ms', 'ratio'], rows);
+  if (profile) {
+    const names = [...new Set([...ops.values()].flatMap((m) => [...m.keys()]))];
+    const calls = (CALLS + 20) * CONTEXTS.length;
+    const total = (label: string) => [...ops.get(label)!.values()].reduce((a, b) => a + b, 0);
+    names.sort((a, b) => (ops.get('float32')!.get(b) ?? 0) - (ops.get('float32')!.get(a) ?? 0));
+    printTable(`onnxruntime kernel µs per call, by operator (mean over both cache lengths)`, ['operator', ...ops.keys()], [
+      ...names.map((n) => [n, ...[...ops.values()].map((m) => fmt((m.get(n) ?? 0) / calls, 1))]),
+      ['all kernels', ...[...ops.keys()].map((l) => fmt(total(l) / calls, 1))],
+    ]);
+  }
+}
+
+main().catch((err) => {
+  console.error(err);
+  process.exitCode = 1;
+});
