@@ -7,8 +7,8 @@
 import { readdir, readFile, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import * as ort from 'onnxruntime-node';
-import { buildAttnUnit, type AttnWeights } from '@unimoe/shared/convert/units/attn';
-import type { ProjectionFormat } from '@unimoe/shared/convert/units/common';
+import { buildAttnUnit, concatRows, type AttnWeights } from '@unimoe/shared/convert/units/attn';
+import { linear, linearWeight, projection, startUnit, type ProjectionFormat } from '@unimoe/shared/convert/units/common';
 import type { ModelConfig } from '@unimoe/shared/model/config';
 import { unitSessionOptions } from '@unimoe/shared/runtime/ort-unit';
 import { REALISTIC } from './realistic-model';
@@ -59,6 +59,29 @@ function feeds(C: number): Record<string, ort.Tensor> {
   };
 }
 
+/**
+ * The unit's weight reads alone, as the same onnxruntime kernels: the q/k/v, o and router projections
+ * of one token, no norms, rotary or attention. What the unit would cost with no per-node overhead.
+ */
+function projectionsOnly(w: AttnWeights, format: ProjectionFormat): Uint8Array {
+  const { hidden: H, heads: NH, kvHeads: KV, headDim: D, experts: E } = cfg;
+  const g = startUnit('projections', { inputs: [{ name: 'hidden', dtype: 'float32', shape: [1, 1, H] }], outputs: [] });
+  projection(g, 'hidden', 'qkv', concatRows([w.q, w.k, w.v]), (NH + 2 * KV) * D, H, format, 'qkv_out');
+  projection(g, 'hidden', 'o', w.o, H, NH * D, format, 'o_out');
+  linear(g, 'hidden', linearWeight(g, 'router', w.router, E, H, 'float32'), 'router_out');
+  g.output('qkv_out', 'float32', [1, 1, (NH + 2 * KV) * D]);
+  g.output('o_out', 'float32', [1, 1, H]);
+  g.output('router_out', 'float32', [1, 1, E]);
+  return g.toBytes();
+}
+
+async function msPerCall(session: ort.InferenceSession, f: Record<string, ort.Tensor>): Promise<number> {
+  for (let i = 0; i < 20; i++) await session.run(f);
+  const start = performance.now();
+  for (let i = 0; i < CALLS; i++) await session.run(f);
+  return (performance.now() - start) / CALLS;
+}
+
 async function main() {
   const profile = process.argv.includes('--profile');
   const w = weights();
@@ -70,16 +93,15 @@ async function main() {
     const model = buildAttnUnit(cfg, 0, w, format);
     const prefix = `${tmpdir()}/attn-profile-${process.pid}-${label.split(' ')[0]}_`;
     const session = await ort.InferenceSession.create(model, { ...unitSessionOptions(), enableProfiling: profile, profileFilePrefix: prefix });
+    const alone = await ort.InferenceSession.create(projectionsOnly(w, format), unitSessionOptions());
+    const projectionsMs = await msPerCall(alone, { hidden: feeds(0).hidden! });
+    await alone.release();
     for (const C of CONTEXTS) {
-      const f = feeds(C);
-      for (let i = 0; i < 20; i++) await session.run(f);
-      const start = performance.now();
-      for (let i = 0; i < CALLS; i++) await session.run(f);
-      const ms = (performance.now() - start) / CALLS;
+      const ms = await msPerCall(session, feeds(C));
       const weightBytes = projectionValues * bytesPerValue + E * H * 4 + 2 * H * 4;
       const kvBytes = 2 * KV * C * D * 4;
       const limit = ((weightBytes + kvBytes) / (BANDWIDTH_GBS * 1e9)) * 1e3;
-      rows.push([label, C, fmt(ms, 3), fmt(limit, 3), fmt(ms / limit, 2)]);
+      rows.push([label, C, fmt(ms, 3), fmt(projectionsMs, 3), fmt(ms / projectionsMs, 2), fmt(limit, 3), fmt(ms / limit, 2)]);
     }
     if (profile) {
       session.endProfiling();
@@ -93,10 +115,10 @@ async function main() {
     }
     await session.release();
   }
-  printTable(`attn unit, batch 1, one new token (${CALLS} calls; limit: weights + KV at ${BANDWIDTH_GBS} GB/s)`, ['format', 'cache C', 'ms per call', 'limit ms', 'ratio'], rows);
+  printTable(`attn unit, batch 1, one new token (${CALLS} calls; limit: weights + KV at ${BANDWIDTH_GBS} GB/s)`, ['format', 'cache C', 'ms per call', 'projections alone ms', 'unit / projections', 'limit ms', 'unit / limit'], rows);
   if (profile) {
     const names = [...new Set([...ops.values()].flatMap((m) => [...m.keys()]))];
-    const calls = (CALLS + 20) * CONTEXTS.length;
+    const calls = (CALLS + 20) * CONTEXTS.length; // the projections-alone runs are another session
     const total = (label: string) => [...ops.get(label)!.values()].reduce((a, b) => a + b, 0);
     names.sort((a, b) => (ops.get('float32')!.get(b) ?? 0) - (ops.get('float32')!.get(a) ?? 0));
     printTable(`onnxruntime kernel µs per call, by operator (mean over both cache lengths)`, ['operator', ...ops.keys()], [

@@ -136,7 +136,7 @@ function rotary(g: GraphBuilder, x: string, cfg: ModelConfig): string {
 }
 
 /** Row-major matrices with the same column count, stacked (the fused q/k/v weight). */
-function concatRows(parts: Float32Array[]): Float32Array {
+export function concatRows(parts: Float32Array[]): Float32Array {
   const out = new Float32Array(parts.reduce((n, p) => n + p.length, 0));
   let at = 0;
   for (const p of parts) {
