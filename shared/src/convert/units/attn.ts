@@ -116,6 +116,14 @@ export function buildAttnUnit(cfg: ModelConfig, layer: number, w: AttnWeights, f
   return finishUnit(g, io);
 }
 
+/** The rotary tables' initializers: a step reads one row of each per token, not the whole table. */
+export const ROTARY_TABLES = ['rotary_cos', 'rotary_sin'] as const;
+
+/** Bytes of one attn unit's rotary tables (float32 [maxPositions, D/2] each). */
+export function rotaryTableBytes(cfg: ModelConfig): number {
+  return ROTARY_TABLES.length * cfg.maxPositions * (cfg.headDim / 2) * 4;
+}
+
 /**
  * HF rotary (`rotate_half`) on [B, S, heads*D] with com.microsoft RotaryEmbedding: cos/sin tables of
  * position * inv_freq for every position the model allows ([maxPositions, D/2], computed in float64,
@@ -131,8 +139,9 @@ function rotary(g: GraphBuilder, x: string, cfg: ModelConfig): string {
       cos[p * half + i] = Math.cos(p * invFreq[i]!);
       sin[p * half + i] = Math.sin(p * invFreq[i]!);
     }
+  const [cosName, sinName] = ROTARY_TABLES;
   const table = (name: string, values: Float32Array) => g.floatInitializer(name, values, [cfg.maxPositions, half]);
-  return g.node('RotaryEmbedding', [x, 'position_ids', table('rotary_cos', cos), table('rotary_sin', sin)], { domain: MS_DOMAIN, attrs: { interleaved: 0 } });
+  return g.node('RotaryEmbedding', [x, 'position_ids', table(cosName, cos), table(sinName, sin)], { domain: MS_DOMAIN, attrs: { interleaved: 0 } });
 }
 
 /** Row-major matrices with the same column count, stacked (the fused q/k/v weight). */
