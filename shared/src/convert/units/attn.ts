@@ -93,10 +93,11 @@ export function buildAttnUnit(cfg: ModelConfig, layer: number, w: AttnWeights, f
   const masked = g.node('Add', [g.node('Reshape', [scores, perHead]), 'attention_mask']); // [B,NH,S,C+S]
   const probs = g.node('Reshape', [g.node('Softmax', [masked], { attrs: { axis: -1 } }), g.constInt64([0, KV, -1, 0], 'grouped_shape')]);
   const probsT = g.node('Transpose', [probs], { attrs: { perm: [0, 1, 3, 2] } }); // [B,KV,C+S,group*S]
-  // Split sizes [C, S] from the inputs' shapes (both dynamic).
-  const dim = (value: string, axis: number) => g.node('Shape', [value], { attrs: { start: axis, end: axis + 1 } });
-  const sizes = g.node('Concat', [dim('key_cache', 2), dim('hidden', 1)], { attrs: { axis: 0 } });
-  const [cacheProbsT, newProbsT] = g.nodeMulti('Split', [probsT, sizes], { count: 2, attrs: { axis: 2 } });
+  // The first C rows are the cache's, the rest the new tokens' (C from the cache's shape; dynamic).
+  const C = g.node('Shape', ['key_cache'], { attrs: { start: 2, end: 3 } });
+  const rowsAxis = g.constInt64([2], 'rows_axis');
+  const cacheProbsT = g.node('Slice', [probsT, g.constInt64([0], 'start'), C, rowsAxis]);
+  const newProbsT = g.node('Slice', [probsT, C, g.constInt64([Number.MAX_SAFE_INTEGER], 'end'), rowsAxis]);
   const contextT = g.node('Add', [g.node('MatMul', ['value_cache', cacheProbsT]), g.node('MatMul', [newValuesT, newProbsT])]); // [B,KV,D,group*S]
   // [B,KV,D,group,S] -> [B,S,KV,group,D] = [B,S,NH*D] (head h = kv * group + g).
   const merged = g.node('Reshape', [
