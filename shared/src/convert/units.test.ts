@@ -93,6 +93,20 @@ describe.each<[WeightDType, number]>([
     }
   });
 
+  it('attn: the last positions the model allows (the end of the rotary tables)', async () => {
+    const w = attnWeights(cfg, 300);
+    const last = cfg.maxPositions - 1;
+    const a = { ...attnCase(cfg), positions: [[last - 2, last - 1, last], [0, 1, last]] };
+    const out = await runUnit(buildAttnUnit(cfg, 0, w, dtype), {
+      hidden: f32(a.hidden, [a.B, a.S, cfg.hidden]),
+      position_ids: i64(a.positions.flat(), [a.B, a.S]),
+      ...cacheFeeds(a.pastKey, a.pastValue, a.B, a.P, cfg.kvHeads, cfg.headDim),
+      attention_mask: f32(a.mask, [a.B, 1, a.S, a.P + a.S]),
+    });
+    const ref = attnReference(cfg, w, a);
+    for (const name of ['hidden_out', 'moe_input', 'router_logits', 'key', 'value'] as const) expect(relErr(out[name].data, ref[name]), name).toBeLessThan(tol);
+  });
+
   it('attn: prefill with an empty cache', async () => {
     const w = attnWeights(cfg, 200);
     const S = 5;
