@@ -93,6 +93,20 @@ describe.each<[WeightDType, number]>([
     }
   });
 
+  it('attn: the last positions the model allows (the end of the rotary tables)', async () => {
+    const w = attnWeights(cfg, 300);
+    const last = cfg.maxPositions - 1;
+    const a = { ...attnCase(cfg), positions: [[last - 2, last - 1, last], [0, 1, last]] };
+    const out = await runUnit(buildAttnUnit(cfg, 0, w, dtype), {
+      hidden: f32(a.hidden, [a.B, a.S, cfg.hidden]),
+      position_ids: i64(a.positions.flat(), [a.B, a.S]),
+      ...cacheFeeds(a.pastKey, a.pastValue, a.B, a.P, cfg.kvHeads, cfg.headDim),
+      attention_mask: f32(a.mask, [a.B, 1, a.S, a.P + a.S]),
+    });
+    const ref = attnReference(cfg, w, a);
+    for (const name of ['hidden_out', 'moe_input', 'router_logits', 'key', 'value'] as const) expect(relErr(out[name].data, ref[name]), name).toBeLessThan(tol);
+  });
+
   it('attn: prefill with an empty cache', async () => {
     const w = attnWeights(cfg, 200);
     const S = 5;
@@ -195,14 +209,14 @@ describe.each<[Quantization['dtype'], number, number, number]>([
     expect(relErr(out.logits.data, linear64(rmsNorm64(hidden, T, w.norm, cfg.rmsEps), T, deq(model, 'lm_head'), V, H))).toBeLessThan(tol);
   });
 
-  it('attn: q/k/v/o quantized, the router still float32', async () => {
+  it('attn: q/k/v (one fused projection) and o quantized, the router still float32', async () => {
     const w = attnWeights(cfg, 100);
     const a = attnCase(cfg);
     const model = buildAttnUnit(cfg, 0, w, q);
     const stored = readQuantizedProjections(model);
-    expect([...stored.keys()].sort()).toEqual(['k_proj', 'o_proj', 'q_proj', 'v_proj']);
+    expect([...stored.keys()].sort()).toEqual(['o_proj', 'qkv_proj']);
     const { hidden: H, heads: NH, kvHeads: KV, headDim: D } = cfg;
-    expectWithinHalfStep(stored.get('q_proj'), w.q, q, NH * D, H);
+    expectWithinHalfStep(stored.get('qkv_proj'), Float32Array.of(...w.q, ...w.k, ...w.v), q, (NH + 2 * KV) * D, H);
     expectWithinHalfStep(stored.get('o_proj'), w.o, q, H, NH * D);
     const out = await runUnit(model, {
       hidden: f32(a.hidden, [a.B, a.S, H]),
@@ -210,7 +224,9 @@ describe.each<[Quantization['dtype'], number, number, number]>([
       ...cacheFeeds(a.pastKey, a.pastValue, a.B, a.P, KV, D),
       attention_mask: f32(a.mask, [a.B, 1, a.S, a.P + a.S]),
     });
-    const dequantized = { ...w, q: deq(model, 'q_proj'), k: deq(model, 'k_proj'), v: deq(model, 'v_proj'), o: deq(model, 'o_proj') };
+    const qkv = deq(model, 'qkv_proj');
+    const [qEnd, kEnd] = [NH * D * H, (NH + KV) * D * H];
+    const dequantized = { ...w, q: qkv.subarray(0, qEnd), k: qkv.subarray(qEnd, kEnd), v: qkv.subarray(kEnd), o: deq(model, 'o_proj') };
     const ref = attnReference(cfg, dequantized, a);
     for (const name of ['hidden_out', 'moe_input', 'router_logits', 'key', 'value'] as const) expect(relErr(out[name].data, ref[name]), name).toBeLessThan(tol);
   });

@@ -125,7 +125,7 @@ export class GraphBuilder {
 
   nodeMulti(opType: string, inputs: string[], opts: NodeOptions & { count?: number } = {}): string[] {
     const outputs = opts.outputs ?? Array.from({ length: opts.count ?? 1 }, () => this.fresh(opType.toLowerCase()));
-    for (const o of outputs) this.claim(o);
+    for (const o of outputs) if (o !== '') this.claim(o); // '' leaves an optional output out
     if (opts.domain) this.usesMsDomain = true;
     this.nodes.push({
       opType,

@@ -27,11 +27,16 @@ export interface UnitSessionOptions {
 
 let warnedCudaFallback = false;
 
+function defaultThreads(): number {
+  return Number(process.env.UNIMOE_THREADS) || availableParallelism();
+}
+
 export function defaultExecutionProvider(): 'cpu' | 'cuda' {
   return process.env.UNIMOE_EXECUTION_PROVIDER === 'cuda' ? 'cuda' : 'cpu';
 }
 
-function sessionOptions(threads: number, ep: 'cpu' | 'cuda'): ort.InferenceSession.SessionOptions {
+/** The options every unit session is created with (exported for benchmarks that profile one unit). */
+export function unitSessionOptions(threads = defaultThreads(), ep: 'cpu' | 'cuda' = 'cpu'): ort.InferenceSession.SessionOptions {
   return {
     executionProviders: [ep],
     graphOptimizationLevel: 'all',
@@ -44,11 +49,11 @@ function sessionOptions(threads: number, ep: 'cpu' | 'cuda'): ort.InferenceSessi
 }
 
 export async function loadUnitSession(model: string | Uint8Array, opts: UnitSessionOptions = {}): Promise<UnitSession> {
-  const threads = opts.threads ?? (Number(process.env.UNIMOE_THREADS) || availableParallelism());
+  const threads = opts.threads ?? defaultThreads();
   let ep = opts.executionProvider ?? defaultExecutionProvider();
   let session: ort.InferenceSession;
   try {
-    session = await create(model, sessionOptions(threads, ep));
+    session = await create(model, unitSessionOptions(threads, ep));
   } catch (err) {
     if (ep !== 'cuda') throw err;
     if (!warnedCudaFallback) {
@@ -56,7 +61,7 @@ export async function loadUnitSession(model: string | Uint8Array, opts: UnitSess
       log.warn(`CUDA execution provider unavailable (${(err as Error).message.split('\n')[0]}); using CPU`);
     }
     ep = 'cpu';
-    session = await create(model, sessionOptions(threads, ep));
+    session = await create(model, unitSessionOptions(threads, ep));
   }
   return {
     inputNames: session.inputNames,

@@ -14,7 +14,7 @@
  * to alias the cache, and onnxruntime-node copies every output back into JS memory.)
  */
 import type { ModelConfig } from '../../model/config';
-import type { GraphBuilder } from '../../onnx/graph';
+import { MS_DOMAIN, type GraphBuilder } from '../../onnx/graph';
 import { finishUnit, linear, linearWeight, projection, rmsNorm, startUnit, type ProjectionFormat, type UnitIO } from './common';
 
 export interface AttnWeights {
@@ -61,25 +61,26 @@ export function buildAttnUnit(cfg: ModelConfig, layer: number, w: AttnWeights, f
   const io = attnIO(cfg);
   const g = startUnit(`layer${layer}.attn`, io);
 
+  // Batch-1 decode is bound by per-node overhead, not arithmetic: onnxruntime's fused CPU kernels
+  // (RMSNorm, rotary, norm + residual) and one q/k/v projection keep the node count small.
   const x = rmsNorm(g, 'hidden', 'input_layernorm', w.inputNorm, cfg.rmsEps);
-  const headsShape = (n: number) => g.constInt64([0, 0, n, D], 'heads_shape');
-  const q = g.node('Reshape', [projection(g, x, 'q_proj', w.q, NH * D, H, format), headsShape(NH)]);
-  const k = g.node('Reshape', [projection(g, x, 'k_proj', w.k, KV * D, H, format), headsShape(KV)]);
-  g.node('Reshape', [projection(g, x, 'v_proj', w.v, KV * D, H, format), headsShape(KV)], { outputs: ['value'] });
-
-  const { cos, sin } = rotaryTables(g, cfg);
-  const qRot = applyRotary(g, q, cos, sin, D);
-  applyRotary(g, k, cos, sin, D, 'key');
+  const qkv = projection(g, x, 'qkv_proj', concatRows([w.q, w.k, w.v]), (NH + 2 * KV) * D, H, format); // [B,S,(NH+2KV)*D]
+  const [qk, v] = g.nodeMulti('Split', [qkv, g.constInt64([(NH + KV) * D, KV * D], 'qk_v_split')], { count: 2, attrs: { axis: -1 } });
+  // q and k heads rotate alike (same positions), so one RotaryEmbedding over both.
+  const [q, k] = g.nodeMulti('Split', [rotary(g, qk, cfg), g.constInt64([NH * D, KV * D], 'q_k_split')], { count: 2, attrs: { axis: -1 } });
+  const headsShape = g.constInt64([0, 0, KV, D], 'kv_heads_shape');
+  g.node('Reshape', [k, headsShape], { outputs: ['key'] });
+  g.node('Reshape', [v, headsShape], { outputs: ['value'] });
 
   // Grouped-query attention without copying keys: query head h uses kv head floor(h / group), so the
-  // queries [B, S, NH, D] as [B, KV, D, group*S] line every query column up with its kv head.
+  // queries [B, S, NH*D] as [B, KV, D, group*S] line every query column up with its kv head.
   // Everything runs "transposed" (positions along rows) so that both products over the cache have the
   // cache as their first operand, K q^T and V^T p^T, which onnxruntime streams in place; as a second
   // operand it would be packed (copied) on every call. The small operands are transposed through
   // Reshape/Split outputs, never a Transpose feeding a MatMul (onnxruntime would fuse that into a
   // transposed-operand MatMul, which packs the cache again).
   const queriesT = g.node('Reshape', [
-    g.node('Transpose', [g.node('Reshape', [qRot, g.constInt64([0, 0, KV, NH / KV, D], 'group_split_shape')])], { attrs: { perm: [0, 2, 4, 3, 1] } }),
+    g.node('Transpose', [g.node('Reshape', [q, g.constInt64([0, 0, KV, NH / KV, D], 'group_split_shape')])], { attrs: { perm: [0, 2, 4, 3, 1] } }),
     g.constInt64([0, KV, D, -1], 'grouped_t_shape'),
   ]); // [B,KV,D,group*S]
   const newKeys = g.node('Transpose', ['key'], { attrs: { perm: [0, 2, 1, 3] } }); // [B,KV,S,D]
@@ -92,41 +93,67 @@ export function buildAttnUnit(cfg: ModelConfig, layer: number, w: AttnWeights, f
   const masked = g.node('Add', [g.node('Reshape', [scores, perHead]), 'attention_mask']); // [B,NH,S,C+S]
   const probs = g.node('Reshape', [g.node('Softmax', [masked], { attrs: { axis: -1 } }), g.constInt64([0, KV, -1, 0], 'grouped_shape')]);
   const probsT = g.node('Transpose', [probs], { attrs: { perm: [0, 1, 3, 2] } }); // [B,KV,C+S,group*S]
-  // Split sizes [C, S] from the inputs' shapes (both dynamic).
-  const dim = (value: string, axis: number) => g.node('Slice', [g.node('Shape', [value]), g.constInt64([axis], 'start'), g.constInt64([axis + 1], 'end')]);
-  const sizes = g.node('Concat', [dim('key_cache', 2), dim('hidden', 1)], { attrs: { axis: 0 } });
-  const [cacheProbsT, newProbsT] = g.nodeMulti('Split', [probsT, sizes], { count: 2, attrs: { axis: 2 } });
+  // The first C rows are the cache's, the rest the new tokens' (C from the cache's shape; dynamic).
+  const C = g.node('Shape', ['key_cache'], { attrs: { start: 2, end: 3 } });
+  const rowsAxis = g.constInt64([2], 'rows_axis');
+  const cacheProbsT = g.node('Slice', [probsT, g.constInt64([0], 'start'), C, rowsAxis]);
+  const newProbsT = g.node('Slice', [probsT, C, g.constInt64([Number.MAX_SAFE_INTEGER], 'end'), rowsAxis]);
   const contextT = g.node('Add', [g.node('MatMul', ['value_cache', cacheProbsT]), g.node('MatMul', [newValuesT, newProbsT])]); // [B,KV,D,group*S]
-  const weighted = g.node('Transpose', [contextT], { attrs: { perm: [0, 1, 3, 2] } }); // [B,KV,group*S,D]
-  const context = g.node('Reshape', [weighted, perHead]); // [B,NH,S,D]
-  const merged = g.node('Reshape', [g.node('Transpose', [context], { attrs: { perm: [0, 2, 1, 3] } }), g.constInt64([0, 0, NH * D], 'merged_shape')]);
+  // [B,KV,D,group,S] -> [B,S,KV,group,D] = [B,S,NH*D] (head h = kv * group + g).
+  const merged = g.node('Reshape', [
+    g.node('Transpose', [g.node('Reshape', [contextT, g.constInt64([0, KV, D, NH / KV, -1], 'context_split_shape')])], { attrs: { perm: [0, 4, 1, 3, 2] } }),
+    g.constInt64([0, 0, NH * D], 'merged_shape'),
+  ]);
   const attnOut = projection(g, merged, 'o_proj', w.o, H, NH * D, format);
 
-  g.node('Add', ['hidden', attnOut], { outputs: ['hidden_out'] });
-  rmsNorm(g, 'hidden_out', 'post_attention_layernorm', w.postNorm, cfg.rmsEps, 'moe_input');
+  // hidden_out = hidden + attnOut and moe_input = RMSNorm(hidden_out) in one fused node.
+  g.nodeMulti('SkipSimplifiedLayerNormalization', ['hidden', attnOut, g.floatInitializer('post_attention_layernorm', w.postNorm, [H])], {
+    domain: MS_DOMAIN,
+    outputs: ['moe_input', '', '', 'hidden_out'],
+    attrs: { epsilon: { float: cfg.rmsEps } },
+  });
   // The router stays float32 in every bundle: rounding it could flip near-tied expert choices.
   linear(g, 'moe_input', linearWeight(g, 'router', w.router, E, H, 'float32'), 'router_logits');
   return finishUnit(g, io);
 }
 
-/** cos/sin of position * inv_freq as [B, S, 1, D] (both halves alike), computed in float64 then cast. */
-function rotaryTables(g: GraphBuilder, cfg: ModelConfig): { cos: string; sin: string } {
-  const DOUBLE = 11;
-  const FLOAT = 1;
-  const invFreq = g.float64Initializer('rotary_inv_freq', rotaryInvFreq(cfg.ropeTheta, cfg.headDim));
-  const positions = g.node('Unsqueeze', [g.node('Cast', ['position_ids'], { attrs: { to: DOUBLE } }), g.constInt64([-1], 'axes')]);
-  const freqs = g.node('Mul', [positions, invFreq]); // [B,S,D/2]
-  const angles = g.node('Concat', [freqs, freqs], { attrs: { axis: -1 } }); // [B,S,D]
-  const table = (op: 'Cos' | 'Sin') =>
-    g.node('Unsqueeze', [g.node('Cast', [g.node(op, [angles])], { attrs: { to: FLOAT } }), g.constInt64([2], 'axes')]);
-  return { cos: table('Cos'), sin: table('Sin') };
+/** The rotary tables' initializers: a step reads one row of each per token, not the whole table. */
+export const ROTARY_TABLES = ['rotary_cos', 'rotary_sin'] as const;
+
+/** Bytes of one attn unit's rotary tables (float32 [maxPositions, D/2] each). */
+export function rotaryTableBytes(cfg: ModelConfig): number {
+  return ROTARY_TABLES.length * cfg.maxPositions * (cfg.headDim / 2) * 4;
 }
 
-/** x * cos + rotate_half(x) * sin, with rotate_half(x) = [-x2, x1] over the last axis's halves. */
-function applyRotary(g: GraphBuilder, x: string, cos: string, sin: string, headDim: number, output?: string): string {
-  const [x1, x2] = g.nodeMulti('Split', [x, g.constInt64([headDim / 2, headDim / 2], 'split')], { count: 2, attrs: { axis: -1 } });
-  const rotated = g.node('Concat', [g.node('Neg', [x2]), x1], { attrs: { axis: -1 } });
-  return g.node('Add', [g.node('Mul', [x, cos]), g.node('Mul', [rotated, sin])], output ? { outputs: [output] } : {});
+/**
+ * HF rotary (`rotate_half`) on [B, S, heads*D] with com.microsoft RotaryEmbedding: cos/sin tables of
+ * position * inv_freq for every position the model allows ([maxPositions, D/2], computed in float64,
+ * stored float32; maxPositions * D * 4 bytes per layer) so nothing trigonometric runs per call.
+ */
+function rotary(g: GraphBuilder, x: string, cfg: ModelConfig): string {
+  const invFreq = rotaryInvFreq(cfg.ropeTheta, cfg.headDim);
+  const half = invFreq.length;
+  const cos = new Float32Array(cfg.maxPositions * half);
+  const sin = new Float32Array(cfg.maxPositions * half);
+  for (let p = 0; p < cfg.maxPositions; p++)
+    for (let i = 0; i < half; i++) {
+      cos[p * half + i] = Math.cos(p * invFreq[i]!);
+      sin[p * half + i] = Math.sin(p * invFreq[i]!);
+    }
+  const [cosName, sinName] = ROTARY_TABLES;
+  const table = (name: string, values: Float32Array) => g.floatInitializer(name, values, [cfg.maxPositions, half]);
+  return g.node('RotaryEmbedding', [x, 'position_ids', table(cosName, cos), table(sinName, sin)], { domain: MS_DOMAIN, attrs: { interleaved: 0 } });
+}
+
+/** Row-major matrices with the same column count, stacked (the fused q/k/v weight). */
+export function concatRows(parts: Float32Array[]): Float32Array {
+  const out = new Float32Array(parts.reduce((n, p) => n + p.length, 0));
+  let at = 0;
+  for (const p of parts) {
+    out.set(p, at);
+    at += p.length;
+  }
+  return out;
 }
 
 /**

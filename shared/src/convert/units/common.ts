@@ -67,12 +67,13 @@ export function projection(g: GraphBuilder, x: string, name: string, w: Float32A
   });
 }
 
-/** HF LlamaRMSNorm in float32: w * (x / sqrt(mean(x^2, last axis) + eps)). Norm weights stay float32 (tiny). */
+/**
+ * HF LlamaRMSNorm: w * (x / sqrt(mean(x^2, last axis) + eps)), as onnxruntime's fused
+ * SimplifiedLayerNormalization (one kernel instead of seven small nodes). Norm weights stay float32 (tiny).
+ */
 export function rmsNorm(g: GraphBuilder, x: string, weightName: string, weight: Float32Array, eps: number, output?: string): string {
   const w = g.floatInitializer(weightName, weight, [weight.length]);
-  const meanSquare = g.node('ReduceMean', [g.node('Mul', [x, x])], { attrs: { axes: [-1], keepdims: 1 } });
-  const inverseRms = g.node('Reciprocal', [g.node('Sqrt', [g.node('Add', [meanSquare, g.constFloat(eps, 'eps')])])]);
-  return g.node('Mul', [g.node('Mul', [x, inverseRms]), w], output ? { outputs: [output] } : {});
+  return g.node('SimplifiedLayerNormalization', [x, w], { attrs: { axis: -1, epsilon: { float: eps } }, ...(output ? { outputs: [output] } : {}) });
 }
 
 /** Row-major [rows, cols] -> [cols, rows]. */
