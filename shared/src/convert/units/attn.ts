@@ -10,8 +10,9 @@
  * ones. Nothing in the graph copies or concatenates them: scores over the cache and over the new keys
  * are computed apart, softmaxed together, and the two weighted value sums added. Both cache products
  * have the cache as their first operand (K q^T, V^T p^T), which onnxruntime streams as it is; as the
- * second operand it would be packed (copied) on every call. (onnxruntime's GroupQueryAttention would need its `present` outputs
- * to alias the cache, and onnxruntime-node copies every output back into JS memory.)
+ * second operand it would be packed (copied) on every call. onnxruntime's GroupQueryAttention can
+ * update a cache bound in place, but on CPU it reads it 15x slower than these products, in float16
+ * too (`pnpm bench:kv-formats`).
  */
 import type { ModelConfig } from '../../model/config';
 import { MS_DOMAIN, type GraphBuilder } from '../../onnx/graph';
