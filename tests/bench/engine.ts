@@ -15,10 +15,8 @@ import { loadUnitSession } from '@unimoe/shared/runtime/ort-unit';
 import { GraphBuilder } from '@unimoe/shared/onnx/graph';
 import { DenseModel } from '@unimoe/edge/engine/dense-model';
 import { createEngine, type Engine } from '@unimoe/edge/engine/engine';
-import { forwardStep } from '@unimoe/edge/engine/forward';
-import { bytesPerPosition, KvCachePool, slotCapacity } from '@unimoe/edge/engine/kv-cache';
+import { bytesPerPosition, slotCapacity } from '@unimoe/edge/engine/kv-cache';
 import { LocalExpertBackend } from '@unimoe/edge/engine/local-experts';
-import { Scratch } from '@unimoe/edge/engine/scratch';
 import { measureBandwidth, weightBytesPerToken } from './bandwidth';
 import { realisticBundle, REALISTIC } from './realistic-model';
 import { fmt, printTable } from './table';
@@ -90,90 +88,100 @@ async function main() {
   await engine.generate({ promptIds: prompt(0, PROMPT_LEN), params: { ...greedy, maxTokens: 2 } });
 
   const rows: (string | number)[][] = [];
-  let batch1StepMs = NaN;
   for (const n of [1, 8, 32]) {
     // Prefill: n prompts of PROMPT_LEN tokens, one generated token each.
     const prefillSeconds = await timeIt(() =>
       Promise.all(Array.from({ length: n }, (_, s) => engine.generate({ promptIds: prompt(s, PROMPT_LEN), params: { ...greedy, maxTokens: 1 } }))),
     );
     const decode = await decodeRate(engine, Array.from({ length: n }, (_, s) => prompt(100 + s, 16)), DECODE_TOKENS);
-    if (n === 1) batch1StepMs = decode.msPerStep;
     rows.push([n, fmt((n * PROMPT_LEN) / prefillSeconds), fmt(decode.tokensPerSecond), fmt(decode.msPerStep, 2), n === 1 ? fmt(decode.msPerStep / limitMs, 2) : '']);
   }
-  await engine.close();
   printTable(
     `Engine (load ${fmt(loadSeconds, 2)} s, prompt ${PROMPT_LEN} tokens, ${DECODE_TOKENS} decode tokens per sequence)`,
     ['sequences', 'prefill tok/s', 'decode tok/s', 'ms per decode step', 'step / bandwidth limit'],
     rows,
   );
+  await batchOneBreakdown(engine, manifest, bytes, bandwidth.reduceSum);
+  await engine.close();
 
-  await batchOneBreakdown(bundleDir, manifest, bytes, bandwidth.reduceSum, batch1StepMs);
   await contextRows(bundleDir, manifest, bandwidth.reduceSum);
   await expertTable(bundleDir, manifest);
 }
 
 /**
- * Where one batch-1 decode step's time goes: forwardStep run directly over the engine's own units with
- * every unit call timed, next to what reading that unit's weights costs at the measured bandwidth. The
- * scheduler's share (sampling, bookkeeping, the event-loop turn between steps) is the engine's step
- * time minus forwardStep's.
+ * Where one batch-1 decode step's time goes, measured inside the engine's own decode (one run, so the
+ * parts add up to the step): every unit call timed (the DenseModel and LocalExpertBackend methods wrapped
+ * for the run), forwardStep as the span from a step's embed call to its head call, and the scheduler's
+ * share (sampling, bookkeeping, the event-loop turn between steps) as the span from one step's head call
+ * to the next step's embed call. Each part is set against what reading its weights costs at the measured
+ * bandwidth.
  */
-async function batchOneBreakdown(bundleDir: string, manifest: Manifest, bytes: ReturnType<typeof weightBytesPerToken>, gbPerSecond: number, engineStepMs: number): Promise<void> {
-  const model = await DenseModel.load(bundleDir, manifest);
-  const experts = await LocalExpertBackend.open(bundleDir, { eager: true }, manifest);
-  const spent = { embed: 0, attn: 0, experts: 0, head: 0 };
-  const time = (target: object, method: string, part: keyof typeof spent) => {
-    const t = target as Record<string, (...a: unknown[]) => Promise<unknown>>;
-    const original = t[method]!.bind(target);
-    t[method] = async (...args: unknown[]) => {
+async function batchOneBreakdown(engine: Engine, manifest: Manifest, bytes: ReturnType<typeof weightBytesPerToken>, gbPerSecond: number): Promise<void> {
+  const spent = { embed: 0, attn: 0, experts: 0, head: 0, forward: 0, between: 0 };
+  let recording = false;
+  let stepStart = 0;
+  let headEnd = NaN;
+  const restore: (() => void)[] = [];
+  const time = (proto: object, method: string, part: 'embed' | 'attn' | 'experts' | 'head') => {
+    const p = proto as Record<string, (...a: unknown[]) => Promise<unknown>>;
+    const original = p[method]!;
+    restore.push(() => (p[method] = original));
+    p[method] = async function (this: unknown, ...args: unknown[]) {
       const t0 = performance.now();
+      if (part === 'embed') {
+        if (recording && !Number.isNaN(headEnd)) spent.between += t0 - headEnd;
+        stepStart = t0;
+      }
       try {
-        return await original(...args);
+        return await original.apply(this, args);
       } finally {
-        spent[part] += performance.now() - t0;
+        const t1 = performance.now();
+        if (recording) spent[part] += t1 - t0;
+        if (part === 'head') {
+          if (recording) spent.forward += t1 - stepStart;
+          headEnd = t1;
+        }
       }
     };
   };
-  time(model, 'embed', 'embed');
-  time(model, 'attn', 'attn');
-  time(model, 'head', 'head');
-  time(experts, 'runExperts', 'experts');
-
-  const { layers, kvHeads, headDim } = manifest.config;
-  const steps = 24;
-  const ids = prompt(7, 32);
-  const pool = new KvCachePool({ layers, kvHeads, headDim });
-  pool.reserve(ids.length + steps);
-  const cache = pool.allocate(ids.length + steps);
-  const scratch = new Scratch();
-  let next = argmaxOf(await forwardStep(model, experts, scratch, { decode: [], prefill: [{ cache, position: 0, ids }], headRows: [ids.length - 1] }));
-  for (const part of Object.keys(spent) as (keyof typeof spent)[]) spent[part] = 0;
-  let total = 0;
-  for (let i = 0; i < steps; i++) {
-    const t0 = performance.now();
-    const logits = await forwardStep(model, experts, scratch, { decode: [{ cache, position: ids.length + i, inputId: next }], prefill: [], headRows: [0] });
-    total += performance.now() - t0;
-    next = argmaxOf(logits);
+  time(DenseModel.prototype, 'embed', 'embed');
+  time(DenseModel.prototype, 'attn', 'attn');
+  time(DenseModel.prototype, 'head', 'head');
+  time(LocalExpertBackend.prototype, 'runExperts', 'experts');
+  // From the first token to the last: the decode steps in between, each preceded by the gap before it.
+  const tokens = 33;
+  const times: number[] = [];
+  try {
+    await engine.generate({
+      promptIds: prompt(7, 32),
+      params: { ...greedy, maxTokens: tokens, stopTokenIds: [] },
+      onToken: () => {
+        times.push(performance.now());
+        recording = times.length < tokens;
+      },
+    });
+  } finally {
+    for (const undo of restore) undo();
   }
-  cache.free();
-  await experts.close();
-  await model.release();
+  const steps = tokens - 1;
+  const stepMs = (times.at(-1)! - times[0]!) / steps;
 
   const perStep = (ms: number) => ms / steps;
   const limit = (b: number) => (b / (gbPerSecond * 1e9)) * 1000;
   const inUnits = spent.embed + spent.attn + spent.experts + spent.head;
   const row = (part: string, ms: number, limitMs?: number) => [part, fmt(ms, 2), limitMs === undefined ? '' : fmt(limitMs, 2), limitMs === undefined ? '' : fmt(ms / limitMs, 2)];
   printTable(
-    `Batch-1 decode step, broken down (${steps} steps; limit = weight bytes / ${fmt(gbPerSecond)} GB/s)`,
+    `Batch-1 decode step, broken down (${steps} engine steps; limit = weight bytes / ${fmt(gbPerSecond)} GB/s)`,
     ['part', 'ms per step', 'limit ms', 'ratio'],
     [
       row('embed (1 call)', perStep(spent.embed)),
-      row(`attn units (${layers} calls)`, perStep(spent.attn), limit(bytes.attn)),
-      row(`experts (${layers} runExperts calls of top-${manifest.config.routing.topK})`, perStep(spent.experts), limit(bytes.experts)),
+      row(`attn units (${manifest.config.layers} calls)`, perStep(spent.attn), limit(bytes.attn)),
+      row(`experts (${manifest.config.layers} runExperts calls of top-${manifest.config.routing.topK})`, perStep(spent.experts), limit(bytes.experts)),
       row('head (1 call)', perStep(spent.head), limit(bytes.head)),
-      row('forwardStep outside unit calls (routing, combine, masks, KV append)', perStep(total - inUnits)),
-      row('forwardStep', perStep(total), limit(bytes.total)),
-      row('engine step (table above): + scheduler, sampling, event loop', engineStepMs, limit(bytes.total)),
+      row('forwardStep outside unit calls (routing, combine, masks, KV append)', perStep(spent.forward - inUnits)),
+      row('forwardStep', perStep(spent.forward), limit(bytes.total)),
+      row('scheduler between steps (sampling, bookkeeping, event loop)', perStep(spent.between)),
+      row('engine step (first to last token)', stepMs, limit(bytes.total)),
     ],
   );
 }
@@ -218,12 +226,6 @@ async function contextRows(bundleDir: string, manifest: Manifest, gbPerSecond: n
     ['context', 'sequences', 'shared prefix', 'prefix hit tokens', 'wall s', 'decode tok/s', 'ms per step', 'KV read per step / at bandwidth', 'tok/s vs 64', 'best vs 64'],
     rows,
   );
-}
-
-function argmaxOf(logits: Float32Array): number {
-  let best = 0;
-  for (let i = 1; i < logits.length; i++) if (logits[i]! > logits[best]!) best = i;
-  return best;
 }
 
 /** Expert FFN unit vs a large square MatMul in the same runtime. */
