@@ -8,13 +8,14 @@
  *     GFLOP/s with one onnxruntime run per expert (the previous backend) and with the layer's experts
  *     merged into one run (LocalExpertBackend), each as a ratio to the MatMul peak and to the roofline.
  * Knobs: BENCH_SEQUENCES (default 1,8,32,64), BENCH_THREADS (onnxruntime threads, default all cores),
- * BENCH_ROUNDS (alternating rounds, best kept; default 3).
+ * BENCH_ROUNDS (alternating rounds, best kept; default 3), BENCH_DTYPE (the bundle's weights: float32,
+ * int8 or int4; a quantized expert reads its unit file's bytes, so its roofline is higher).
  */
 import { gemvBandwidth } from './bandwidth';
 import { availableParallelism, cpus, loadavg } from 'node:os';
 import { join } from 'node:path';
 import { readManifest } from '@unimoe/shared/bundle/load';
-import { unitName } from '@unimoe/shared/bundle/manifest';
+import { unitName, type UnitWeightDType } from '@unimoe/shared/bundle/manifest';
 import { GraphBuilder } from '@unimoe/shared/onnx/graph';
 import { loadUnitSession, type UnitSession } from '@unimoe/shared/runtime/ort-unit';
 import { LocalExpertBackend } from '@unimoe/edge/engine/local-experts';
@@ -27,6 +28,7 @@ const THREADS = Number(process.env.BENCH_THREADS) || availableParallelism();
 const TOP_K = 2;
 
 const ROUNDS = Number(process.env.BENCH_ROUNDS) || 3;
+const DTYPE = (process.env.BENCH_DTYPE ?? 'float32') as UnitWeightDType;
 
 /** Mean seconds per call over about `minSeconds` of calls. */
 async function secondsPerCall(fn: () => Promise<unknown>, minSeconds = 0.6): Promise<number> {
@@ -83,11 +85,13 @@ function stepBatches(n: number, experts: number, hidden: number, seed: number): 
 
 async function main() {
   if (SEQUENCES.some((n) => !Number.isInteger(n) || n < 1)) throw new Error(`BENCH_SEQUENCES must list positive integers, got ${process.env.BENCH_SEQUENCES}`);
-  const bundleDir = await realisticBundle();
+  if (!['float32', 'int8', 'int4'].includes(DTYPE)) throw new Error(`BENCH_DTYPE must be float32, int8 or int4, got ${DTYPE}`);
+  const bundleDir = await realisticBundle(console.error, DTYPE);
   const manifest = await readManifest(bundleDir);
   const { hidden: H, intermediate: I, experts: E } = manifest.config;
   console.log(`# bench:experts - ${cpus()[0]?.model ?? 'cpu'} x ${availableParallelism()}, onnxruntime threads ${THREADS}, load average ${loadavg().map((l) => l.toFixed(2)).join(' ')}`);
-  console.log(`# bundle ${bundleDir}: layer 0, ${E} experts ${H}->${I}->${H} float32, top-${TOP_K}`);
+  console.log(`# bundle ${bundleDir}: layer 0, ${E} experts ${H}->${I}->${H} ${DTYPE}, top-${TOP_K}`);
+  const expertBytes = (e: number) => manifest.units.find((u) => u.name === unitName.expert(0, e))!.bytes;
 
   const peak = await matmulGflops(2048);
   const bandwidth = await gemvBandwidth({ bytes: 8192 * 8192 * 4, threads: THREADS });
@@ -109,8 +113,8 @@ async function main() {
       const batches = stepBatches(n, E, H, 7 + n);
       const slots = n * TOP_K;
       const gflop = (2 * slots * 3 * H * I) / 1e9;
-      // Bytes: every expert with rows reads its three matrices once.
-      const weightBytes = batches.length * 3 * H * I * 4;
+      // Bytes: every expert with rows reads its unit's weights once.
+      const weightBytes = batches.reduce((sum, b) => sum + expertBytes(b.expert), 0);
       const roofline = Math.min(peak, (bandwidth * gflop * 1e9) / weightBytes);
       const [before, after] = await bestOf([
         () => Promise.all(batches.map((b) => perUnit[b.expert]!.run({ x: { data: b.x, dims: [b.tokens, H] } }))),
