@@ -62,3 +62,91 @@ export function packGroupRows(batches: readonly ExpertBatch[], hidden: number): 
   sources.forEach((row, i) => x.set(row, i * hidden));
   return { x, experts };
 }
+
+/** One group message's share of a packed group: a run of its distinct rows and every pair among them. */
+export interface GroupSlice {
+  /** The distinct rows [start, end) of the packed group this message carries. */
+  start: number;
+  end: number;
+  /** Experts with pairs in these rows (packed order): `batch` indexes the packed experts, `rows` are relative to `start`, `positions` the tokens of its batch. */
+  experts: Array<{ expert: number; batch: number; rows: Uint32Array; positions: Uint32Array }>;
+  pairs: number;
+}
+
+/**
+ * Cuts a packed group into messages that fit the server's max_payload: runs of consecutive distinct rows,
+ * each message carrying every (expert, row) pair of its rows, so that the request (rows + 4-byte indices)
+ * and the reply (a row per pair) both stay within `maxBytes`. The cut is balanced (equal pairs per message,
+ * so replicas of the pool share the work evenly). Undefined when one row's pairs alone exceed the limit
+ * (a max_payload of a few rows): the caller sends such a group to its units.
+ */
+export function sliceGroupRows(packed: { x: Float32Array; experts: readonly GroupExpertRows[] }, limits: { hidden: number; rowBytes: number; maxBytes: number }): GroupSlice[] | undefined {
+  const { rowBytes, maxBytes } = limits;
+  const distinct = packed.x.length / limits.hidden;
+  const pairsOfRow = new Uint32Array(distinct);
+  let total = 0;
+  for (const e of packed.experts) for (const r of e.rows) pairsOfRow[r]!++, total++;
+  const fits = (rows: number, pairs: number) => pairs * rowBytes <= maxBytes && rows * rowBytes + pairs * 4 <= maxBytes;
+  /** Start rows of the messages, most `cap` pairs each. */
+  const cut = (cap: number): number[] | undefined => {
+    const starts = [0];
+    let rows = 0;
+    let pairs = 0;
+    for (let u = 0; u < distinct; u++) {
+      const p = pairsOfRow[u]!;
+      if (!fits(1, p)) return undefined;
+      if (rows > 0 && (pairs + p > cap || !fits(rows + 1, pairs + p))) {
+        starts.push(u);
+        rows = pairs = 0;
+      }
+      rows++;
+      pairs += p;
+    }
+    return starts;
+  };
+  const greedy = cut(Infinity);
+  if (!greedy) return undefined;
+  const balanced = greedy.length > 1 ? cut(Math.ceil(total / greedy.length))! : greedy;
+  const starts = balanced.length === greedy.length ? balanced : greedy;
+
+  const sliceOf = new Uint32Array(distinct);
+  starts.forEach((s, i) => sliceOf.fill(i, s, starts[i + 1] ?? distinct));
+  const slices: GroupSlice[] = starts.map((start, i) => ({ start, end: starts[i + 1] ?? distinct, experts: [], pairs: 0 }));
+  packed.experts.forEach((e, batch) => {
+    const counts = new Uint32Array(slices.length);
+    for (const r of e.rows) counts[sliceOf[r]!]!++;
+    const parts = slices.map((s, i) => ({ expert: e.expert, batch, rows: new Uint32Array(counts[i]!), positions: new Uint32Array(counts[i]!) }));
+    const fill = new Uint32Array(slices.length);
+    e.rows.forEach((r, t) => {
+      const i = sliceOf[r]!;
+      parts[i]!.rows[fill[i]!] = r - slices[i]!.start;
+      parts[i]!.positions[fill[i]!++] = t;
+    });
+    slices.forEach((s, i) => {
+      if (counts[i]! === 0) return;
+      s.experts.push(parts[i]!);
+      s.pairs += counts[i]!;
+    });
+  });
+  return slices;
+}
+
+/**
+ * Each batch's [tokens, hidden] output from the slices' replies (`replies[i][k]`: slice i's expert k), in
+ * the batches' token order. One slice: its reply rows already are the batches' outputs (no copy).
+ */
+export function assembleGroupReplies(slices: readonly GroupSlice[], replies: ReadonlyArray<readonly Float32Array[]>, batchTokens: readonly number[], hidden: number): Float32Array[] {
+  if (slices.length === 1) {
+    const out: Float32Array[] = batchTokens.map(() => new Float32Array(0));
+    slices[0]!.experts.forEach((e, k) => (out[e.batch] = replies[0]![k]!));
+    return out;
+  }
+  const out = batchTokens.map((t) => new Float32Array(t * hidden));
+  slices.forEach((s, i) =>
+    s.experts.forEach((e, k) => {
+      const y = replies[i]![k]!;
+      e.positions.forEach((t, j) => out[e.batch]!.set(y.subarray(j * hidden, (j + 1) * hidden), t * hidden));
+    }),
+  );
+  return out;
+}

@@ -10,11 +10,11 @@
  */
 import { headers as natsHeaders, type Msg, type NatsConnection } from 'nats';
 import { unitName } from '@unimoe/shared/bundle/manifest';
-import { decodeTensorMessage, encodeTensorMessage, readErrorReply, WIRE_HEADERS, WireError, type WireDType, type WireMessage } from '@unimoe/shared/wire/format';
+import { decodeTensorMessage, encodeTensorMessage, readErrorReply, WIRE_DTYPE_BYTES, WIRE_HEADERS, WireError, type WireDType, type WireMessage } from '@unimoe/shared/wire/format';
 import { decodeGroupReply, encodeGroupRequest } from '@unimoe/shared/wire/group-format';
 import { HEADER_ALLOWANCE_BYTES, maxRowsPerMessage, rowRanges } from '@unimoe/shared/wire/split';
 import { allStatsSubject, expertGroupsOfUnits, parseExpertGroupName, replicaUnitSubject, unitSubject, type WireModel } from '@unimoe/shared/wire/subjects';
-import { packGroupRows, planGroups } from './layer-groups';
+import { assembleGroupReplies, packGroupRows, planGroups, sliceGroupRows, type GroupSlice } from './layer-groups';
 import type { ExpertBackend, ExpertBatch } from '../engine/expert-backend';
 import { connectNats } from '@unimoe/shared/runtime/nats-connect';
 import type { NatsRole, NatsSecurity } from '@unimoe/shared/runtime/nats-auth';
@@ -283,21 +283,18 @@ export async function createNatsExpertBackend(opts: NatsExpertBackendOptions): P
   };
 
   /**
-   * One message for several batches of one layer group: each distinct step row once, the batches as row
-   * indices. Undefined when the group is gone (nobody answers it any more: the caller sends the
-   * batches to their units) or the request or its reply would not fit the server's max payload (the
-   * unit requests split by rows).
+   * The batches of one layer group: each distinct step row once, the batches as row indices, in one
+   * message or, above the server's max payload, in several (runs of rows, sent together, the replies
+   * put back in token order). Undefined when the group is gone (nobody answers it any more) or one row
+   * alone would not fit a message: the caller sends the batches to their units.
    */
   const runGroup = async (name: string, batches: ExpertBatch[]): Promise<Float32Array[] | undefined> => {
-    const pairs = batches.reduce((s, b) => s + b.tokens, 0);
-    // The reply carries every (expert, row) pair: it must fit too.
-    if (pairs > maxRows) return undefined;
-    const { x, experts } = packGroupRows(batches, hidden);
-    const message = encodeGroupRequest({ dtype, hidden, x, experts, requestId: `${name}-${(nextId++).toString(36)}` });
-    if (message.body.byteLength + HEADER_ALLOWANCE_BYTES > maxPayload) return undefined;
-    let reply;
+    const packed = packGroupRows(batches, hidden);
+    const slices = sliceGroupRows(packed, { hidden, rowBytes: hidden * WIRE_DTYPE_BYTES[dtype], maxBytes: maxPayload - HEADER_ALLOWANCE_BYTES });
+    if (!slices) return undefined;
+    let replies;
     try {
-      reply = await request(name, message, pairs, true);
+      replies = await Promise.all(slices.map((s, i) => runGroupSlice(name, packed.x, s, slices.length > 1 ? ` (message ${i + 1} of ${slices.length})` : '')));
     } catch (err) {
       if (!(err instanceof ExpertDispatchError && err.reason === 'no-responders')) throw err;
       // Its pool is gone or restarting, or its replicas may not subscribe to it: use the units for a while.
@@ -305,10 +302,18 @@ export async function createNatsExpertBackend(opts: NatsExpertBackendOptions): P
       silentGroups.set(name, performance.now() + GROUP_RETRY_MS);
       return undefined;
     }
+    return assembleGroupReplies(slices, replies, batches.map((b) => b.tokens), hidden);
+  };
+
+  /** One group message: the slice's rows (a view of the packed rows) and its pairs; its experts' output rows. */
+  const runGroupSlice = async (name: string, x: Float32Array, slice: GroupSlice, which: string): Promise<Float32Array[]> => {
+    const experts = slice.experts.map((e) => ({ expert: e.expert, rows: e.rows }));
+    const message = encodeGroupRequest({ dtype, hidden, x: x.subarray(slice.start * hidden, slice.end * hidden), experts, requestId: `${name}-${(nextId++).toString(36)}` });
+    const reply = await request(name, message, slice.pairs, true);
     try {
-      return decodeGroupReply(reply.headers, reply.data, { hidden, experts: experts.map((e) => [e.expert, e.rows.length] as const) });
+      return decodeGroupReply(reply.headers, reply.data, { hidden, experts: slice.experts.map((e) => [e.expert, e.rows.length] as const) });
     } catch (err) {
-      if (err instanceof WireError) throw new ExpertDispatchError(name, 'bad-reply', `group ${name}: malformed reply: ${err.message}`);
+      if (err instanceof WireError) throw new ExpertDispatchError(name, 'bad-reply', `group ${name}: malformed reply${which}: ${err.message}`);
       throw err;
     }
   };
