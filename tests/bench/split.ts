@@ -9,7 +9,8 @@
  *   - messages and bytes on the wire per generated token, for both splits.
  * Knobs (environment): BENCH_WORKER_THREADS (onnxruntime threads per worker, default 1),
  * BENCH_EDGE_THREADS (default: all cores), BENCH_WIRE_DTYPE (f32 | f16 | bf16, default f32),
- * BENCH_SEQUENCES (concurrency levels, default 1,16,64), BENCH_ROUNDS (alternating runs per level, best kept; default 2).
+ * BENCH_SEQUENCES (concurrency levels, default 1,16,64), BENCH_ROUNDS (alternating runs per level, best kept; default 2),
+ * BENCH_SPLIT_MODES (which splits to run: expert, pool or both, default expert,pool).
  */
 import type { ChildProcess } from 'node:child_process';
 import { spawnTied } from '@unimoe/shared/runtime/tied-child';
@@ -43,6 +44,7 @@ const GREEDY = { temperature: 0, topP: 1, topK: 0 };
 /** Bare round trips replayed per concurrency level (sampled from the recorded decode layers). */
 const BARE_SAMPLES = 400;
 const ROUNDS = Number(process.env.BENCH_ROUNDS) || 2;
+const MODES = process.env.BENCH_SPLIT_MODES?.split(',') ?? ['expert', 'pool'];
 
 function prompt(seq: number): number[] {
   return [1, ...Array.from({ length: PROMPT_LEN - 1 }, (_, i) => 3 + ((seq * 7919 + i * 104729) % (REALISTIC.vocab - 3)))];
@@ -109,6 +111,7 @@ function wireDelta(a: WireStats, b: WireStats): WireStats {
 
 async function main() {
   if (CONCURRENCY.some((n) => !Number.isInteger(n) || n < 1)) throw new Error(`BENCH_SEQUENCES must list positive integers, got ${process.env.BENCH_SEQUENCES}`);
+  if (MODES.length === 0 || MODES.some((m) => m !== 'expert' && m !== 'pool')) throw new Error(`BENCH_SPLIT_MODES must list expert and/or pool, got ${process.env.BENCH_SPLIT_MODES}`);
   if (!isWireDType(WIRE_DTYPE)) throw new Error(`BENCH_WIRE_DTYPE must be f32, f16 or bf16, got ${JSON.stringify(WIRE_DTYPE)}`);
   const bundleDir = await realisticBundle();
   const manifest = await readManifest(bundleDir);
@@ -138,9 +141,9 @@ async function main() {
     const session = { threads: EDGE_THREADS };
     // Two split edges on the same pools: per-expert messages (layer groups off) and per-pool messages.
     const modes = [
-      { name: 'split, message per (layer, expert)', layerGroups: false },
-      { name: 'split, message per (layer, pool)', layerGroups: true },
-    ];
+      { key: 'expert', name: 'split, message per (layer, expert)', layerGroups: false },
+      { key: 'pool', name: 'split, message per (layer, pool)', layerGroups: true },
+    ].filter((m) => MODES.includes(m.key));
     const splits: Array<{ name: string; engine: Engine; recorder: LayerRecorder; backend: NatsExpertBackend }> = [];
     for (const mode of modes) {
       const recorder = new LayerRecorder(routing.topK);
@@ -169,6 +172,7 @@ async function main() {
       const layers: LayerRecord[][] = splits.map(() => []);
       const tokens = splits.map(() => 0);
       const w0 = splits.map((x) => x.backend.wireStats());
+      const s0 = splits.map((x) => x.backend.stats());
       for (let round = 0; round < ROUNDS; round++) {
         for (const [i, engine] of [single, ...splits.map((x) => x.engine)].entries()) {
           const recorder = i === 0 ? singleRecorder : splits[i - 1]!.recorder;
@@ -217,7 +221,8 @@ async function main() {
         ]);
         const wire = wireDelta(w0[i]!, split.backend.wireStats());
         const kib = (wire.inBytes + wire.outBytes) / 1024;
-        wireRows.push([n, split.name, tokens[i]!, wire.outMsgs, wire.inMsgs, fmt((wire.outMsgs + wire.inMsgs) / tokens[i]!, 2), fmt(kib / tokens[i]!, 1), fmt(kib / 1024, 1)]);
+        const resends = split.backend.stats().hedges - s0[i]!.hedges;
+        wireRows.push([n, split.name, tokens[i]!, wire.outMsgs, wire.inMsgs, resends, fmt((wire.outMsgs + wire.inMsgs) / tokens[i]!, 2), fmt(kib / tokens[i]!, 1), fmt(kib / 1024, 1)]);
       }
     }
 
@@ -238,7 +243,7 @@ async function main() {
     );
     printTable(
       'Expert traffic on the edge\'s NATS connection (requests out, replies in; payload + headers), per generated token (prefill included)',
-      ['sequences', 'engine', 'generated tokens', 'messages out', 'messages in', 'messages / token', 'KiB / token', 'MiB total'],
+      ['sequences', 'engine', 'generated tokens', 'messages out', 'messages in', 'of which re-sends (hedges)', 'messages / token', 'KiB / token', 'MiB total'],
       wireRows,
     );
     console.log(`\n# load average at end: ${loadavg().map((l) => l.toFixed(2)).join(' ')}`);

@@ -161,9 +161,12 @@ describe('layer groups', () => {
     });
     const backend = await createNatsExpertBackend({ natsUrl: small.url, model, hidden, timeoutMs: 5000 });
     try {
+      // Round trips on the edge's connection: the first after its stats subscription reached the server,
+      // the second after the stats message reached the edge.
+      await backend.unitsAvailable(['layer0.expert0'], 1000);
       fake.publish(statsSubject(model, 'fake'), JSON.stringify({ units: { 'layer0.expert0': {}, 'layer0.expert1': {} } }));
       await fake.flush();
-      await backend.unitsAvailable(['layer0.expert0'], 1000); // a round trip after the stats message reached the edge
+      await backend.unitsAvailable(['layer0.expert0'], 1000);
       const { batches } = stepBatches(0, [[0, 1, 2, 3], [2, 3, 4, 5, 6]], 0, 7);
       await expect(backend.runExperts(batches)).rejects.toThrow(/^group layer0\.experts\.0-1: malformed reply \(message \d of 3\): shape \d+x32 f32 needs \d+ body bytes, got \d+/);
       answer = 'wrong-experts';

@@ -149,9 +149,10 @@ export async function createNatsExpertBackend(opts: NatsExpertBackendOptions): P
   /**
    * Sends one message to `key`'s subject (a unit, or a layer group: both are "units" to subjects,
    * latency, replicas) with re-sends; returns the reply after observing it. Units nobody serves ask for a
-   * replica (scale from zero); groups do not: the caller falls back to their units.
+   * replica (scale from zero); groups do not: the caller falls back to their units. `callRows`: the rows
+   * of the whole call this message is part of (what the replica computes; its hedge delay depends on it).
    */
-  const request = async (key: string, message: WireMessage, rows: number, group: boolean): Promise<Msg> => {
+  const request = async (key: string, message: WireMessage, rows: number, group: boolean, callRows: number): Promise<Msg> => {
     const subject = unitSubject(model, key);
     const trace = traceHeaderValue();
     const send = () =>
@@ -162,7 +163,7 @@ export async function createNatsExpertBackend(opts: NatsExpertBackendOptions): P
         body: message.body,
         headers: trace ? { ...message.headers, [TRACE_HEADER]: trace } : message.headers,
         budgetMs: timeoutMs,
-        hedgeAfterMs: latency.hedgeAfterMs(key),
+        hedgeAfterMs: latency.hedgeAfterMs(key, callRows),
         maxAttempts,
         noResponderRetries: group ? 0 : retries,
         noResponderHoldMs: !group && answered.has(key) ? restartHoldMs : 0,
@@ -195,7 +196,7 @@ export async function createNatsExpertBackend(opts: NatsExpertBackendOptions): P
     }
     const { msg: reply, sentAt } = answer;
     const roundTripMs = performance.now() - sentAt;
-    latency.observe(key, roundTripMs);
+    latency.observe(key, roundTripMs, callRows);
     answered.add(key);
     const replica = reply.headers?.get(WIRE_HEADERS.replica);
     if (replica) replicas.answered(key, replica);
@@ -235,9 +236,9 @@ export async function createNatsExpertBackend(opts: NatsExpertBackendOptions): P
     },
   });
 
-  const requestOnce = async (unit: string, x: Float32Array, rows: number, layer: number, expert: number): Promise<Float32Array> => {
+  const requestOnce = async (unit: string, x: Float32Array, rows: number, layer: number, expert: number, callRows: number): Promise<Float32Array> => {
     const message = encodeTensorMessage({ dtype, rows, hidden, data: x, requestId: `${unit}-${(nextId++).toString(36)}` });
-    const reply = await request(unit, message, rows, false);
+    const reply = await request(unit, message, rows, false, callRows);
     const group = reply.headers?.get(WIRE_HEADERS.group);
     const parsed = group ? parseExpertGroupName(group) : undefined;
     if (parsed?.layer === layer && parsed.experts.includes(expert)) learnGroup(group!);
@@ -271,11 +272,11 @@ export async function createNatsExpertBackend(opts: NatsExpertBackendOptions): P
 
   const runBatch = async (b: ExpertBatch): Promise<Float32Array> => {
     const unit = unitName.expert(b.layer, b.expert);
-    if (b.tokens <= maxRows) return b.tokens === 0 ? new Float32Array(0) : requestOnce(unit, b.x, b.tokens, b.layer, b.expert);
+    if (b.tokens <= maxRows) return b.tokens === 0 ? new Float32Array(0) : requestOnce(unit, b.x, b.tokens, b.layer, b.expert, b.tokens);
     const out = new Float32Array(b.tokens * hidden);
     await Promise.all(
       rowRanges(b.tokens, maxRows).map(async ([start, end]) => {
-        const y = await requestOnce(unit, b.x.subarray(start * hidden, end * hidden), end - start, b.layer, b.expert);
+        const y = await requestOnce(unit, b.x.subarray(start * hidden, end * hidden), end - start, b.layer, b.expert, b.tokens);
         out.set(y, start * hidden);
       }),
     );
@@ -292,9 +293,10 @@ export async function createNatsExpertBackend(opts: NatsExpertBackendOptions): P
     const packed = packGroupRows(batches, hidden);
     const slices = sliceGroupRows(packed, { hidden, rowBytes: hidden * WIRE_DTYPE_BYTES[dtype], maxBytes: maxPayload - HEADER_ALLOWANCE_BYTES });
     if (!slices) return undefined;
+    const pairs = slices.reduce((n, s) => n + s.pairs, 0);
     let replies;
     try {
-      replies = await Promise.all(slices.map((s, i) => runGroupSlice(name, packed.x, s, slices.length > 1 ? ` (message ${i + 1} of ${slices.length})` : '')));
+      replies = await Promise.all(slices.map((s, i) => runGroupSlice(name, packed.x, s, pairs, slices.length > 1 ? ` (message ${i + 1} of ${slices.length})` : '')));
     } catch (err) {
       if (!(err instanceof ExpertDispatchError && err.reason === 'no-responders')) throw err;
       // Its pool is gone or restarting, or its replicas may not subscribe to it: use the units for a while.
@@ -306,10 +308,10 @@ export async function createNatsExpertBackend(opts: NatsExpertBackendOptions): P
   };
 
   /** One group message: the slice's rows (a view of the packed rows) and its pairs; its experts' output rows. */
-  const runGroupSlice = async (name: string, x: Float32Array, slice: GroupSlice, which: string): Promise<Float32Array[]> => {
+  const runGroupSlice = async (name: string, x: Float32Array, slice: GroupSlice, callRows: number, which: string): Promise<Float32Array[]> => {
     const experts = slice.experts.map((e) => ({ expert: e.expert, rows: e.rows }));
     const message = encodeGroupRequest({ dtype, hidden, x: x.subarray(slice.start * hidden, slice.end * hidden), experts, requestId: `${name}-${(nextId++).toString(36)}` });
-    const reply = await request(name, message, slice.pairs, true);
+    const reply = await request(name, message, slice.pairs, true, callRows);
     try {
       return decodeGroupReply(reply.headers, reply.data, { hidden, experts: slice.experts.map((e) => [e.expert, e.rows.length] as const) });
     } catch (err) {
