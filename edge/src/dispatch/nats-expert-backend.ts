@@ -11,10 +11,10 @@
 import { headers as natsHeaders, type Msg, type NatsConnection } from 'nats';
 import { unitName } from '@unimoe/shared/bundle/manifest';
 import { decodeTensorMessage, encodeTensorMessage, readErrorReply, WIRE_DTYPE_BYTES, WIRE_HEADERS, WireError, type WireDType, type WireMessage } from '@unimoe/shared/wire/format';
-import { decodeGroupReply, encodeGroupRequest } from '@unimoe/shared/wire/group-format';
+import { decodeGroupReply, encodeGroupRequestRows } from '@unimoe/shared/wire/group-format';
 import { HEADER_ALLOWANCE_BYTES, maxRowsPerMessage, rowRanges } from '@unimoe/shared/wire/split';
 import { allStatsSubject, expertGroupsOfUnits, parseExpertGroupName, replicaUnitSubject, unitSubject, type WireModel } from '@unimoe/shared/wire/subjects';
-import { assembleGroupReplies, packGroupRows, planGroups, sliceGroupRows, type GroupSlice } from './layer-groups';
+import { assembleGroupReplies, planGroupRows, planGroups, sliceGroupRows, writeGroupRows, type GroupRows, type GroupSlice } from './layer-groups';
 import type { ExpertBackend, ExpertBatch } from '../engine/expert-backend';
 import { connectNats } from '@unimoe/shared/runtime/nats-connect';
 import type { NatsRole, NatsSecurity } from '@unimoe/shared/runtime/nats-auth';
@@ -290,13 +290,13 @@ export async function createNatsExpertBackend(opts: NatsExpertBackendOptions): P
    * alone would not fit a message: the caller sends the batches to their units.
    */
   const runGroup = async (name: string, batches: ExpertBatch[]): Promise<Float32Array[] | undefined> => {
-    const packed = packGroupRows(batches, hidden);
-    const slices = sliceGroupRows(packed, { hidden, rowBytes: hidden * WIRE_DTYPE_BYTES[dtype], maxBytes: maxPayload - HEADER_ALLOWANCE_BYTES });
+    const plan = planGroupRows(batches);
+    const slices = sliceGroupRows(plan, { rowBytes: hidden * WIRE_DTYPE_BYTES[dtype], maxBytes: maxPayload - HEADER_ALLOWANCE_BYTES });
     if (!slices) return undefined;
     const pairs = slices.reduce((n, s) => n + s.pairs, 0);
     let replies;
     try {
-      replies = await Promise.all(slices.map((s, i) => runGroupSlice(name, packed.x, s, pairs, slices.length > 1 ? ` (message ${i + 1} of ${slices.length})` : '')));
+      replies = await Promise.all(slices.map((s, i) => runGroupSlice(name, batches, plan, s, pairs, slices.length > 1 ? ` (message ${i + 1} of ${slices.length})` : '')));
     } catch (err) {
       if (!(err instanceof ExpertDispatchError && err.reason === 'no-responders')) throw err;
       // Its pool is gone or restarting, or its replicas may not subscribe to it: use the units for a while.
@@ -307,10 +307,16 @@ export async function createNatsExpertBackend(opts: NatsExpertBackendOptions): P
     return assembleGroupReplies(slices, replies, batches.map((b) => b.tokens), hidden);
   };
 
-  /** One group message: the slice's rows (a view of the packed rows) and its pairs; its experts' output rows. */
-  const runGroupSlice = async (name: string, x: Float32Array, slice: GroupSlice, callRows: number, which: string): Promise<Float32Array[]> => {
-    const experts = slice.experts.map((e) => ({ expert: e.expert, rows: e.rows }));
-    const message = encodeGroupRequest({ dtype, hidden, x: x.subarray(slice.start * hidden, slice.end * hidden), experts, requestId: `${name}-${(nextId++).toString(36)}` });
+  /** One group message: the slice's rows (gathered from the batches into the body) and its pairs; its experts' output rows. */
+  const runGroupSlice = async (name: string, batches: ExpertBatch[], plan: GroupRows, slice: GroupSlice, callRows: number, which: string): Promise<Float32Array[]> => {
+    const message = encodeGroupRequestRows({
+      dtype,
+      hidden,
+      rows: slice.end - slice.start,
+      writeRows: (out) => writeGroupRows(batches, plan, slice.start, slice.end, hidden, out),
+      experts: slice.experts.map((e) => ({ expert: e.expert, rows: e.rows })),
+      requestId: `${name}-${(nextId++).toString(36)}`,
+    });
     const reply = await request(name, message, slice.pairs, true, callRows);
     try {
       return decodeGroupReply(reply.headers, reply.data, { hidden, experts: slice.experts.map((e) => [e.expert, e.rows.length] as const) });
