@@ -25,7 +25,7 @@ import { LocalExpertBackend } from '@unimoe/edge/engine/local-experts';
 import { startNatsServer } from '../helpers/nats-server';
 import { REPO, spawnWorker, type WorkerProcess } from '../split/cluster';
 import { realisticBundle, REALISTIC } from './realistic-model';
-import { criticalComputeMs, LayerRecorder, type LayerRecord } from './split-recorder';
+import { criticalComputeMs, LayerRecorder, poolImbalanceMs, type LayerRecord } from './split-recorder';
 import { fmt, percentile, printTable } from './table';
 import { wireModel } from '@unimoe/shared/wire/subjects';
 
@@ -205,6 +205,7 @@ async function main() {
         const dispatch = decode.map((l) => l.ms);
         const compute = decode.map((l) => criticalComputeMs(l, poolOfUnit));
         const overhead = decode.map((l, k) => l.ms - compute[k]!);
+        const imbalance = decode.map((l) => poolImbalanceMs(l, poolOfUnit, POOLS.map((p) => p.name)));
         const bare = await bareRoundTrips(echoNc, decode, hidden);
         const msgs = decode.map((l) => l.replies.length);
         const bytes = decode.map((l) => l.replies.reduce((s, r) => s + r.requestBytes, 0));
@@ -215,6 +216,7 @@ async function main() {
           `${fmt(percentile(msgs, 50), 0)} / ${fmt(percentile(bytes, 50) / 1024, 0)} KiB`,
           `${fmt(percentile(dispatch, 50), 2)} / ${fmt(percentile(dispatch, 99), 2)}`,
           `${fmt(percentile(compute, 50), 2)} / ${fmt(percentile(compute, 99), 2)}`,
+          `${fmt(percentile(imbalance, 50), 2)} / ${fmt(percentile(imbalance, 99), 2)}`,
           `${fmt(percentile(overhead, 50), 2)} / ${fmt(percentile(overhead, 99), 2)}`,
           `${fmt(percentile(bare, 50), 2)} / ${fmt(percentile(bare, 99), 2)}`,
           fmt(percentile(overhead, 50) / percentile(bare, 50), 2),
@@ -238,7 +240,7 @@ async function main() {
     );
     printTable(
       'Per-layer expert dispatch in decode steps, ms p50 / p99 (dispatch: first batch sent -> every reply decoded; compute: slowest pool\'s onnxruntime time from Unimoe-Compute-Us; bare: the same messages to echo processes)',
-      ['sequences', 'engine', 'layers', 'msgs / bytes per layer (p50)', 'dispatch', 'worker compute', 'dispatch - compute', 'bare NATS round trip', '(dispatch - compute) / bare, p50'],
+      ['sequences', 'engine', 'layers', 'msgs / bytes per layer (p50)', 'dispatch', 'worker compute', 'slowest - fastest pool compute', 'dispatch - compute', 'bare NATS round trip', '(dispatch - compute) / bare, p50'],
       latencyRows,
     );
     printTable(
