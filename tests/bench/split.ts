@@ -200,27 +200,33 @@ async function main() {
       ]);
 
       for (const [i, split] of splits.entries()) {
-        // Decode steps only: every step token is one sequence's next token (prefill steps carry prompts).
-        const decode = layers[i]!.filter((l) => l.rows <= n);
-        const dispatch = decode.map((l) => l.ms);
-        const compute = decode.map((l) => criticalComputeMs(l, poolOfUnit));
-        const overhead = decode.map((l, k) => l.ms - compute[k]!);
-        const imbalance = decode.map((l) => poolImbalanceMs(l, poolOfUnit, POOLS.map((p) => p.name)));
-        const bare = await bareRoundTrips(echoNc, decode, hidden);
-        const msgs = decode.map((l) => l.replies.length);
-        const bytes = decode.map((l) => l.replies.reduce((s, r) => s + r.requestBytes, 0));
-        latencyRows.push([
-          n,
-          split.name,
-          decode.length,
-          `${fmt(percentile(msgs, 50), 0)} / ${fmt(percentile(bytes, 50) / 1024, 0)} KiB`,
-          `${fmt(percentile(dispatch, 50), 2)} / ${fmt(percentile(dispatch, 99), 2)}`,
-          `${fmt(percentile(compute, 50), 2)} / ${fmt(percentile(compute, 99), 2)}`,
-          `${fmt(percentile(imbalance, 50), 2)} / ${fmt(percentile(imbalance, 99), 2)}`,
-          `${fmt(percentile(overhead, 50), 2)} / ${fmt(percentile(overhead, 99), 2)}`,
-          `${fmt(percentile(bare, 50), 2)} / ${fmt(percentile(bare, 99), 2)}`,
-          fmt(percentile(overhead, 50) / percentile(bare, 50), 2),
-        ]);
+        // Decode steps (every step token is one sequence's next token) and prompt steps, apart.
+        for (const [steps, picked] of [
+          ['decode', layers[i]!.filter((l) => l.rows <= n)],
+          ['prompt', layers[i]!.filter((l) => l.rows > n)],
+        ] as const) {
+          if (picked.length === 0) continue;
+          const dispatch = picked.map((l) => l.ms);
+          const compute = picked.map((l) => criticalComputeMs(l, poolOfUnit));
+          const overhead = picked.map((l, k) => l.ms - compute[k]!);
+          const imbalance = picked.map((l) => poolImbalanceMs(l, poolOfUnit, POOLS.map((p) => p.name)));
+          const bare = await bareRoundTrips(echoNc, picked, hidden);
+          const msgs = picked.map((l) => l.replies.length);
+          const bytes = picked.map((l) => l.replies.reduce((s, r) => s + r.requestBytes, 0));
+          latencyRows.push([
+            n,
+            split.name,
+            steps,
+            picked.length,
+            `${fmt(percentile(msgs, 50), 0)} / ${fmt(percentile(bytes, 50) / 1024, 0)} KiB`,
+            `${fmt(percentile(dispatch, 50), 2)} / ${fmt(percentile(dispatch, 99), 2)}`,
+            `${fmt(percentile(compute, 50), 2)} / ${fmt(percentile(compute, 99), 2)}`,
+            `${fmt(percentile(imbalance, 50), 2)} / ${fmt(percentile(imbalance, 99), 2)}`,
+            `${fmt(percentile(overhead, 50), 2)} / ${fmt(percentile(overhead, 99), 2)}`,
+            `${fmt(percentile(bare, 50), 2)} / ${fmt(percentile(bare, 99), 2)}`,
+            fmt(percentile(overhead, 50) / percentile(bare, 50), 2),
+          ]);
+        }
         const wire = wireDelta(w0[i]!, split.backend.wireStats());
         const kib = (wire.inBytes + wire.outBytes) / 1024;
         const resends = split.backend.stats().hedges - s0[i]!.hedges;
@@ -239,8 +245,8 @@ async function main() {
       timeRows,
     );
     printTable(
-      'Per-layer expert dispatch in decode steps, ms p50 / p99 (dispatch: first batch sent -> every reply decoded; compute: slowest pool\'s onnxruntime time from Unimoe-Compute-Us; bare: the same messages to echo processes)',
-      ['sequences', 'engine', 'layers', 'msgs / bytes per layer (p50)', 'dispatch', 'worker compute', 'slowest - fastest pool compute', 'dispatch - compute', 'bare NATS round trip', '(dispatch - compute) / bare, p50'],
+      'Per-layer expert dispatch in decode and prompt steps, ms p50 / p99 (dispatch: first batch sent -> every reply decoded; compute: slowest pool\'s onnxruntime time from Unimoe-Compute-Us; bare: the same messages to echo processes)',
+      ['sequences', 'engine', 'steps', 'layers', 'msgs / bytes per layer (p50)', 'dispatch', 'worker compute', 'slowest - fastest pool compute', 'dispatch - compute', 'bare NATS round trip', '(dispatch - compute) / bare, p50'],
       latencyRows,
     );
     printTable(
