@@ -11,7 +11,7 @@
  * BENCH_EDGE_THREADS (default: all cores), BENCH_WIRE_DTYPE (f32 | f16 | bf16, default f32),
  * BENCH_SEQUENCES (concurrency levels, default 1,16,64), BENCH_ROUNDS (alternating runs per level, best kept; default 2),
  * BENCH_SPLIT_MODES (which splits to run: expert, pool or both, default expert,pool), BENCH_MAX_PAYLOAD
- * (nats-server's max_payload in bytes, default the server's 1 MiB; docs/wire.md says what to set).
+ * (nats-server's max_payload in bytes; default 8 MiB, what infra/nats/nats.conf sets and docs/wire.md recommends).
  */
 import type { ChildProcess } from 'node:child_process';
 import { spawnTied } from '@unimoe/shared/runtime/tied-child';
@@ -46,7 +46,7 @@ const GREEDY = { temperature: 0, topP: 1, topK: 0 };
 const BARE_SAMPLES = 400;
 const ROUNDS = Number(process.env.BENCH_ROUNDS) || 2;
 const MODES = process.env.BENCH_SPLIT_MODES?.split(',') ?? ['expert', 'pool'];
-const MAX_PAYLOAD = process.env.BENCH_MAX_PAYLOAD === undefined ? undefined : Number(process.env.BENCH_MAX_PAYLOAD);
+const MAX_PAYLOAD = Number(process.env.BENCH_MAX_PAYLOAD ?? 8 * 1024 * 1024);
 
 function prompt(seq: number): number[] {
   return [1, ...Array.from({ length: PROMPT_LEN - 1 }, (_, i) => 3 + ((seq * 7919 + i * 104729) % (REALISTIC.vocab - 3)))];
@@ -114,7 +114,7 @@ function wireDelta(a: WireStats, b: WireStats): WireStats {
 async function main() {
   if (CONCURRENCY.some((n) => !Number.isInteger(n) || n < 1)) throw new Error(`BENCH_SEQUENCES must list positive integers, got ${process.env.BENCH_SEQUENCES}`);
   if (MODES.length === 0 || MODES.some((m) => m !== 'expert' && m !== 'pool')) throw new Error(`BENCH_SPLIT_MODES must list expert and/or pool, got ${process.env.BENCH_SPLIT_MODES}`);
-  if (MAX_PAYLOAD !== undefined && !(Number.isInteger(MAX_PAYLOAD) && MAX_PAYLOAD >= 65536)) throw new Error(`BENCH_MAX_PAYLOAD must be a byte count of at least 65536, got ${process.env.BENCH_MAX_PAYLOAD}`);
+  if (!Number.isInteger(MAX_PAYLOAD) || MAX_PAYLOAD < 65536) throw new Error(`BENCH_MAX_PAYLOAD must be a byte count of at least 65536, got ${process.env.BENCH_MAX_PAYLOAD}`);
   if (!isWireDType(WIRE_DTYPE)) throw new Error(`BENCH_WIRE_DTYPE must be f32, f16 or bf16, got ${JSON.stringify(WIRE_DTYPE)}`);
   const bundleDir = await realisticBundle();
   const manifest = await readManifest(bundleDir);
@@ -123,10 +123,10 @@ async function main() {
   console.log(
     `# bundle ${bundleDir}; prompts ${PROMPT_LEN} tokens, ${GEN_TOKENS} generated per sequence, greedy; ` +
       `onnxruntime threads: edge/single ${EDGE_THREADS}, each worker ${WORKER_THREADS}; wire ${WIRE_DTYPE}; ` +
-      `nats-server max_payload ${MAX_PAYLOAD ?? 'default (1 MiB)'}`,
+      `nats-server max_payload ${MAX_PAYLOAD} bytes`,
   );
 
-  const nats = await startNatsServer(MAX_PAYLOAD === undefined ? {} : { maxPayload: MAX_PAYLOAD });
+  const nats = await startNatsServer({ maxPayload: MAX_PAYLOAD });
   const children: ChildProcess[] = [];
   const engines: Engine[] = [];
   let echoNc: NatsConnection | undefined;
