@@ -50,11 +50,28 @@ export class LayerRecorder {
 }
 
 /**
- * The layer's compute on the critical path: a worker runs its units one after another on its main
- * thread, so a pool's time is the sum of its replies' compute, and the layer waits for the slowest pool.
+ * Each pool's compute in the layer: a worker runs its units one after another on its main thread, so a
+ * pool's time is the sum of its runs. Every request of a coalesced run reports the whole run's time
+ * (Unimoe-Compute-Us), so each distinct value counts once (two runs of the same microsecond count are
+ * rare enough not to matter here).
  */
+export function poolComputeMs(rec: LayerRecord, poolOf: (unit: string) => string): Map<string, number> {
+  const runs = new Map<string, Set<number>>();
+  for (const r of rec.replies) {
+    const pool = poolOf(r.unit);
+    (runs.get(pool) ?? runs.set(pool, new Set()).get(pool)!).add(r.computeUs ?? 0);
+  }
+  return new Map([...runs].map(([pool, us]) => [pool, [...us].reduce((a, b) => a + b, 0) / 1000]));
+}
+
+/** The layer's compute on the critical path: the layer waits for the slowest pool. */
 export function criticalComputeMs(rec: LayerRecord, poolOf: (unit: string) => string): number {
-  const perPool = new Map<string, number>();
-  for (const r of rec.replies) perPool.set(poolOf(r.unit), (perPool.get(poolOf(r.unit)) ?? 0) + (r.computeUs ?? 0) / 1000);
-  return Math.max(0, ...perPool.values());
+  return Math.max(0, ...poolComputeMs(rec, poolOf).values());
+}
+
+/** How long the slowest pool computes after the fastest one is done (the other pool's core idles): max - min. */
+export function poolImbalanceMs(rec: LayerRecord, poolOf: (unit: string) => string, pools: readonly string[]): number {
+  const perPool = poolComputeMs(rec, poolOf);
+  const times = pools.map((p) => perPool.get(p) ?? 0);
+  return Math.max(...times) - Math.min(...times);
 }

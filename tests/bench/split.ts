@@ -9,7 +9,9 @@
  *   - messages and bytes on the wire per generated token, for both splits.
  * Knobs (environment): BENCH_WORKER_THREADS (onnxruntime threads per worker, default 1),
  * BENCH_EDGE_THREADS (default: all cores), BENCH_WIRE_DTYPE (f32 | f16 | bf16, default f32),
- * BENCH_SEQUENCES (concurrency levels, default 1,16,64), BENCH_ROUNDS (alternating runs per level, best kept; default 2).
+ * BENCH_SEQUENCES (concurrency levels, default 1,16,64), BENCH_ROUNDS (alternating runs per level, best kept; default 2),
+ * BENCH_SPLIT_MODES (which splits to run: expert, pool or both, default expert,pool), BENCH_MAX_PAYLOAD
+ * (nats-server's max_payload in bytes; default 8 MiB, what infra/nats/nats.conf sets and docs/wire.md recommends).
  */
 import type { ChildProcess } from 'node:child_process';
 import { spawnTied } from '@unimoe/shared/runtime/tied-child';
@@ -24,7 +26,7 @@ import { LocalExpertBackend } from '@unimoe/edge/engine/local-experts';
 import { startNatsServer } from '../helpers/nats-server';
 import { REPO, spawnWorker, type WorkerProcess } from '../split/cluster';
 import { realisticBundle, REALISTIC } from './realistic-model';
-import { criticalComputeMs, LayerRecorder, type LayerRecord } from './split-recorder';
+import { criticalComputeMs, LayerRecorder, poolImbalanceMs, type LayerRecord } from './split-recorder';
 import { fmt, percentile, printTable } from './table';
 import { wireModel } from '@unimoe/shared/wire/subjects';
 
@@ -43,6 +45,8 @@ const GREEDY = { temperature: 0, topP: 1, topK: 0 };
 /** Bare round trips replayed per concurrency level (sampled from the recorded decode layers). */
 const BARE_SAMPLES = 400;
 const ROUNDS = Number(process.env.BENCH_ROUNDS) || 2;
+const MODES = process.env.BENCH_SPLIT_MODES?.split(',') ?? ['expert', 'pool'];
+const MAX_PAYLOAD = Number(process.env.BENCH_MAX_PAYLOAD ?? 8 * 1024 * 1024);
 
 function prompt(seq: number): number[] {
   return [1, ...Array.from({ length: PROMPT_LEN - 1 }, (_, i) => 3 + ((seq * 7919 + i * 104729) % (REALISTIC.vocab - 3)))];
@@ -109,6 +113,8 @@ function wireDelta(a: WireStats, b: WireStats): WireStats {
 
 async function main() {
   if (CONCURRENCY.some((n) => !Number.isInteger(n) || n < 1)) throw new Error(`BENCH_SEQUENCES must list positive integers, got ${process.env.BENCH_SEQUENCES}`);
+  if (MODES.length === 0 || MODES.some((m) => m !== 'expert' && m !== 'pool')) throw new Error(`BENCH_SPLIT_MODES must list expert and/or pool, got ${process.env.BENCH_SPLIT_MODES}`);
+  if (!Number.isInteger(MAX_PAYLOAD) || MAX_PAYLOAD < 65536) throw new Error(`BENCH_MAX_PAYLOAD must be a byte count of at least 65536, got ${process.env.BENCH_MAX_PAYLOAD}`);
   if (!isWireDType(WIRE_DTYPE)) throw new Error(`BENCH_WIRE_DTYPE must be f32, f16 or bf16, got ${JSON.stringify(WIRE_DTYPE)}`);
   const bundleDir = await realisticBundle();
   const manifest = await readManifest(bundleDir);
@@ -116,10 +122,11 @@ async function main() {
   console.log(`# bench:split - ${cpus()[0]?.model ?? 'cpu'}, ${CORES} cores (load average ${loadavg().map((l) => l.toFixed(2)).join(' ')} at start)`);
   console.log(
     `# bundle ${bundleDir}; prompts ${PROMPT_LEN} tokens, ${GEN_TOKENS} generated per sequence, greedy; ` +
-      `onnxruntime threads: edge/single ${EDGE_THREADS}, each worker ${WORKER_THREADS}; wire ${WIRE_DTYPE}`,
+      `onnxruntime threads: edge/single ${EDGE_THREADS}, each worker ${WORKER_THREADS}; wire ${WIRE_DTYPE}; ` +
+      `nats-server max_payload ${MAX_PAYLOAD} bytes`,
   );
 
-  const nats = await startNatsServer();
+  const nats = await startNatsServer({ maxPayload: MAX_PAYLOAD });
   const children: ChildProcess[] = [];
   const engines: Engine[] = [];
   let echoNc: NatsConnection | undefined;
@@ -138,9 +145,9 @@ async function main() {
     const session = { threads: EDGE_THREADS };
     // Two split edges on the same pools: per-expert messages (layer groups off) and per-pool messages.
     const modes = [
-      { name: 'split, message per (layer, expert)', layerGroups: false },
-      { name: 'split, message per (layer, pool)', layerGroups: true },
-    ];
+      { key: 'expert', name: 'split, message per (layer, expert)', layerGroups: false },
+      { key: 'pool', name: 'split, message per (layer, pool)', layerGroups: true },
+    ].filter((m) => MODES.includes(m.key));
     const splits: Array<{ name: string; engine: Engine; recorder: LayerRecorder; backend: NatsExpertBackend }> = [];
     for (const mode of modes) {
       const recorder = new LayerRecorder(routing.topK);
@@ -169,6 +176,7 @@ async function main() {
       const layers: LayerRecord[][] = splits.map(() => []);
       const tokens = splits.map(() => 0);
       const w0 = splits.map((x) => x.backend.wireStats());
+      const s0 = splits.map((x) => x.backend.stats());
       for (let round = 0; round < ROUNDS; round++) {
         for (const [i, engine] of [single, ...splits.map((x) => x.engine)].entries()) {
           const recorder = i === 0 ? singleRecorder : splits[i - 1]!.recorder;
@@ -196,28 +204,37 @@ async function main() {
       ]);
 
       for (const [i, split] of splits.entries()) {
-        // Decode steps only: every step token is one sequence's next token (prefill steps carry prompts).
-        const decode = layers[i]!.filter((l) => l.rows <= n);
-        const dispatch = decode.map((l) => l.ms);
-        const compute = decode.map((l) => criticalComputeMs(l, poolOfUnit));
-        const overhead = decode.map((l, k) => l.ms - compute[k]!);
-        const bare = await bareRoundTrips(echoNc, decode, hidden);
-        const msgs = decode.map((l) => l.replies.length);
-        const bytes = decode.map((l) => l.replies.reduce((s, r) => s + r.requestBytes, 0));
-        latencyRows.push([
-          n,
-          split.name,
-          decode.length,
-          `${fmt(percentile(msgs, 50), 0)} / ${fmt(percentile(bytes, 50) / 1024, 0)} KiB`,
-          `${fmt(percentile(dispatch, 50), 2)} / ${fmt(percentile(dispatch, 99), 2)}`,
-          `${fmt(percentile(compute, 50), 2)} / ${fmt(percentile(compute, 99), 2)}`,
-          `${fmt(percentile(overhead, 50), 2)} / ${fmt(percentile(overhead, 99), 2)}`,
-          `${fmt(percentile(bare, 50), 2)} / ${fmt(percentile(bare, 99), 2)}`,
-          fmt(percentile(overhead, 50) / percentile(bare, 50), 2),
-        ]);
+        // Decode steps (every step token is one sequence's next token) and prompt steps, apart.
+        for (const [steps, picked] of [
+          ['decode', layers[i]!.filter((l) => l.rows <= n)],
+          ['prompt', layers[i]!.filter((l) => l.rows > n)],
+        ] as const) {
+          if (picked.length === 0) continue;
+          const dispatch = picked.map((l) => l.ms);
+          const compute = picked.map((l) => criticalComputeMs(l, poolOfUnit));
+          const overhead = picked.map((l, k) => l.ms - compute[k]!);
+          const imbalance = picked.map((l) => poolImbalanceMs(l, poolOfUnit, POOLS.map((p) => p.name)));
+          const bare = await bareRoundTrips(echoNc, picked, hidden);
+          const msgs = picked.map((l) => l.replies.length);
+          const bytes = picked.map((l) => l.replies.reduce((s, r) => s + r.requestBytes, 0));
+          latencyRows.push([
+            n,
+            split.name,
+            steps,
+            picked.length,
+            `${fmt(percentile(msgs, 50), 0)} / ${fmt(percentile(bytes, 50) / 1024, 0)} KiB`,
+            `${fmt(percentile(dispatch, 50), 2)} / ${fmt(percentile(dispatch, 99), 2)}`,
+            `${fmt(percentile(compute, 50), 2)} / ${fmt(percentile(compute, 99), 2)}`,
+            `${fmt(percentile(imbalance, 50), 2)} / ${fmt(percentile(imbalance, 99), 2)}`,
+            `${fmt(percentile(overhead, 50), 2)} / ${fmt(percentile(overhead, 99), 2)}`,
+            `${fmt(percentile(bare, 50), 2)} / ${fmt(percentile(bare, 99), 2)}`,
+            fmt(percentile(overhead, 50) / percentile(bare, 50), 2),
+          ]);
+        }
         const wire = wireDelta(w0[i]!, split.backend.wireStats());
         const kib = (wire.inBytes + wire.outBytes) / 1024;
-        wireRows.push([n, split.name, tokens[i]!, wire.outMsgs, wire.inMsgs, fmt((wire.outMsgs + wire.inMsgs) / tokens[i]!, 2), fmt(kib / tokens[i]!, 1), fmt(kib / 1024, 1)]);
+        const resends = split.backend.stats().hedges - s0[i]!.hedges;
+        wireRows.push([n, split.name, tokens[i]!, wire.outMsgs, wire.inMsgs, resends, fmt((wire.outMsgs + wire.inMsgs) / tokens[i]!, 2), fmt(kib / tokens[i]!, 1), fmt(kib / 1024, 1)]);
       }
     }
 
@@ -232,13 +249,13 @@ async function main() {
       timeRows,
     );
     printTable(
-      'Per-layer expert dispatch in decode steps, ms p50 / p99 (dispatch: first batch sent -> every reply decoded; compute: slowest pool\'s onnxruntime time from Unimoe-Compute-Us; bare: the same messages to echo processes)',
-      ['sequences', 'engine', 'layers', 'msgs / bytes per layer (p50)', 'dispatch', 'worker compute', 'dispatch - compute', 'bare NATS round trip', '(dispatch - compute) / bare, p50'],
+      'Per-layer expert dispatch in decode and prompt steps, ms p50 / p99 (dispatch: first batch sent -> every reply decoded; compute: slowest pool\'s onnxruntime time from Unimoe-Compute-Us; bare: the same messages to echo processes)',
+      ['sequences', 'engine', 'steps', 'layers', 'msgs / bytes per layer (p50)', 'dispatch', 'worker compute', 'slowest - fastest pool compute', 'dispatch - compute', 'bare NATS round trip', '(dispatch - compute) / bare, p50'],
       latencyRows,
     );
     printTable(
       'Expert traffic on the edge\'s NATS connection (requests out, replies in; payload + headers), per generated token (prefill included)',
-      ['sequences', 'engine', 'generated tokens', 'messages out', 'messages in', 'messages / token', 'KiB / token', 'MiB total'],
+      ['sequences', 'engine', 'generated tokens', 'messages out', 'messages in', 'of which re-sends (hedges)', 'messages / token', 'KiB / token', 'MiB total'],
       wireRows,
     );
     console.log(`\n# load average at end: ${loadavg().map((l) => l.toFixed(2)).join(' ')}`);

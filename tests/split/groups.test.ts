@@ -8,7 +8,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createNatsExpertBackend, type ReplyObservation } from '@unimoe/edge/dispatch/nats-expert-backend';
 import { LocalExpertBackend } from '@unimoe/edge/engine/local-experts';
 import type { ExpertBatch } from '@unimoe/edge/engine/expert-backend';
-import { encodeGroupRequest } from '@unimoe/shared/wire/group-format';
+import { encodeGroupReply, encodeGroupRequest } from '@unimoe/shared/wire/group-format';
 import { readErrorReply, WIRE_HEADERS } from '@unimoe/shared/wire/format';
 import { expertGroupName, statsSubject, unitSubject, wireModel } from '@unimoe/shared/wire/subjects';
 import { runWorker, type RunningWorker } from '@unimoe/gpu-worker/worker';
@@ -33,10 +33,10 @@ afterAll(async () => {
   await bundle?.cleanup();
 });
 
-/** Step rows 0..4; expert e takes the rows in `routes[e]` (a token routed to two experts is in both). */
-function stepBatches(layer: number, routes: number[][], offset: number): { batches: ExpertBatch[]; rowIndex: number[][] } {
+/** Step rows 0..rows-1; expert e takes the rows in `routes[e]` (a token routed to two experts is in both). */
+function stepBatches(layer: number, routes: number[][], offset: number, rows = 5): { batches: ExpertBatch[]; rowIndex: number[][] } {
   const hidden = bundle.manifest.config.hidden;
-  const step = referenceRows(5, offset);
+  const step = referenceRows(rows, offset);
   const batches = routes.map((rows, expert) => {
     const x = new Float32Array(rows.length * hidden);
     rows.forEach((r, i) => x.set(step.x.subarray(r * hidden, (r + 1) * hidden), i * hidden));
@@ -96,24 +96,85 @@ describe('layer groups', () => {
     }
   });
 
-  it('sends batches whose group reply would exceed max_payload as (split) unit requests', async () => {
+  it('sends a group above the server max_payload as several group messages; results equal the in-process experts exactly', async () => {
     const { manifest } = bundle;
     const hidden = manifest.config.hidden;
+    // A server whose messages hold 512 payload bytes past the edge's 1024 for headers: 4 reply rows, or
+    // 3 request rows plus their indices.
+    const rowBytes = hidden * 4;
+    const limit = 4 * rowBytes;
+    const small = await startNatsServer({ maxPayload: 1024 + limit });
+    const start = (pool: string, experts: number[]) => runWorker({ store: bundle.dir, pool, experts, natsUrl: small.url, threads: 1, statsIntervalMs: 100, log: quiet });
+    const pools = await Promise.all([start('a', [0, 1]), start('b', [2, 3])]);
     const seen: ReplyObservation[] = [];
-    // Room for 3 rows per message: pool a's 6 (expert, row) pairs cannot come back in one reply.
-    const backend = await createNatsExpertBackend({ natsUrl: nats.url, model: wireModel(manifest), hidden, maxPayload: 1024 + 3 * hidden * 4, observe: (r) => seen.push(r) });
+    const backend = await createNatsExpertBackend({ natsUrl: small.url, model: wireModel(manifest), hidden, observe: (r) => seen.push(r) });
+    const local = await LocalExpertBackend.open(bundle.dir, { session: { threads: 1 } }, manifest);
+    // 10 step rows; experts 0 and 1 (pool a) share rows 2-5: 10 distinct rows, 14 pairs.
+    const routes = [[0, 1, 2, 3, 4, 5], [2, 3, 4, 5, 6, 7, 8, 9], [0, 3, 6, 9], [1, 4, 7]];
     try {
-      const routes = [[0, 1, 2], [1, 2, 3], [3], [4]];
       for (let round = 0; round < 2; round++) {
         seen.length = 0;
-        const { batches, rowIndex } = stepBatches(0, routes, round);
+        const { batches, rowIndex } = stepBatches(0, routes, round, 10);
         const ys = await backend.runExperts(batches);
-        ys.forEach((y, e) => expect(maxErrorVsReference(`layer0.expert${e}`, y, rowIndex[e]!)).toBeLessThan(1e-5));
+        const want = await local.runExperts(batches);
+        ys.forEach((y, e) => {
+          expect(y).toEqual(want[e]);
+          expect(maxErrorVsReference(`layer0.expert${e}`, y, rowIndex[e]!)).toBeLessThan(1e-5);
+        });
       }
-      // Round 2: pool b's two pairs fit one group message; pool a's experts go one request each.
-      expect(seen.map((r) => r.unit).sort()).toEqual(['layer0.expert0', 'layer0.expert1', expertGroupName(0, [2, 3])]);
+      // Round 2 goes by groups only. Pool a: distinct rows carry 1,1,2,2,2,2,1,1,1,1 pairs; at most 3 rows
+      // and 4 pairs a message cuts them 3+2+3+2 (4 messages). Pool b: 7 rows, one pair each: 3+3+1.
+      const count = (name: string) => seen.filter((r) => r.unit === name);
+      expect(seen.every((r) => r.unit.includes('.experts.'))).toBe(true);
+      expect(count('layer0.experts.0-1').map((r) => r.rows)).toHaveLength(4);
+      expect(count('layer0.experts.2-3')).toHaveLength(3);
+      expect(count('layer0.experts.0-1').reduce((s, r) => s + r.rows, 0)).toBe(14);
+      expect(count('layer0.experts.2-3').reduce((s, r) => s + r.rows, 0)).toBe(7);
+      for (const r of seen) {
+        expect(r.requestBytes).toBeLessThanOrEqual(limit);
+        expect(r.replyBytes).toBeLessThanOrEqual(limit);
+      }
+    } finally {
+      await local.close();
+      await backend.close();
+      await Promise.all(pools.map((w) => w.stop()));
+      await small.stop();
+    }
+  });
+
+  it('fails a split group with a clear error when one of its replies is malformed or oversized', async () => {
+    const hidden = bundle.manifest.config.hidden;
+    const small = await startNatsServer({ maxPayload: 1024 + 4 * hidden * 4 });
+    // A fake pool for a model of its own: it announces layer 0's experts 0-1 and answers their group
+    // with a body one row longer than its shape, or with the wrong experts.
+    const model = { name: 'fake-4e', hash: '0123456789ab' };
+    let answer: 'extra-row' | 'wrong-experts' = 'extra-row';
+    const fake = await connect({ servers: small.url });
+    fake.subscribe(unitSubject(model, expertGroupName(0, [0, 1])), {
+      callback: (_e, m) => {
+        const asked = m.headers!.get(WIRE_HEADERS.experts).split(',').map((p) => p.split(':').map(Number));
+        const experts = asked.map(([expert, n]) => ({ expert: answer === 'wrong-experts' ? expert! + 2 : expert!, y: new Float32Array(n! * hidden) }));
+        const reply = encodeGroupReply('f32', hidden, experts);
+        const body = answer === 'extra-row' ? new Uint8Array(reply.body.byteLength + hidden * 4) : reply.body;
+        m.respond(body, { headers: toHeaders(reply.headers) });
+      },
+    });
+    const backend = await createNatsExpertBackend({ natsUrl: small.url, model, hidden, timeoutMs: 5000 });
+    try {
+      // Round trips on the edge's connection: the first after its stats subscription reached the server,
+      // the second after the stats message reached the edge.
+      await backend.unitsAvailable(['layer0.expert0'], 1000);
+      fake.publish(statsSubject(model, 'fake'), JSON.stringify({ units: { 'layer0.expert0': {}, 'layer0.expert1': {} } }));
+      await fake.flush();
+      await backend.unitsAvailable(['layer0.expert0'], 1000);
+      const { batches } = stepBatches(0, [[0, 1, 2, 3], [2, 3, 4, 5, 6]], 0, 7);
+      await expect(backend.runExperts(batches)).rejects.toThrow(/^group layer0\.experts\.0-1: malformed reply \(message \d of 3\): shape \d+x32 f32 needs \d+ body bytes, got \d+/);
+      answer = 'wrong-experts';
+      await expect(backend.runExperts(batches)).rejects.toThrow(/^group layer0\.experts\.0-1: malformed reply \(message \d of 3\): reply carries experts "2:\d+/);
     } finally {
       await backend.close();
+      await fake.close();
+      await small.stop();
     }
   });
 

@@ -3,6 +3,10 @@
  * mean and mean deviation, updated from every answered request. `hedgeAfterMs` is mean + 4 deviations:
  * a healthy replica's reply comes before it almost always, so a request still unanswered then is
  * probably on a dead or stopped replica and is worth sending again.
+ *
+ * Estimates are kept per size class (rows the replica computes for the call, in powers of two): a
+ * prefill step's 2048 rows take far longer than a decode step's 64, and hedging them on the decode
+ * steps' estimate would send every large batch again (and compute it again) after ~100 ms.
  */
 
 interface Estimate {
@@ -20,9 +24,10 @@ export interface LatencyOptions {
 }
 
 export class LatencyTracker {
+  /** Per (unit, size class). */
   private readonly units = new Map<string, Estimate>();
-  /** Over every unit: the estimate for units not heard from yet. */
-  private all: Estimate | undefined;
+  /** Per size class, over every unit: the estimate for units not heard from yet at that size. */
+  private readonly all = new Map<number, Estimate>();
   private readonly min: number;
   private readonly max: number;
   private readonly initial: number;
@@ -33,14 +38,18 @@ export class LatencyTracker {
     this.initial = o.initialHedgeMs ?? 1000;
   }
 
-  observe(unit: string, ms: number): void {
-    this.units.set(unit, update(this.units.get(unit), ms));
-    this.all = update(this.all, ms);
+  /** `rows`: what the replica computes for the call the request belongs to (default 1). */
+  observe(unit: string, ms: number, rows = 1): void {
+    const size = sizeClass(rows);
+    const key = `${unit}|${size}`;
+    this.units.set(key, update(this.units.get(key), ms));
+    this.all.set(size, update(this.all.get(size), ms));
   }
 
   /** How long to wait for a reply before sending the request again. */
-  hedgeAfterMs(unit: string): number {
-    const e = this.units.get(unit) ?? this.all;
+  hedgeAfterMs(unit: string, rows = 1): number {
+    const size = sizeClass(rows);
+    const e = this.units.get(`${unit}|${size}`) ?? this.all.get(size);
     const ms = e ? e.srtt + 4 * e.rttvar : this.initial;
     return Math.min(this.max, Math.max(this.min, ms));
   }
@@ -50,4 +59,9 @@ function update(e: Estimate | undefined, ms: number): Estimate {
   if (!e) return { srtt: ms, rttvar: ms / 2 };
   const rttvar = 0.75 * e.rttvar + 0.25 * Math.abs(e.srtt - ms);
   return { srtt: 0.875 * e.srtt + 0.125 * ms, rttvar };
+}
+
+/** 0 for 1 row, 1 for 2-3, 2 for 4-7, ... */
+function sizeClass(rows: number): number {
+  return 31 - Math.clz32(Math.max(1, rows));
 }

@@ -10,11 +10,11 @@
  */
 import { headers as natsHeaders, type Msg, type NatsConnection } from 'nats';
 import { unitName } from '@unimoe/shared/bundle/manifest';
-import { decodeTensorMessage, encodeTensorMessage, readErrorReply, WIRE_HEADERS, WireError, type WireDType, type WireMessage } from '@unimoe/shared/wire/format';
-import { decodeGroupReply, encodeGroupRequest } from '@unimoe/shared/wire/group-format';
+import { decodeTensorMessage, encodeTensorMessage, readErrorReply, WIRE_DTYPE_BYTES, WIRE_HEADERS, WireError, type WireDType, type WireMessage } from '@unimoe/shared/wire/format';
+import { decodeGroupReply, encodeGroupRequestRows } from '@unimoe/shared/wire/group-format';
 import { HEADER_ALLOWANCE_BYTES, maxRowsPerMessage, rowRanges } from '@unimoe/shared/wire/split';
 import { allStatsSubject, expertGroupsOfUnits, parseExpertGroupName, replicaUnitSubject, unitSubject, type WireModel } from '@unimoe/shared/wire/subjects';
-import { packGroupRows, planGroups } from './layer-groups';
+import { assembleGroupReplies, planGroupRows, planGroups, sliceGroupRows, writeGroupRows, type GroupRows, type GroupSlice } from './layer-groups';
 import type { ExpertBackend, ExpertBatch } from '../engine/expert-backend';
 import { connectNats } from '@unimoe/shared/runtime/nats-connect';
 import type { NatsRole, NatsSecurity } from '@unimoe/shared/runtime/nats-auth';
@@ -149,9 +149,10 @@ export async function createNatsExpertBackend(opts: NatsExpertBackendOptions): P
   /**
    * Sends one message to `key`'s subject (a unit, or a layer group: both are "units" to subjects,
    * latency, replicas) with re-sends; returns the reply after observing it. Units nobody serves ask for a
-   * replica (scale from zero); groups do not: the caller falls back to their units.
+   * replica (scale from zero); groups do not: the caller falls back to their units. `callRows`: the rows
+   * of the whole call this message is part of (what the replica computes; its hedge delay depends on it).
    */
-  const request = async (key: string, message: WireMessage, rows: number, group: boolean): Promise<Msg> => {
+  const request = async (key: string, message: WireMessage, rows: number, group: boolean, callRows: number): Promise<Msg> => {
     const subject = unitSubject(model, key);
     const trace = traceHeaderValue();
     const send = () =>
@@ -162,7 +163,7 @@ export async function createNatsExpertBackend(opts: NatsExpertBackendOptions): P
         body: message.body,
         headers: trace ? { ...message.headers, [TRACE_HEADER]: trace } : message.headers,
         budgetMs: timeoutMs,
-        hedgeAfterMs: latency.hedgeAfterMs(key),
+        hedgeAfterMs: latency.hedgeAfterMs(key, callRows),
         maxAttempts,
         noResponderRetries: group ? 0 : retries,
         noResponderHoldMs: !group && answered.has(key) ? restartHoldMs : 0,
@@ -195,7 +196,7 @@ export async function createNatsExpertBackend(opts: NatsExpertBackendOptions): P
     }
     const { msg: reply, sentAt } = answer;
     const roundTripMs = performance.now() - sentAt;
-    latency.observe(key, roundTripMs);
+    latency.observe(key, roundTripMs, callRows);
     answered.add(key);
     const replica = reply.headers?.get(WIRE_HEADERS.replica);
     if (replica) replicas.answered(key, replica);
@@ -235,9 +236,9 @@ export async function createNatsExpertBackend(opts: NatsExpertBackendOptions): P
     },
   });
 
-  const requestOnce = async (unit: string, x: Float32Array, rows: number, layer: number, expert: number): Promise<Float32Array> => {
+  const requestOnce = async (unit: string, x: Float32Array, rows: number, layer: number, expert: number, callRows: number): Promise<Float32Array> => {
     const message = encodeTensorMessage({ dtype, rows, hidden, data: x, requestId: `${unit}-${(nextId++).toString(36)}` });
-    const reply = await request(unit, message, rows, false);
+    const reply = await request(unit, message, rows, false, callRows);
     const group = reply.headers?.get(WIRE_HEADERS.group);
     const parsed = group ? parseExpertGroupName(group) : undefined;
     if (parsed?.layer === layer && parsed.experts.includes(expert)) learnGroup(group!);
@@ -271,11 +272,11 @@ export async function createNatsExpertBackend(opts: NatsExpertBackendOptions): P
 
   const runBatch = async (b: ExpertBatch): Promise<Float32Array> => {
     const unit = unitName.expert(b.layer, b.expert);
-    if (b.tokens <= maxRows) return b.tokens === 0 ? new Float32Array(0) : requestOnce(unit, b.x, b.tokens, b.layer, b.expert);
+    if (b.tokens <= maxRows) return b.tokens === 0 ? new Float32Array(0) : requestOnce(unit, b.x, b.tokens, b.layer, b.expert, b.tokens);
     const out = new Float32Array(b.tokens * hidden);
     await Promise.all(
       rowRanges(b.tokens, maxRows).map(async ([start, end]) => {
-        const y = await requestOnce(unit, b.x.subarray(start * hidden, end * hidden), end - start, b.layer, b.expert);
+        const y = await requestOnce(unit, b.x.subarray(start * hidden, end * hidden), end - start, b.layer, b.expert, b.tokens);
         out.set(y, start * hidden);
       }),
     );
@@ -283,21 +284,19 @@ export async function createNatsExpertBackend(opts: NatsExpertBackendOptions): P
   };
 
   /**
-   * One message for several batches of one layer group: each distinct step row once, the batches as row
-   * indices. Undefined when the group is gone (nobody answers it any more: the caller sends the
-   * batches to their units) or the request or its reply would not fit the server's max payload (the
-   * unit requests split by rows).
+   * The batches of one layer group: each distinct step row once, the batches as row indices, in one
+   * message or, above the server's max payload, in several (runs of rows, sent together, the replies
+   * put back in token order). Undefined when the group is gone (nobody answers it any more) or one row
+   * alone would not fit a message: the caller sends the batches to their units.
    */
   const runGroup = async (name: string, batches: ExpertBatch[]): Promise<Float32Array[] | undefined> => {
-    const pairs = batches.reduce((s, b) => s + b.tokens, 0);
-    // The reply carries every (expert, row) pair: it must fit too.
-    if (pairs > maxRows) return undefined;
-    const { x, experts } = packGroupRows(batches, hidden);
-    const message = encodeGroupRequest({ dtype, hidden, x, experts, requestId: `${name}-${(nextId++).toString(36)}` });
-    if (message.body.byteLength + HEADER_ALLOWANCE_BYTES > maxPayload) return undefined;
-    let reply;
+    const plan = planGroupRows(batches);
+    const slices = sliceGroupRows(plan, { rowBytes: hidden * WIRE_DTYPE_BYTES[dtype], maxBytes: maxPayload - HEADER_ALLOWANCE_BYTES });
+    if (!slices) return undefined;
+    const pairs = slices.reduce((n, s) => n + s.pairs, 0);
+    let replies;
     try {
-      reply = await request(name, message, pairs, true);
+      replies = await Promise.all(slices.map((s, i) => runGroupSlice(name, batches, plan, s, pairs, slices.length > 1 ? ` (message ${i + 1} of ${slices.length})` : '')));
     } catch (err) {
       if (!(err instanceof ExpertDispatchError && err.reason === 'no-responders')) throw err;
       // Its pool is gone or restarting, or its replicas may not subscribe to it: use the units for a while.
@@ -305,10 +304,24 @@ export async function createNatsExpertBackend(opts: NatsExpertBackendOptions): P
       silentGroups.set(name, performance.now() + GROUP_RETRY_MS);
       return undefined;
     }
+    return assembleGroupReplies(slices, replies, batches.map((b) => b.tokens), hidden);
+  };
+
+  /** One group message: the slice's rows (gathered from the batches into the body) and its pairs; its experts' output rows. */
+  const runGroupSlice = async (name: string, batches: ExpertBatch[], plan: GroupRows, slice: GroupSlice, callRows: number, which: string): Promise<Float32Array[]> => {
+    const message = encodeGroupRequestRows({
+      dtype,
+      hidden,
+      rows: slice.end - slice.start,
+      writeRows: (out) => writeGroupRows(batches, plan, slice.start, slice.end, hidden, out),
+      experts: slice.experts.map((e) => ({ expert: e.expert, rows: e.rows })),
+      requestId: `${name}-${(nextId++).toString(36)}`,
+    });
+    const reply = await request(name, message, slice.pairs, true, callRows);
     try {
-      return decodeGroupReply(reply.headers, reply.data, { hidden, experts: experts.map((e) => [e.expert, e.rows.length] as const) });
+      return decodeGroupReply(reply.headers, reply.data, { hidden, experts: slice.experts.map((e) => [e.expert, e.rows.length] as const) });
     } catch (err) {
-      if (err instanceof WireError) throw new ExpertDispatchError(name, 'bad-reply', `group ${name}: malformed reply: ${err.message}`);
+      if (err instanceof WireError) throw new ExpertDispatchError(name, 'bad-reply', `group ${name}: malformed reply${which}: ${err.message}`);
       throw err;
     }
   };

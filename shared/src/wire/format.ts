@@ -72,7 +72,7 @@ export interface WireMessage {
   body: Uint8Array;
 }
 
-const HOST_IS_LITTLE_ENDIAN = new Uint8Array(new Uint32Array([1]).buffer)[0] === 1;
+export const HOST_IS_LITTLE_ENDIAN = new Uint8Array(new Uint32Array([1]).buffer)[0] === 1;
 
 export function encodeTensorMessage(t: WireTensor): WireMessage {
   if (!Number.isSafeInteger(t.rows) || t.rows < 0 || !Number.isSafeInteger(t.hidden) || t.hidden < 1) {

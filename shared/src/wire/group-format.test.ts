@@ -26,6 +26,16 @@ describe('layer-group messages', () => {
     expect(() => decodeGroupReply(headersOf(reply.headers), reply.body, { hidden: H, experts: [[2, 1], [0, 2]] })).toThrow(/reply carries experts "2:2,0:1", the request asked for 2:1,0:2/);
   });
 
+  it('encodes f16/bf16 requests whose values end off a 4-byte boundary (3 rows of hidden 3)', () => {
+    for (const dtype of ['f16', 'bf16'] as const) {
+      const x = Float32Array.from({ length: 9 }, (_, i) => i / 8); // exact in both
+      const req = encodeGroupRequest({ dtype, hidden: 3, x, experts: [{ expert: 0, rows: Uint32Array.from([2, 1]) }] });
+      expect(req.body.byteLength).toBe(9 * 2 + 2 * 4);
+      const got = decodeGroupRequest(headersOf(req.headers), req.body, { hidden: 3, experts: [0] });
+      expect([...got.experts[0]!.x]).toEqual([...x.subarray(6, 9), ...x.subarray(3, 6)]);
+    }
+  });
+
   it('refuses experts outside the group, repeated, or a body that does not match', () => {
     const req = encodeGroupRequest({ dtype: 'f32', hidden: H, x: new Float32Array(H), experts: [{ expert: 1, rows: Uint32Array.from([0]) }] });
     const decode = (h: Record<string, string>, body = req.body) => () => decodeGroupRequest(headersOf(h), body, { hidden: H, experts: [0, 1] });

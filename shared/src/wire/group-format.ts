@@ -6,7 +6,7 @@
  * expert by expert. The reply is the experts' outputs, `Unimoe-Shape: R,H` with R the number of pairs,
  * in the same order. Full description: docs/wire.md.
  */
-import { decodeValues, encodeValues, isWireDType, WIRE_DTYPE_BYTES, WIRE_HEADERS, WIRE_VERSION, WireError, clip, sanitizeHeaderValue, type HeaderReader, type WireDType, type WireMessage } from './format';
+import { decodeValues, encodeValues, HOST_IS_LITTLE_ENDIAN, isWireDType, WIRE_DTYPE_BYTES, WIRE_HEADERS, WIRE_VERSION, WireError, clip, sanitizeHeaderValue, type HeaderReader, type WireDType, type WireMessage } from './format';
 
 /** One expert's rows in a group request: indices into the request's distinct rows. */
 export interface GroupExpertRows {
@@ -24,13 +24,27 @@ export interface GroupRequest {
 }
 
 export function encodeGroupRequest(r: GroupRequest): WireMessage {
-  const U = r.x.length / r.hidden;
-  if (!Number.isInteger(U)) throw new RangeError(`group request: ${r.x.length} values are not whole rows of hidden ${r.hidden}`);
+  const rows = r.x.length / r.hidden;
+  if (!Number.isInteger(rows)) throw new RangeError(`group request: ${r.x.length} values are not whole rows of hidden ${r.hidden}`);
+  return encodeGroupRequestRows({ ...r, rows, writeRows: (out) => out.set(r.x) });
+}
+
+/**
+ * The same message with the rows written by `writeRows` into a [rows, hidden] array that, for f32,
+ * is the body itself: the edge gathers step rows straight into the message, no intermediate copy.
+ */
+export function encodeGroupRequestRows(r: Omit<GroupRequest, 'x'> & { rows: number; writeRows: (out: Float32Array) => void }): WireMessage {
+  const U = r.rows;
   const pairs = r.experts.reduce((s, e) => s + e.rows.length, 0);
-  const values = encodeValues(r.x, r.dtype);
-  const body = new Uint8Array(values.byteLength + pairs * 4);
-  body.set(values, 0);
-  const index = new DataView(body.buffer, values.byteLength, pairs * 4);
+  const valueBytes = U * r.hidden * WIRE_DTYPE_BYTES[r.dtype];
+  const body = new Uint8Array(valueBytes + pairs * 4);
+  if (r.dtype === 'f32' && HOST_IS_LITTLE_ENDIAN) r.writeRows(new Float32Array(body.buffer, 0, U * r.hidden));
+  else {
+    const x = new Float32Array(U * r.hidden);
+    r.writeRows(x);
+    body.set(encodeValues(x, r.dtype), 0);
+  }
+  const index = new DataView(body.buffer, valueBytes, pairs * 4);
   let at = 0;
   for (const e of r.experts) {
     for (const row of e.rows) {
