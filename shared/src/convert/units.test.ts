@@ -48,6 +48,16 @@ function attnWeights(c: ModelConfig, seed: number): AttnWeights {
 }
 
 /** Batch of 2 with a cache of 4: row 0 plain causal; row 1 left-padded (first 2 cache slots dropped) with its first new token a padding row that sees nothing. */
+/** One attn unit built at `format` and run on case `a`. */
+function runAttn(c: ModelConfig, w: AttnWeights, a: AttnCase, format: Parameters<typeof buildAttnUnit>[3]) {
+  return runUnit(buildAttnUnit(c, 0, w, format), {
+    hidden: f32(a.hidden, [a.B, a.S, c.hidden]),
+    position_ids: i64(a.positions.flat(), [a.B, a.S]),
+    ...cacheFeeds(a.pastKey, a.pastValue, a.B, a.P, c.kvHeads, c.headDim),
+    attention_mask: f32(a.mask, [a.B, 1, a.S, a.P + a.S]),
+  });
+}
+
 function attnCase(c: ModelConfig): AttnCase {
   const B = 2, S = 3, P = 4, L = P + S; // prettier-ignore
   const mask = new Float32Array(B * S * L);
@@ -78,12 +88,7 @@ describe.each<[WeightDType, number]>([
     for (const c of [cfg, { ...cfg, kvHeads: cfg.heads }]) {
       const w = attnWeights(c, 100);
       const a = attnCase(c);
-      const out = await runUnit(buildAttnUnit(c, 0, w, dtype), {
-        hidden: f32(a.hidden, [a.B, a.S, c.hidden]),
-        position_ids: i64(a.positions.flat(), [a.B, a.S]),
-        ...cacheFeeds(a.pastKey, a.pastValue, a.B, a.P, c.kvHeads, c.headDim),
-        attention_mask: f32(a.mask, [a.B, 1, a.S, a.P + a.S]),
-      });
+      const out = await runAttn(c, w, a, dtype);
       const ref = attnReference(c, w, a);
       expect(out.hidden_out.dims).toEqual([a.B, a.S, c.hidden]);
       expect(out.router_logits.dims).toEqual([a.B, a.S, c.experts]);
@@ -97,12 +102,7 @@ describe.each<[WeightDType, number]>([
     const w = attnWeights(cfg, 300);
     const last = cfg.maxPositions - 1;
     const a = { ...attnCase(cfg), positions: [[last - 2, last - 1, last], [0, 1, last]] };
-    const out = await runUnit(buildAttnUnit(cfg, 0, w, dtype), {
-      hidden: f32(a.hidden, [a.B, a.S, cfg.hidden]),
-      position_ids: i64(a.positions.flat(), [a.B, a.S]),
-      ...cacheFeeds(a.pastKey, a.pastValue, a.B, a.P, cfg.kvHeads, cfg.headDim),
-      attention_mask: f32(a.mask, [a.B, 1, a.S, a.P + a.S]),
-    });
+    const out = await runAttn(cfg, w, a, dtype);
     const ref = attnReference(cfg, w, a);
     for (const name of ['hidden_out', 'moe_input', 'router_logits', 'key', 'value'] as const) expect(relErr(out[name].data, ref[name]), name).toBeLessThan(tol);
   });
