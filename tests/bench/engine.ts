@@ -5,12 +5,13 @@
  * the limit and where its time goes; decode at 32 sequences with 64- vs 1024-token contexts (the long
  * prompts share a prefix, prefilled once thanks to the prefix cache); the expert FFN unit's GFLOP/s at
  * 1, 16 and 128 tokens next to onnxruntime's own large-matmul GFLOP/s on this machine; then the
- * weight-dtype rows (./dtypes.ts).
+ * weight-dtype rows (./dtypes.ts). BENCH_DTYPE=int8|int4|float16 runs every table but the last on that
+ * bundle instead of float32 (its batch-1 breakdown shows where a quantized step's time goes).
  */
 import { availableParallelism, cpus } from 'node:os';
 import { join } from 'node:path';
 import { readManifest } from '@unimoe/shared/bundle/load';
-import type { Manifest } from '@unimoe/shared/bundle/manifest';
+import type { Manifest, UnitWeightDType } from '@unimoe/shared/bundle/manifest';
 import { loadUnitSession } from '@unimoe/shared/runtime/ort-unit';
 import { GraphBuilder } from '@unimoe/shared/onnx/graph';
 import { DenseModel } from '@unimoe/edge/engine/dense-model';
@@ -25,6 +26,7 @@ import { printDtypeRows } from './dtypes';
 const PROMPT_LEN = 128;
 const DECODE_TOKENS = 32;
 const greedy = { temperature: 0, topP: 1, topK: 0 };
+const DTYPE = (process.env.BENCH_DTYPE ?? 'float32') as UnitWeightDType;
 
 function prompt(seq: number, len: number): number[] {
   // Deterministic, distinct prompts (ids within the tokenizer's range are irrelevant to speed).
@@ -63,9 +65,10 @@ async function decodeRate(engine: Engine, prompts: number[][], tokens: number): 
 }
 
 async function main() {
-  const bundleDir = await realisticBundle();
+  if (!['float32', 'float16', 'int8', 'int4'].includes(DTYPE)) throw new Error(`BENCH_DTYPE must be float32, float16, int8 or int4, got ${DTYPE}`);
+  const bundleDir = await realisticBundle(console.error, DTYPE);
   const manifest = await readManifest(bundleDir);
-  console.log(`# bench:engine - ${cpus()[0]?.model ?? 'cpu'} x ${availableParallelism()}, bundle ${bundleDir} (${manifest.dtype})`);
+  console.log(`# bench:engine - ${cpus()[0]?.model ?? 'cpu'} x ${availableParallelism()}, bundle ${bundleDir} (${manifest.quant?.dtype ?? manifest.dtype})`);
 
   const bandwidth = await measureBandwidth();
   const bytes = weightBytesPerToken(manifest);
