@@ -11,7 +11,7 @@
 import { availableParallelism, cpus } from 'node:os';
 import { join } from 'node:path';
 import { readManifest } from '@unimoe/shared/bundle/load';
-import type { Manifest, UnitWeightDType } from '@unimoe/shared/bundle/manifest';
+import type { Manifest } from '@unimoe/shared/bundle/manifest';
 import { loadUnitSession } from '@unimoe/shared/runtime/ort-unit';
 import { GraphBuilder } from '@unimoe/shared/onnx/graph';
 import { DenseModel } from '@unimoe/edge/engine/dense-model';
@@ -19,14 +19,13 @@ import { createEngine, type Engine } from '@unimoe/edge/engine/engine';
 import { bytesPerPosition, slotCapacity } from '@unimoe/edge/engine/kv-cache';
 import { LocalExpertBackend } from '@unimoe/edge/engine/local-experts';
 import { measureBandwidth, weightBytesPerToken } from './bandwidth';
-import { realisticBundle, REALISTIC } from './realistic-model';
+import { benchDType, realisticBundle, REALISTIC } from './realistic-model';
 import { fmt, printTable } from './table';
 import { printDtypeRows } from './dtypes';
 
 const PROMPT_LEN = 128;
 const DECODE_TOKENS = 32;
 const greedy = { temperature: 0, topP: 1, topK: 0 };
-const DTYPE = (process.env.BENCH_DTYPE ?? 'float32') as UnitWeightDType;
 
 function prompt(seq: number, len: number): number[] {
   // Deterministic, distinct prompts (ids within the tokenizer's range are irrelevant to speed).
@@ -65,8 +64,8 @@ async function decodeRate(engine: Engine, prompts: number[][], tokens: number): 
 }
 
 async function main() {
-  if (!['float32', 'float16', 'int8', 'int4'].includes(DTYPE)) throw new Error(`BENCH_DTYPE must be float32, float16, int8 or int4, got ${DTYPE}`);
-  const bundleDir = await realisticBundle(console.error, DTYPE);
+  const dtype = benchDType(['float32', 'float16', 'int8', 'int4']);
+  const bundleDir = await realisticBundle(console.error, dtype);
   const manifest = await readManifest(bundleDir);
   console.log(`# bench:engine - ${cpus()[0]?.model ?? 'cpu'} x ${availableParallelism()}, bundle ${bundleDir} (${manifest.quant?.dtype ?? manifest.dtype})`);
 

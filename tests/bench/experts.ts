@@ -15,12 +15,12 @@ import { gemvBandwidth } from './bandwidth';
 import { availableParallelism, cpus, loadavg } from 'node:os';
 import { join } from 'node:path';
 import { readManifest } from '@unimoe/shared/bundle/load';
-import { unitName, type UnitWeightDType } from '@unimoe/shared/bundle/manifest';
+import { unitName } from '@unimoe/shared/bundle/manifest';
 import { GraphBuilder } from '@unimoe/shared/onnx/graph';
 import { loadUnitSession, type UnitSession } from '@unimoe/shared/runtime/ort-unit';
 import { LocalExpertBackend } from '@unimoe/edge/engine/local-experts';
 import type { ExpertBatch } from '@unimoe/edge/engine/expert-backend';
-import { realisticBundle } from './realistic-model';
+import { benchDType, realisticBundle } from './realistic-model';
 import { fmt, printTable } from './table';
 
 const SEQUENCES = process.env.BENCH_SEQUENCES?.split(',').map(Number) ?? [1, 8, 32, 64];
@@ -28,7 +28,6 @@ const THREADS = Number(process.env.BENCH_THREADS) || availableParallelism();
 const TOP_K = 2;
 
 const ROUNDS = Number(process.env.BENCH_ROUNDS) || 3;
-const DTYPE = (process.env.BENCH_DTYPE ?? 'float32') as UnitWeightDType;
 
 /** Mean seconds per call over about `minSeconds` of calls. */
 async function secondsPerCall(fn: () => Promise<unknown>, minSeconds = 0.6): Promise<number> {
@@ -85,12 +84,12 @@ function stepBatches(n: number, experts: number, hidden: number, seed: number): 
 
 async function main() {
   if (SEQUENCES.some((n) => !Number.isInteger(n) || n < 1)) throw new Error(`BENCH_SEQUENCES must list positive integers, got ${process.env.BENCH_SEQUENCES}`);
-  if (!['float32', 'int8', 'int4'].includes(DTYPE)) throw new Error(`BENCH_DTYPE must be float32, int8 or int4, got ${DTYPE}`);
-  const bundleDir = await realisticBundle(console.error, DTYPE);
+  const dtype = benchDType(['float32', 'int8', 'int4']);
+  const bundleDir = await realisticBundle(console.error, dtype);
   const manifest = await readManifest(bundleDir);
   const { hidden: H, intermediate: I, experts: E } = manifest.config;
   console.log(`# bench:experts - ${cpus()[0]?.model ?? 'cpu'} x ${availableParallelism()}, onnxruntime threads ${THREADS}, load average ${loadavg().map((l) => l.toFixed(2)).join(' ')}`);
-  console.log(`# bundle ${bundleDir}: layer 0, ${E} experts ${H}->${I}->${H} ${DTYPE}, top-${TOP_K}`);
+  console.log(`# bundle ${bundleDir}: layer 0, ${E} experts ${H}->${I}->${H} ${dtype}, top-${TOP_K}`);
   const expertBytes = (e: number) => manifest.units.find((u) => u.name === unitName.expert(0, e))!.bytes;
 
   const peak = await matmulGflops(2048);

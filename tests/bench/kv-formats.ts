@@ -13,6 +13,7 @@ import * as ort from 'onnxruntime-node';
 import { GraphBuilder, MS_DOMAIN } from '@unimoe/shared/onnx/graph';
 import { measureBandwidth } from './bandwidth';
 import { fmt, printTable } from './table';
+import { bestMsPerCall } from './timing';
 
 const B = 32;
 const HEADS = 16;
@@ -89,13 +90,7 @@ async function msPerCall(build: Variant): Promise<number> {
   const run = () => (build.fetches ? session.run(build.feeds, build.fetches) : session.run(build.feeds));
   try {
     for (let i = 0; i < 3; i++) await run();
-    let best = Infinity;
-    for (let r = 0; r < 5; r++) {
-      const t0 = performance.now();
-      for (let i = 0; i < 5; i++) await run();
-      best = Math.min(best, (performance.now() - t0) / 5);
-    }
-    return best;
+    return await bestMsPerCall(run, 5);
   } finally {
     await session.release();
   }

@@ -15,6 +15,13 @@ export const REALISTIC = { hidden: 1024, layers: 8, heads: 16, kvHeads: 16, expe
 
 const exists = (p: string) => access(p).then(() => true, () => false);
 
+/** The weight dtype a benchmark runs on: BENCH_DTYPE (default float32), one of `allowed`. */
+export function benchDType(allowed: readonly UnitWeightDType[]): UnitWeightDType {
+  const dtype = (process.env.BENCH_DTYPE ?? 'float32') as UnitWeightDType;
+  if (!allowed.includes(dtype)) throw new Error(`BENCH_DTYPE must be ${allowed.join(', ')}, got ${dtype}`);
+  return dtype;
+}
+
 /** The sources that decide the unit graphs: a cached bundle built by other graphs is converted again. */
 const GRAPH_SOURCES = ['../../shared/src/convert/units/', '../../shared/src/convert/quantize.ts', '../../shared/src/onnx/graph.ts'];
 const STAMP = 'graph-sources.sha256';

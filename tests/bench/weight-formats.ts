@@ -15,6 +15,7 @@ import { kBlocks, QUANT_BITS, quantizeBlockwise } from '@unimoe/shared/convert/q
 import { linearWeight } from '@unimoe/shared/convert/units/common';
 import { makeTempDir } from '../helpers/tmp';
 import { fmt, printTable } from './table';
+import { bestMsPerCall } from './timing';
 
 const K = 4096;
 const N = 8192;
@@ -63,12 +64,7 @@ async function child(file: string, input: string, optimization: string) {
   const x = input === 'float16' ? new ort.Tensor('float16', new Uint16Array(K).fill(0x3c00), [1, K]) : new ort.Tensor('float32', new Float32Array(K).fill(1), [1, K]);
   await session.run({ x });
   const residentMiB = (process.memoryUsage().rss - before) / 2 ** 20;
-  let best = Infinity;
-  for (let r = 0; r < 5; r++) {
-    const t0 = performance.now();
-    for (let i = 0; i < 10; i++) await session.run({ x });
-    best = Math.min(best, (performance.now() - t0) / 10);
-  }
+  const best = await bestMsPerCall(() => session.run({ x }), 10);
   await session.release();
   console.log(JSON.stringify({ residentMiB, ms: best }));
 }
