@@ -6,7 +6,8 @@
  * bytes per second, as the float32 products the attn unit uses now.
  *
  * Rows: the attn unit's own two products over the cache read in place (K q^T and V^T p^T, float32);
- * the same in float16; onnxruntime's GroupQueryAttention (com.microsoft) with its `present` outputs
+ * the same in float16; the same over an 8-bit cache with MatMulInteger (int8 cache, uint8 query and
+ * probabilities; the per-position scales a real int8 cache needs would come on top); onnxruntime's GroupQueryAttention (com.microsoft) with its `present` outputs
  * bound to the cache buffers (no copy), float32 and float16. GB/s = cache bytes / ms.
  */
 import * as ort from 'onnxruntime-node';
@@ -20,7 +21,7 @@ const HEADS = 16;
 const KV = 16;
 const D = 64;
 
-type Float = 'float32' | 'float16';
+type Float = 'float32' | 'float16' | 'int8';
 
 interface Variant {
   model: Uint8Array;
@@ -32,7 +33,24 @@ interface Variant {
 function filled(type: Float, dims: number[], value: number): ort.Tensor {
   const n = dims.reduce((a, b) => a * b, 1);
   // 0x2000 is float16 1/1024: small, finite scores whatever the length.
+  if (type === 'int8') return new ort.Tensor('int8', new Int8Array(n).fill(3), dims);
   return type === 'float32' ? new ort.Tensor('float32', new Float32Array(n).fill(value), dims) : new ort.Tensor('float16', new Uint16Array(n).fill(0x2000), dims);
+}
+
+/** The same two products over an int8 cache: MatMulInteger (int8 x uint8 -> int32), the fastest of its type pairs here. */
+function integerProducts(_type: Float, C: number): Variant {
+  const g = new GraphBuilder('kv-products-int8');
+  g.input('key_cache', 'int8', [B, KV, C, D]);
+  g.input('value_cache', 'int8', [B, KV, D, C]);
+  g.input('q', 'uint8', [B, KV, D, 1]);
+  g.input('p', 'uint8', [B, KV, C, 1]);
+  g.node('MatMulInteger', ['key_cache', 'q'], { outputs: ['scores'] });
+  g.node('MatMulInteger', ['value_cache', 'p'], { outputs: ['context'] });
+  g.output('scores', 'int32', [B, KV, C, 1]);
+  g.output('context', 'int32', [B, KV, D, 1]);
+  const bytes = (dims: number[]) => new ort.Tensor('uint8', new Uint8Array(dims.reduce((a, b) => a * b, 1)).fill(3), dims);
+  const feeds = { key_cache: filled('int8', [B, KV, C, D], 0), value_cache: filled('int8', [B, KV, D, C], 0), q: bytes([B, KV, D, 1]), p: bytes([B, KV, C, 1]) };
+  return { model: g.toBytes(), feeds };
 }
 
 /** The attn unit's products over the cache: scores K q^T [B,KV,C,1] and context V^T p^T [B,KV,D,1]. */
@@ -101,6 +119,7 @@ async function main() {
   const variants: { label: string; type: Float; build: (type: Float, C: number) => Variant }[] = [
     { label: 'attn unit products, read in place, float32 (the bundle)', type: 'float32', build: inPlaceProducts },
     { label: 'attn unit products, float16', type: 'float16', build: inPlaceProducts },
+    { label: 'attn unit products, int8 (MatMulInteger)', type: 'int8', build: integerProducts },
     { label: 'GroupQueryAttention, present = past buffer, float32', type: 'float32', build: groupQueryAttention },
     { label: 'GroupQueryAttention, present = past buffer, float16', type: 'float16', build: groupQueryAttention },
   ];
@@ -109,7 +128,7 @@ async function main() {
     let baseline = NaN;
     for (const v of variants) {
       const ms = await msPerCall(v.build(v.type, C));
-      const bytes = 2 * B * KV * C * D * (v.type === 'float32' ? 4 : 2);
+      const bytes = 2 * B * KV * C * D * { float32: 4, float16: 2, int8: 1 }[v.type];
       if (Number.isNaN(baseline)) baseline = ms;
       rows.push([C, v.label, fmt(bytes / 2 ** 20, 1), fmt(ms, 2), fmt(bytes / ms / 1e6, 1), fmt(bytes / ms / 1e6 / reduceSum, 2), fmt(baseline / ms, 2)]);
     }

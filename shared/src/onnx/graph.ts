@@ -15,7 +15,7 @@ export const OPSET = 17;
 /** protobuf messages cannot exceed 2 GiB; leave room for the graph itself. */
 const MAX_PROTO_BYTES = 2 ** 31 - 2 ** 24;
 
-export type ElemType = 'float32' | 'float16' | 'float64' | 'int64' | 'int32' | 'uint8';
+export type ElemType = 'float32' | 'float16' | 'float64' | 'int64' | 'int32' | 'uint8' | 'int8';
 
 const ELEM_TYPE: Record<ElemType, number> = {
   float32: onnx.TensorProto.DataType.FLOAT,
@@ -24,6 +24,7 @@ const ELEM_TYPE: Record<ElemType, number> = {
   int64: onnx.TensorProto.DataType.INT64,
   int32: onnx.TensorProto.DataType.INT32,
   uint8: onnx.TensorProto.DataType.UINT8,
+  int8: onnx.TensorProto.DataType.INT8,
 };
 
 /** onnxruntime's contrib operators (MatMulNBits, GatherBlockQuantized) live in this domain, version 1. */
