@@ -7,6 +7,7 @@ import type { GenerationEngine } from '@unimoe/edge/engine/types';
 import { wireModel } from '@unimoe/shared/wire/subjects';
 import { readManifest } from '@unimoe/shared/bundle/load';
 import { makeTempDir } from '../helpers/tmp';
+import { readyzSettled } from '../helpers/readyz';
 import { startNatsServer, type NatsServer } from '../helpers/nats-server';
 import { convertTinyBundle, MODEL, readSse } from '../api/helpers';
 import { LoadProbe, spawnEngine, stopEngine, type EngineProcess } from './helpers';
@@ -72,7 +73,8 @@ describe('engine lifecycle', () => {
 
   it('an engine killed mid-stream: the stream ends with engine_unavailable, and a JSON request gets a 503', async () => {
     const e = await engine('doomed');
-    expect((await fetch(`${edge.url}/readyz`)).status).toBe(200);
+    // The test before left "not ready" cached for a second, and an engine can start within it.
+    expect((await readyzSettled(edge.url, 200)).status).toBe(200);
     const res = await chat(long(true));
     const events = readSse(res);
     const json = chat(long(false));
