@@ -15,6 +15,7 @@ import type { ModelConfig } from '@unimoe/shared/model/config';
 import { unitSessionOptions } from '@unimoe/shared/runtime/ort-unit';
 import { REALISTIC } from './realistic-model';
 import { fmt, printTable } from './table';
+import { rotaryTables } from '@unimoe/shared/model/rotary';
 
 const CALLS = 300;
 const WARMUP = 20;
@@ -52,6 +53,7 @@ const FORMATS: [string, ProjectionFormat, number][] = [
 
 function feeds(C: number): Record<string, ort.Tensor> {
   const { hidden: H, kvHeads: KV, headDim: D } = cfg;
+  const rotary = rotaryTables(cfg);
   const mask = new Float32Array(C + 1); // every cache slot filled
   return {
     hidden: new ort.Tensor('float32', random(H, 2, 11), [1, 1, H]),
@@ -59,6 +61,8 @@ function feeds(C: number): Record<string, ort.Tensor> {
     key_cache: new ort.Tensor('float32', random(KV * C * D, 2, 12), [1, KV, C, D]),
     value_cache: new ort.Tensor('float32', random(KV * D * C, 2, 13), [1, KV, D, C]),
     attention_mask: new ort.Tensor('float32', mask, [1, 1, 1, C + 1]),
+    rotary_cos: new ort.Tensor('float32', rotary.cos, rotary.dims),
+    rotary_sin: new ort.Tensor('float32', rotary.sin, rotary.dims),
   };
 }
 

@@ -7,7 +7,6 @@
  * printed beside it.
  */
 import type { Manifest } from '@unimoe/shared/bundle/manifest';
-import { rotaryTableBytes } from '@unimoe/shared/convert/units/attn';
 import { GraphBuilder } from '@unimoe/shared/onnx/graph';
 import { loadUnitSession, type UnitSession } from '@unimoe/shared/runtime/ort-unit';
 
@@ -67,8 +66,7 @@ export async function measureBandwidth(): Promise<Bandwidth> {
 export function weightBytesPerToken(manifest: Manifest): { attn: number; experts: number; head: number; total: number } {
   const { topK } = manifest.config.routing;
   const sum = (kind: string) => manifest.units.filter((u) => u.kind === kind).reduce((s, u) => s + u.bytes, 0);
-  // The rotary tables are unit bytes of which a token reads one row.
-  const attn = sum('attn') - manifest.config.layers * rotaryTableBytes(manifest.config);
+  const attn = sum('attn');
   const experts = (sum('expert') * topK) / manifest.config.experts;
   const head = sum('head');
   return { attn, experts, head, total: attn + experts + head };

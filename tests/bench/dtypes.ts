@@ -9,7 +9,6 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
 import { readManifest } from '@unimoe/shared/bundle/load';
-import { ROTARY_TABLES } from '@unimoe/shared/convert/units/attn';
 import { initializerSizes } from '@unimoe/shared/onnx/initializer-sizes';
 import type { Manifest, UnitSpec, UnitWeightDType } from '@unimoe/shared/bundle/manifest';
 import { realisticBundle } from './realistic-model';
@@ -26,10 +25,7 @@ const STEP_SCRIPT = fileURLToPath(new URL('./dtype-step.ts', import.meta.url));
  */
 async function residentWeightBytes(bundleDir: string, unit: UnitSpec): Promise<number> {
   let bytes = 0;
-  for (const t of initializerSizes(await readFile(join(bundleDir, unit.file)))) {
-    if ((ROTARY_TABLES as readonly string[]).includes(t.name)) continue; // a token reads one row of each
-    bytes += t.elemType === 'float16' && unit.kind !== 'embed' ? t.bytes * 2 : t.bytes;
-  }
+  for (const t of initializerSizes(await readFile(join(bundleDir, unit.file)))) bytes += t.elemType === 'float16' && unit.kind !== 'embed' ? t.bytes * 2 : t.bytes;
   return bytes;
 }
 

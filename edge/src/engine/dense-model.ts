@@ -3,6 +3,7 @@
  * Thin typed wrappers so the scheduler speaks in arrays and row counts, not feed dictionaries.
  */
 import { unitName, type Manifest } from '@unimoe/shared/bundle/manifest';
+import { rotaryTables, type RotaryTables } from '@unimoe/shared/model/rotary';
 import type { UnitSession, UnitSessionOptions } from '@unimoe/shared/runtime/ort-unit';
 import { loadVerifiedUnit } from './bundle-units';
 
@@ -30,12 +31,18 @@ export interface AttnOutput {
 }
 
 export class DenseModel {
+  /** One copy of the rotary tables for every layer; null for version 2 attn units, which hold their own. */
+  private readonly rotary: RotaryTables | null;
+
   private constructor(
     readonly manifest: Manifest,
     private readonly embedUnit: UnitSession,
     private readonly attnUnits: UnitSession[],
     private readonly headUnit: UnitSession,
-  ) {}
+  ) {
+    const attn = manifest.units.find((u) => u.name === unitName.attn(0));
+    this.rotary = attn?.inputs.some((i) => i.name === 'rotary_cos') ? rotaryTables(manifest.config) : null;
+  }
 
   static async load(bundleDir: string, manifest: Manifest, opts?: UnitSessionOptions): Promise<DenseModel> {
     const names = [unitName.embed, ...Array.from({ length: manifest.config.layers }, (_, l) => unitName.attn(l)), unitName.head];
@@ -64,6 +71,8 @@ export class DenseModel {
       key_cache: { data: x.keyCache, dims: [B, KV, C, D] },
       value_cache: { data: x.valueCache, dims: [B, KV, D, C] },
       attention_mask: { data: x.mask, dims: [B, 1, S, C + S] },
+      // The whole tables each call: onnxruntime-node reads the caller's buffers without copying them.
+      ...(this.rotary && { rotary_cos: { data: this.rotary.cos, dims: this.rotary.dims }, rotary_sin: { data: this.rotary.sin, dims: this.rotary.dims } }),
     });
     return {
       hiddenOut: out.hidden_out.data,

@@ -2,7 +2,7 @@
 import { readFile, stat } from 'node:fs/promises';
 import { isAbsolute, join, resolve } from 'node:path';
 import { z } from 'zod';
-import { BUNDLE_FORMAT, BUNDLE_VERSION, QUANT_BLOCK_SIZES, type Manifest, type UnitSpec } from './manifest';
+import { BUNDLE_FORMAT, BUNDLE_VERSION, OLDEST_BUNDLE_VERSION, QUANT_BLOCK_SIZES, type Manifest, type UnitSpec } from './manifest';
 import { sha256File } from './sha256-file';
 
 const positiveInt = z.number().int().positive();
@@ -93,7 +93,7 @@ const modelConfig = z.object({
 
 const manifestSchema = z.object({
   format: z.literal(BUNDLE_FORMAT),
-  version: z.literal(BUNDLE_VERSION),
+  version: z.union([z.literal(OLDEST_BUNDLE_VERSION), z.literal(BUNDLE_VERSION)]),
   name: z.string().min(1),
   dtype: z.enum(['float32', 'float16']),
   quant: z
@@ -149,11 +149,14 @@ export function parseManifest(text: string, where: string): Manifest {
   if (head && typeof head === 'object' && head.format !== BUNDLE_FORMAT) {
     throw new Error(`${where}: format is ${JSON.stringify(head.format)}, expected "${BUNDLE_FORMAT}"`);
   }
-  if (head && typeof head.version === 'number' && head.version < BUNDLE_VERSION) {
+  if (head && typeof head.version === 'number' && head.version < OLDEST_BUNDLE_VERSION) {
     throw new Error(
       `${where}: bundle version ${head.version} was written by an older unimoe (its attention units take the past keys and values ` +
-        `as copies, version ${BUNDLE_VERSION} reads the KV cache in place); re-convert the checkpoint with \`unimoe convert\``,
+        `as copies, version ${OLDEST_BUNDLE_VERSION} and later read the KV cache in place); re-convert the checkpoint with \`unimoe convert\``,
     );
+  }
+  if (head && typeof head.version === 'number' && head.version > BUNDLE_VERSION) {
+    throw new Error(`${where}: bundle version ${head.version} is newer than this unimoe reads (${OLDEST_BUNDLE_VERSION}-${BUNDLE_VERSION}); upgrade unimoe`);
   }
   const parsed = manifestSchema.safeParse(migrateWhisperAsAudio(json));
   if (!parsed.success) {

@@ -7,6 +7,8 @@
  *                     key_cache f32 [B,KV,C,D], value_cache f32 [B,KV,D,C] (values transposed),
  *                     attention_mask f32 [B,1,S,C+S] (additive: 0 keep, -1e30 drop; over the C cache
  *                     slots, then the S new positions)
+ *                     rotary_cos f32 [R,D/2], rotary_sin f32 [R,D/2] (cos/sin of position * inv_freq, one
+ *                     row per position below R; version 3, model/rotary.ts)
  *                  -> hidden_out f32 [B,S,H]   (hidden + self-attention; the residual stream)
  *                     moe_input f32 [B,S,H]    (post-attention RMSNorm of hidden_out)
  *                     router_logits f32 [B,S,E]
@@ -33,10 +35,16 @@ import type { ModelConfig } from '../model/config';
 
 export const BUNDLE_FORMAT = 'unimoe-bundle';
 /**
+ * The version convert writes.
  * 2: `layer{L}.attn` reads the engine's KV slots in place (`key_cache`/`value_cache`, see below) instead of
  * taking a concatenated past (`past_key`/`past_value`); version-1 bundles must be re-converted.
+ * 3: `layer{L}.attn` takes the rotary tables as inputs (`rotary_cos`/`rotary_sin`) instead of storing its own
+ * copy. Version 2 bundles still load: the engine feeds the tables only to units that declare them.
  */
-export const BUNDLE_VERSION = 2;
+export const BUNDLE_VERSION = 3;
+/** The oldest version this code reads. */
+export const OLDEST_BUNDLE_VERSION = 2;
+export type BundleVersion = 2 | 3;
 
 export type UnitKind = 'embed' | 'attn' | 'expert' | 'head' | EncoderKind;
 /** Modality encoder units: CLIP (image, video), Whisper (speech), BEATs (audio). */
@@ -87,7 +95,7 @@ export interface UnitSpec {
 
 export interface Manifest {
   format: typeof BUNDLE_FORMAT;
-  version: typeof BUNDLE_VERSION;
+  version: BundleVersion;
   /** Served model name (directory name of the checkpoint unless told otherwise). */
   name: string;
   /** Float weight element type stored in the unit files (with `quant`: the weights left unquantized); compute is float32. */

@@ -17,7 +17,7 @@ import { convertCheckpoint } from './convert';
 import { detectModel } from './detect';
 import type { AttnWeights } from './units/attn';
 import { attnReference, expert64, linear64, random, relErr, rmsNorm64, type AttnCase } from './testing/reference64';
-import { cacheFeeds, f32, i64, runUnit } from './testing/run-unit';
+import { cacheFeeds, f32, i64, rotaryFeeds, runUnit } from './testing/run-unit';
 
 const FIXTURES = fileURLToPath(new URL('../../../tests/fixtures/models/', import.meta.url));
 const TOKENIZER = fileURLToPath(new URL('../../assets/tokenizer/tiny-llama-bpe.model', import.meta.url));
@@ -82,6 +82,7 @@ async function runAttn(bundle: string, m: Manifest, layer: number, a: AttnCase) 
     hidden: f32(a.hidden, [a.B, a.S, hidden]),
     position_ids: i64(a.positions.flat(), [a.B, a.S]),
     ...cacheFeeds(a.pastKey, a.pastValue, a.B, a.P, kvHeads, headDim),
+    ...rotaryFeeds(m.config),
     attention_mask: f32(a.mask, [a.B, 1, a.S, a.P + a.S]),
   });
 }
@@ -127,7 +128,7 @@ describe('convertCheckpoint', () => {
     const { ckpt, bundle, parent } = await stage('unimoe-8e');
     const m = await convertCheckpoint({ checkpointDir: ckpt, bundleDir: bundle });
     expect(await readdir(parent)).toEqual(['bundle', 'ckpt'].sort());
-    expect(m).toMatchObject({ format: 'unimoe-bundle', version: 2, name: 'ckpt', dtype: 'float32', modalities: ['text'] });
+    expect(m).toMatchObject({ format: 'unimoe-bundle', version: 3, name: 'ckpt', dtype: 'float32', modalities: ['text'] });
     expect(m.units.map((u) => u.name)).toEqual([
       'embed',
       ...[0, 1].flatMap((l) => [`layer${l}.attn`, ...Array.from({ length: 8 }, (_, e) => `layer${l}.expert${e}`)]),
@@ -343,5 +344,10 @@ describe('bundle integrity checks', () => {
     // A bundle written before the attention units read the KV cache in place: a clear re-convert message.
     await writeFile(join(bundle, 'manifest.json'), JSON.stringify({ ...m, version: 1 }));
     await expect(readManifest(bundle)).rejects.toThrow(/manifest\.json: bundle version 1 was written by an older unimoe .*re-convert the checkpoint with `unimoe convert`/);
+    // Version 2 (attn units with their own rotary tables) still loads; a newer version than this code is refused.
+    await writeFile(join(bundle, 'manifest.json'), JSON.stringify({ ...m, version: 2 }));
+    expect((await readManifest(bundle)).version).toBe(2);
+    await writeFile(join(bundle, 'manifest.json'), JSON.stringify({ ...m, version: 4 }));
+    await expect(readManifest(bundle)).rejects.toThrow(/manifest\.json: bundle version 4 is newer than this unimoe reads \(2-3\); upgrade unimoe/);
   });
 });

@@ -10,7 +10,7 @@ import { buildEmbedUnit } from './units/embed';
 import { buildExpertUnit, type ExpertWeights } from './units/expert';
 import { buildHeadUnit } from './units/head';
 import { attnReference, expert64, linear64, random, relErr, rmsNorm64, type AttnCase } from './testing/reference64';
-import { cacheFeeds, f32, i64, runUnit } from './testing/run-unit';
+import { cacheFeeds, f32, i64, rotaryFeeds, runUnit } from './testing/run-unit';
 import { readQuantizedProjections, type StoredProjection } from './testing/dequantize64';
 import { ACCURACY_LEVEL } from './quantize';
 
@@ -54,6 +54,7 @@ function runAttn(c: ModelConfig, w: AttnWeights, a: AttnCase, format: Parameters
     hidden: f32(a.hidden, [a.B, a.S, c.hidden]),
     position_ids: i64(a.positions.flat(), [a.B, a.S]),
     ...cacheFeeds(a.pastKey, a.pastValue, a.B, a.P, c.kvHeads, c.headDim),
+    ...rotaryFeeds(c),
     attention_mask: f32(a.mask, [a.B, 1, a.S, a.P + a.S]),
   });
 }
@@ -117,6 +118,7 @@ describe.each<[WeightDType, number]>([
       hidden: f32(hidden, [1, S, cfg.hidden]),
       position_ids: i64([0, 1, 2, 3, 4], [1, S]),
       ...cacheFeeds(empty, empty, 1, 0, cfg.kvHeads, cfg.headDim),
+      ...rotaryFeeds(cfg),
       attention_mask: f32(mask, [1, 1, S, S]),
     });
     const ref = attnReference(cfg, w, { B: 1, S, P: 0, hidden, positions: [[0, 1, 2, 3, 4]], pastKey: empty, pastValue: empty, mask });
@@ -222,6 +224,7 @@ describe.each<[Quantization['dtype'], number, number, number]>([
       hidden: f32(a.hidden, [a.B, a.S, H]),
       position_ids: i64(a.positions.flat(), [a.B, a.S]),
       ...cacheFeeds(a.pastKey, a.pastValue, a.B, a.P, KV, D),
+      ...rotaryFeeds(cfg),
       attention_mask: f32(a.mask, [a.B, 1, a.S, a.P + a.S]),
     });
     const qkv = deq(model, 'qkv_proj');

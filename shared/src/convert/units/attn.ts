@@ -39,6 +39,9 @@ export function attnIO(cfg: ModelConfig): UnitIO {
       { name: 'key_cache', dtype: 'float32', shape: ['B', KV, 'C', D] },
       { name: 'value_cache', dtype: 'float32', shape: ['B', KV, D, 'C'] },
       { name: 'attention_mask', dtype: 'float32', shape: ['B', 1, 'S', 'C+S'] },
+      // The engine's one copy of the rotary tables (shared/src/model/rotary.ts), R >= every position id + 1.
+      { name: 'rotary_cos', dtype: 'float32', shape: ['R', D / 2] },
+      { name: 'rotary_sin', dtype: 'float32', shape: ['R', D / 2] },
     ],
     outputs: [
       { name: 'hidden_out', dtype: 'float32', shape: ['B', 'S', H] },
@@ -48,11 +51,6 @@ export function attnIO(cfg: ModelConfig): UnitIO {
       { name: 'value', dtype: 'float32', shape: ['B', 'S', KV, D] },
     ],
   };
-}
-
-/** HF's inverse frequencies theta^(-2i/D), i < D/2. */
-export function rotaryInvFreq(theta: number, headDim: number): number[] {
-  return Array.from({ length: headDim / 2 }, (_, i) => theta ** (-(2 * i) / headDim));
 }
 
 export function buildAttnUnit(cfg: ModelConfig, layer: number, w: AttnWeights, format: ProjectionFormat): Uint8Array {
@@ -68,7 +66,7 @@ export function buildAttnUnit(cfg: ModelConfig, layer: number, w: AttnWeights, f
   const qkv = projection(g, x, 'qkv_proj', concatRows([w.q, w.k, w.v]), (NH + 2 * KV) * D, H, format); // [B,S,(NH+2KV)*D]
   const [qk, v] = g.nodeMulti('Split', [qkv, g.constInt64([(NH + KV) * D, KV * D], 'qk_v_split')], { count: 2, attrs: { axis: -1 } });
   // q and k heads rotate alike (same positions), so one RotaryEmbedding over both.
-  const [q, k] = g.nodeMulti('Split', [rotary(g, qk, cfg), g.constInt64([NH * D, KV * D], 'q_k_split')], { count: 2, attrs: { axis: -1 } });
+  const [q, k] = g.nodeMulti('Split', [rotary(g, qk), g.constInt64([NH * D, KV * D], 'q_k_split')], { count: 2, attrs: { axis: -1 } });
   const headsShape = g.constInt64([0, 0, KV, D], 'kv_heads_shape');
   g.node('Reshape', [k, headsShape], { outputs: ['key'] });
   g.node('Reshape', [v, headsShape], { outputs: ['value'] });
@@ -118,32 +116,12 @@ export function buildAttnUnit(cfg: ModelConfig, layer: number, w: AttnWeights, f
   return finishUnit(g, io);
 }
 
-/** The rotary tables' initializers: a step reads one row of each per token, not the whole table. */
-export const ROTARY_TABLES = ['rotary_cos', 'rotary_sin'] as const;
-
-/** Bytes of one attn unit's rotary tables (float32 [maxPositions, D/2] each). */
-export function rotaryTableBytes(cfg: ModelConfig): number {
-  return ROTARY_TABLES.length * cfg.maxPositions * (cfg.headDim / 2) * 4;
-}
-
 /**
- * HF rotary (`rotate_half`) on [B, S, heads*D] with com.microsoft RotaryEmbedding: cos/sin tables of
- * position * inv_freq for every position the model allows ([maxPositions, D/2], computed in float64,
- * stored float32; maxPositions * D * 4 bytes per layer) so nothing trigonometric runs per call.
+ * HF rotary (`rotate_half`) on [B, S, heads*D] with com.microsoft RotaryEmbedding over the `rotary_cos` and
+ * `rotary_sin` inputs (position * inv_freq tables computed in float64), so nothing trigonometric runs per call.
  */
-function rotary(g: GraphBuilder, x: string, cfg: ModelConfig): string {
-  const invFreq = rotaryInvFreq(cfg.ropeTheta, cfg.headDim);
-  const half = invFreq.length;
-  const cos = new Float32Array(cfg.maxPositions * half);
-  const sin = new Float32Array(cfg.maxPositions * half);
-  for (let p = 0; p < cfg.maxPositions; p++)
-    for (let i = 0; i < half; i++) {
-      cos[p * half + i] = Math.cos(p * invFreq[i]!);
-      sin[p * half + i] = Math.sin(p * invFreq[i]!);
-    }
-  const [cosName, sinName] = ROTARY_TABLES;
-  const table = (name: string, values: Float32Array) => g.floatInitializer(name, values, [cfg.maxPositions, half]);
-  return g.node('RotaryEmbedding', [x, 'position_ids', table(cosName, cos), table(sinName, sin)], { domain: MS_DOMAIN, attrs: { interleaved: 0 } });
+function rotary(g: GraphBuilder, x: string): string {
+  return g.node('RotaryEmbedding', [x, 'position_ids', 'rotary_cos', 'rotary_sin'], { domain: MS_DOMAIN, attrs: { interleaved: 0 } });
 }
 
 /** Row-major matrices with the same column count, stacked (the fused q/k/v weight). */
