@@ -7,10 +7,9 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, expect, it } from 'vitest';
 import { readManifest } from '@unimoe/shared/bundle/load';
 import { writeVersion2Bundle } from '@unimoe/shared/convert/testing/bundle-v2';
+import { ROTARY_INPUTS } from '@unimoe/shared/model/rotary';
 import { createEngine } from './engine';
 import { convertFixture, type TestBundle } from './test-bundle';
-
-const ROTARY_INPUTS = ['rotary_cos', 'rotary_sin'];
 
 let bundle: TestBundle;
 let v2Dir: string;
@@ -30,7 +29,7 @@ it('a version 2 bundle (rotary tables inside each attn unit) generates what the 
   const v2 = await readManifest(v2Dir);
   expect(v3.version).toBe(3);
   expect(v2.version).toBe(2);
-  expect(v3.units.find((u) => u.kind === 'attn')!.inputs.map((i) => i.name)).toEqual(expect.arrayContaining(ROTARY_INPUTS));
+  expect(v3.units.find((u) => u.kind === 'attn')!.inputs.map((i) => i.name)).toEqual(expect.arrayContaining([...ROTARY_INPUTS]));
   expect(v2.units.find((u) => u.kind === 'attn')!.inputs.map((i) => i.name)).not.toContain('rotary_cos');
 
   const prompt = [1, 17, 250, 31, 999, 4, 77];

@@ -3,7 +3,8 @@
  * Thin typed wrappers so the scheduler speaks in arrays and row counts, not feed dictionaries.
  */
 import { unitName, type Manifest } from '@unimoe/shared/bundle/manifest';
-import { rotaryTables, type RotaryTables } from '@unimoe/shared/model/rotary';
+import { ROTARY_INPUTS, rotaryFeeds } from '@unimoe/shared/model/rotary';
+import type { Tensor } from '@unimoe/shared/tensor';
 import type { UnitSession, UnitSessionOptions } from '@unimoe/shared/runtime/ort-unit';
 import { loadVerifiedUnit } from './bundle-units';
 
@@ -31,8 +32,8 @@ export interface AttnOutput {
 }
 
 export class DenseModel {
-  /** One copy of the rotary tables for every layer; null for version 2 attn units, which hold their own. */
-  private readonly rotary: RotaryTables | null;
+  /** One copy of the rotary tables for every layer; none for version 2 attn units, which hold their own. */
+  private readonly rotaryFeeds: Record<string, Tensor>;
 
   private constructor(
     readonly manifest: Manifest,
@@ -41,7 +42,7 @@ export class DenseModel {
     private readonly headUnit: UnitSession,
   ) {
     const attn = manifest.units.find((u) => u.name === unitName.attn(0));
-    this.rotary = attn?.inputs.some((i) => i.name === 'rotary_cos') ? rotaryTables(manifest.config) : null;
+    this.rotaryFeeds = attn?.inputs.some((i) => i.name === ROTARY_INPUTS[0]) ? rotaryFeeds(manifest.config) : {};
   }
 
   static async load(bundleDir: string, manifest: Manifest, opts?: UnitSessionOptions): Promise<DenseModel> {
@@ -72,7 +73,7 @@ export class DenseModel {
       value_cache: { data: x.valueCache, dims: [B, KV, D, C] },
       attention_mask: { data: x.mask, dims: [B, 1, S, C + S] },
       // The whole tables each call: onnxruntime-node reads the caller's buffers without copying them.
-      ...(this.rotary && { rotary_cos: { data: this.rotary.cos, dims: this.rotary.dims }, rotary_sin: { data: this.rotary.sin, dims: this.rotary.dims } }),
+      ...this.rotaryFeeds,
     });
     return {
       hiddenOut: out.hidden_out.data,

@@ -17,7 +17,8 @@ import { convertCheckpoint } from './convert';
 import { detectModel } from './detect';
 import type { AttnWeights } from './units/attn';
 import { attnReference, expert64, linear64, random, relErr, rmsNorm64, type AttnCase } from './testing/reference64';
-import { cacheFeeds, f32, i64, rotaryFeeds, runUnit } from './testing/run-unit';
+import { cacheFeeds, f32, i64, runUnit } from './testing/run-unit';
+import { rotaryFeeds } from '../model/rotary';
 
 const FIXTURES = fileURLToPath(new URL('../../../tests/fixtures/models/', import.meta.url));
 const TOKENIZER = fileURLToPath(new URL('../../assets/tokenizer/tiny-llama-bpe.model', import.meta.url));

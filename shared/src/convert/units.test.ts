@@ -10,7 +10,8 @@ import { buildEmbedUnit } from './units/embed';
 import { buildExpertUnit, type ExpertWeights } from './units/expert';
 import { buildHeadUnit } from './units/head';
 import { attnReference, expert64, linear64, random, relErr, rmsNorm64, type AttnCase } from './testing/reference64';
-import { cacheFeeds, f32, i64, rotaryFeeds, runUnit } from './testing/run-unit';
+import { cacheFeeds, f32, i64, runUnit } from './testing/run-unit';
+import { rotaryFeeds } from '../model/rotary';
 import { readQuantizedProjections, type StoredProjection } from './testing/dequantize64';
 import { ACCURACY_LEVEL } from './quantize';
 

@@ -3,10 +3,14 @@
  * inputs `rotary_cos` and `rotary_sin`, so one copy per process serves every layer (in version 2 each attn
  * unit stored its own: maxPositions * D * 4 bytes per layer, 16 MiB per layer for a 32k-position Mixtral).
  */
+import type { Tensor } from '../tensor';
 import type { ModelConfig } from './config';
 
+/** The attn unit inputs (bundle version 3) that carry the tables. */
+export const ROTARY_INPUTS = ['rotary_cos', 'rotary_sin'] as const;
+
 /** HF's inverse frequencies theta^(-2i/D), i < D/2. */
-export function rotaryInvFreq(theta: number, headDim: number): number[] {
+function rotaryInvFreq(theta: number, headDim: number): number[] {
   return Array.from({ length: headDim / 2 }, (_, i) => theta ** (-(2 * i) / headDim));
 }
 
@@ -29,4 +33,10 @@ export function rotaryTables(cfg: Pick<ModelConfig, 'ropeTheta' | 'headDim' | 'm
     }
   }
   return { cos, sin, dims: [cfg.maxPositions, half] };
+}
+
+/** The tables as an attn unit's feeds: built once, the same buffers serve every layer and every call. */
+export function rotaryFeeds(cfg: Pick<ModelConfig, 'ropeTheta' | 'headDim' | 'maxPositions'>): Record<(typeof ROTARY_INPUTS)[number], Tensor> {
+  const { cos, sin, dims } = rotaryTables(cfg);
+  return { rotary_cos: { data: cos, dims }, rotary_sin: { data: sin, dims } };
 }

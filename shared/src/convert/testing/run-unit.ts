@@ -2,8 +2,6 @@
 import { loadUnitSession } from '../../runtime/ort-unit';
 import type { Tensor } from '../../tensor';
 import { pastAsCache } from '../units/attn';
-import type { ModelConfig } from '../../model/config';
-import { rotaryTables } from '../../model/rotary';
 
 export async function runUnit(model: string | Uint8Array, feeds: Record<string, Tensor>) {
   const session = await loadUnitSession(model, { threads: 1, executionProvider: 'cpu' });
@@ -21,10 +19,4 @@ export const i64 = (values: number[], dims: number[]): Tensor => ({ data: BigInt
 export function cacheFeeds(pastKey: Float32Array, pastValue: Float32Array, B: number, P: number, KV: number, D: number): Record<string, Tensor> {
   const { keyCache, valueCache } = pastAsCache(pastKey, pastValue, B, P, KV, D);
   return { key_cache: f32(keyCache, [B, KV, P, D]), value_cache: f32(valueCache, [B, KV, D, P]) };
-}
-
-/** An attn unit's rotary table feeds (what the engine passes every layer). */
-export function rotaryFeeds(cfg: ModelConfig): Record<string, Tensor> {
-  const t = rotaryTables(cfg);
-  return { rotary_cos: f32(t.cos, t.dims), rotary_sin: f32(t.sin, t.dims) };
 }

@@ -15,6 +15,7 @@
  * too (`pnpm bench:kv-formats`).
  */
 import type { ModelConfig } from '../../model/config';
+import { ROTARY_INPUTS } from '../../model/rotary';
 import { MS_DOMAIN, type GraphBuilder } from '../../onnx/graph';
 import { finishUnit, linear, linearWeight, projection, rmsNorm, startUnit, type ProjectionFormat, type UnitIO } from './common';
 
@@ -39,9 +40,8 @@ export function attnIO(cfg: ModelConfig): UnitIO {
       { name: 'key_cache', dtype: 'float32', shape: ['B', KV, 'C', D] },
       { name: 'value_cache', dtype: 'float32', shape: ['B', KV, D, 'C'] },
       { name: 'attention_mask', dtype: 'float32', shape: ['B', 1, 'S', 'C+S'] },
-      // The engine's one copy of the rotary tables (shared/src/model/rotary.ts), R >= every position id + 1.
-      { name: 'rotary_cos', dtype: 'float32', shape: ['R', D / 2] },
-      { name: 'rotary_sin', dtype: 'float32', shape: ['R', D / 2] },
+      // The engine's one copy of the rotary tables (cos, sin), R >= every position id + 1.
+      ...ROTARY_INPUTS.map((name) => ({ name, dtype: 'float32' as const, shape: ['R', D / 2] })),
     ],
     outputs: [
       { name: 'hidden_out', dtype: 'float32', shape: ['B', 'S', H] },
@@ -121,7 +121,7 @@ export function buildAttnUnit(cfg: ModelConfig, layer: number, w: AttnWeights, f
  * `rotary_sin` inputs (position * inv_freq tables computed in float64), so nothing trigonometric runs per call.
  */
 function rotary(g: GraphBuilder, x: string): string {
-  return g.node('RotaryEmbedding', [x, 'position_ids', 'rotary_cos', 'rotary_sin'], { domain: MS_DOMAIN, attrs: { interleaved: 0 } });
+  return g.node('RotaryEmbedding', [x, 'position_ids', ...ROTARY_INPUTS], { domain: MS_DOMAIN, attrs: { interleaved: 0 } });
 }
 
 /** Row-major matrices with the same column count, stacked (the fused q/k/v weight). */
